@@ -1,0 +1,214 @@
+"""The server's subcommands: migrate, ingest, up, sites load, protocol schema."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+from pydantic import ValidationError
+
+from .settings import Settings
+
+log = logging.getLogger("swc")
+
+# CLI flag -> Settings field. Every flag is optional and overrides SWC_<FIELD>.
+_COMMON = [
+    click.option("--database-url", help="PostgreSQL URL [SWC_DATABASE_URL]"),
+    click.option("--mqtt-url", help="mqtt://user:pass@host:port [SWC_MQTT_URL]"),
+    click.option("--topic-root", help="topic root, default swc/v1 [SWC_TOPIC_ROOT]"),
+    click.option(
+        "--auto-register/--no-auto-register",
+        default=None,
+        help="register unknown devices on first message, or dead-letter them [SWC_AUTO_REGISTER]",
+    ),
+    click.option("--data-dir", type=click.Path(path_type=Path), help="[SWC_DATA_DIR]"),
+    click.option("--timescale", type=click.Choice(["auto", "on", "off"]), help="[SWC_TIMESCALE]"),
+    click.option("--log-level", help="DEBUG, INFO, WARNING [SWC_LOG_LEVEL]"),
+    click.option("--log-format", type=click.Choice(["text", "json"]), help="[SWC_LOG_FORMAT]"),
+]
+_CONSUMER = [
+    click.option("--client-id", help="MQTT client id of this consumer [SWC_CLIENT_ID]"),
+    click.option("--mqtt-protocol", type=click.Choice(["5", "3.1.1"]), help="[SWC_MQTT_PROTOCOL]"),
+    click.option(
+        "--shared-group", help="shared subscription group, '' for none [SWC_SHARED_GROUP]"
+    ),
+    click.option("--batch-max-readings", type=int, help="[SWC_BATCH_MAX_READINGS]"),
+    click.option("--batch-max-latency-ms", type=int, help="[SWC_BATCH_MAX_LATENCY_MS]"),
+    click.option("--metrics-port", type=int, help="Prometheus port, 0 = off [SWC_METRICS_PORT]"),
+]
+
+
+def _options(options):
+    def deco(f):
+        for opt in reversed(options):
+            f = opt(f)
+        return f
+
+    return deco
+
+
+def load_settings(**flags: Any) -> Settings:
+    """Settings from the environment, overridden by the flags that were given."""
+    given = {k: v for k, v in flags.items() if v is not None}
+    try:
+        settings = Settings(**given)
+    except ValidationError as exc:
+        lines = [f"  {'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]
+        raise click.UsageError("invalid settings:\n" + "\n".join(lines)) from None
+    from .logs import setup_logging
+
+    setup_logging(settings.log_level, settings.log_format)
+    return settings
+
+
+def _require_db(settings: Settings) -> str:
+    if not settings.database_url:
+        raise click.UsageError("no database: set SWC_DATABASE_URL or --database-url")
+    return settings.database_url
+
+
+def do_migrate(settings: Settings, dsn: str) -> str:
+    from .store.migrate import apply_policies, migrate
+
+    mode, applied = migrate(dsn, settings.timescale)
+    log.info(
+        "storage mode=%s (%s) applied=%s",
+        mode,
+        "TimescaleDB hypertable, compression, continuous aggregate"
+        if mode == "timescale"
+        else "plain PostgreSQL, date_bin aggregates",
+        ",".join(applied) or "none",
+    )
+    apply_policies(dsn, settings.compress_after, settings.retain_for)
+    return mode
+
+
+def run_consumer(settings: Settings, dsn: str) -> None:
+    """Run one consumer in the foreground until SIGTERM or SIGINT, then drain."""
+    from .consumer import Consumer, DrainAbandoned
+
+    if not settings.mqtt_url:
+        raise click.UsageError("no broker: set SWC_MQTT_URL or --mqtt-url")
+    consumer = Consumer(settings, dsn)
+    if settings.metrics_port:
+        consumer.metrics.serve(settings.metrics_port, settings.metrics_host)
+        log.info("metrics http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+
+    def on_signal(signum, frame):
+        log.info("signal %s: draining", signal.Signals(signum).name)
+        consumer.stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        consumer.run()
+    except DrainAbandoned as exc:
+        log.error("%s", exc)
+        sys.exit(1)
+
+
+def register(group: click.Group) -> None:
+    group.add_command(migrate_cmd)
+    group.add_command(ingest_cmd)
+    group.add_command(up_cmd)
+    group.add_command(sites)
+    group.add_command(protocol_cmd)
+
+
+@click.command("migrate")
+@_options(_COMMON)
+def migrate_cmd(**flags: Any) -> None:
+    """Create or upgrade the database schema (idempotent)."""
+    settings = load_settings(**flags)
+    mode = do_migrate(settings, _require_db(settings))
+    click.echo(f"migrated ({mode})")
+
+
+@click.command("ingest")
+@_options(_COMMON + _CONSUMER)
+def ingest_cmd(**flags: Any) -> None:
+    """Run the MQTT-to-database consumer."""
+    settings = load_settings(**flags)
+    run_consumer(settings, _require_db(settings))
+
+
+@click.command("up")
+@_options(_COMMON + _CONSUMER)
+def up_cmd(**flags: Any) -> None:
+    """Everything on one machine: embedded PostgreSQL and broker unless URLs are given."""
+    from .embedded import EmbeddedBroker, EmbeddedPostgres
+
+    settings = load_settings(**flags)
+    stack = []
+    try:
+        dsn = settings.database_url
+        if not dsn:
+            pg = EmbeddedPostgres(settings.data_dir / "postgres")
+            stack.append(pg)
+            dsn = pg.start()
+            click.echo(f"PostgreSQL (embedded): {dsn}")
+        if not settings.mqtt_url:
+            broker = EmbeddedBroker(settings.data_dir / "broker")
+            stack.append(broker)
+            handle = broker.start()
+            overrides = {"mqtt_url": handle.url, "mqtt_protocol": handle.protocol}
+            if handle.kind == "amqtt":
+                overrides["shared_group"] = None  # amqtt has no shared subscriptions
+            settings = settings.model_copy(update=overrides)
+            click.echo(
+                f"MQTT broker (embedded {handle.kind}, MQTT {handle.protocol}): {handle.url}"
+            )
+        do_migrate(settings, dsn)
+        click.echo(
+            f"Ingesting {settings.topic_root}/+/telemetry; try:\n"
+            f"  mosquitto_pub -h {settings.mqtt.host} -p {settings.mqtt.port} -q 1 "
+            f"-t {settings.topic_root}/dam-017/telemetry -m "
+            '\'{"device": "dam-017", "seq": 1, "sent_at": "2026-07-21T03:15:05Z", '
+            '"readings": [{"t": "2026-07-21T03:15:00Z", "ch": "stage_m", "v": 2.31}]}\'\n'
+            "Ctrl-C stops everything."
+        )
+        run_consumer(settings, dsn)
+    finally:
+        for service in reversed(stack):
+            service.stop()
+
+
+@click.group("sites")
+def sites() -> None:
+    """The registry of sites, devices and streams."""
+
+
+@sites.command("load")
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@_options(_COMMON)
+def sites_load(file: Path, **flags: Any) -> None:
+    """Register sites, devices, streams and gateways from a YAML or JSON FILE."""
+    from .store.registry import RegistryFileError, load_registry, read_registry_file
+
+    settings = load_settings(**flags)
+    try:
+        spec = read_registry_file(file)
+    except RegistryFileError as exc:
+        raise click.ClickException(str(exc)) from None
+    with psycopg.connect(_require_db(settings)) as conn:
+        counts = load_registry(conn, spec)
+    click.echo(", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
+@click.group("protocol")
+def protocol_cmd() -> None:
+    """The wire contract."""
+
+
+@protocol_cmd.command("schema")
+def protocol_schema() -> None:
+    """Print the JSON Schema of a telemetry message."""
+    from protocol.messages import telemetry_json_schema
+
+    click.echo(json.dumps(telemetry_json_schema(), indent=2))

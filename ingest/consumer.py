@@ -1,0 +1,348 @@
+"""The ingest consumer: MQTT telemetry in, batched idempotent writes out, PUBACK after COMMIT.
+
+Threads: paho's network thread only puts received messages on ``inbox``; the
+writer thread (the caller of ``run``) decodes them into a batch bounded by
+size and age, writes it in one transaction, and only then acknowledges its
+messages. A database outage therefore stops acknowledgements: the broker
+keeps the backlog (and stops sending once ``receive_maximum`` messages are
+unacknowledged) while the writer retries with backoff.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import paho.mqtt.client as mqtt
+import psycopg
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from protocol.messages import ProtocolError, decode_telemetry
+from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetry_filter
+
+from .metrics import IngestMetrics
+from .settings import Settings
+from .store.readings import DeadLetterRow, ReadingRow, ReadingWriter
+from .store.registry import Rejected, StreamResolver
+
+log = logging.getLogger(__name__)
+
+_MAX_ERROR_CHARS = 2000
+_BACKOFF_START_S = 0.2
+_BACKOFF_MAX_S = 10.0
+
+
+@dataclass(slots=True)
+class Incoming:
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    received_at: datetime
+    arrived: float  # time.monotonic() at receipt
+    generation: int  # MQTT connection it came on; acks go only to the same connection
+
+
+@dataclass
+class _Batch:
+    messages: list[Incoming] = field(default_factory=list)
+    decoded: list[tuple[Incoming, Topic, object]] = field(default_factory=list)
+    dead: list[DeadLetterRow] = field(default_factory=list)
+    readings: int = 0
+
+
+class DrainAbandoned(RuntimeError):
+    """Shutdown gave up waiting for the database; unacknowledged messages stay at the broker."""
+
+
+class Consumer:
+    """One ingest consumer. ``run()`` blocks until ``stop()``; see the module docstring."""
+
+    def __init__(self, settings: Settings, dsn: str, metrics: IngestMetrics | None = None):
+        self.settings = settings
+        self.dsn = dsn
+        self.metrics = metrics or IngestMetrics()
+        self.inbox: queue.Queue[Incoming] = queue.Queue()
+        self.resolver = StreamResolver(settings.auto_register)
+        self.writer = ReadingWriter()
+        self.connected = threading.Event()
+        self._stop = threading.Event()
+        self._generation = 0
+        self._conn: psycopg.Connection | None = None
+        self._client = self._make_client()
+        self.max_batch_messages = max(1, min(settings.receive_maximum, 1000) // 2)
+
+    # --- MQTT side (network thread) ------------------------------------------------
+    def _make_client(self) -> mqtt.Client:
+        s = self.settings
+        v5 = s.mqtt_protocol == "5"
+        client = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=s.client_id,
+            protocol=mqtt.MQTTv5 if v5 else mqtt.MQTTv311,
+            clean_session=None if v5 else False,
+            manual_ack=True,
+        )
+        target = s.mqtt
+        if target.username:
+            client.username_pw_set(target.username, target.password)
+        if target.tls:
+            client.tls_set()
+        client.reconnect_delay_set(min_delay=1, max_delay=10)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def _subscription(self) -> str:
+        root, group = self.settings.topic_root, self.settings.shared_group
+        return shared_telemetry_filter(root, group) if group else telemetry_filter(root)
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("mqtt connect refused reason=%s", reason_code)
+            return
+        self._generation += 1
+        log.info(
+            "mqtt connected broker=%s session_present=%s subscription=%s",
+            self.settings.mqtt.url(),
+            flags.session_present,
+            self._subscription(),
+        )
+        client.subscribe(self._subscription(), qos=1)
+        self.connected.set()
+
+    def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connected.clear()
+        if not self._stop.is_set():
+            log.warning("mqtt disconnected reason=%s; reconnecting", reason_code)
+
+    def _on_message(self, client, userdata, msg: mqtt.MQTTMessage) -> None:
+        self.inbox.put(
+            Incoming(
+                msg.topic,
+                msg.payload,
+                msg.mid,
+                msg.qos,
+                datetime.now(UTC),
+                time.monotonic(),
+                self._generation,
+            )
+        )
+
+    # --- lifecycle -----------------------------------------------------------------
+    def start_mqtt(self) -> None:
+        s = self.settings
+        props = None
+        if s.mqtt_protocol == "5":
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = s.session_expiry_s
+            props.ReceiveMaximum = s.receive_maximum
+        target = s.mqtt
+        kwargs = {"clean_start": False, "properties": props} if props else {}
+        self._client.connect_async(target.host, target.port, keepalive=30, **kwargs)
+        self._client.loop_start()
+
+    def stop(self) -> None:
+        """Ask ``run`` to drain what it has received, commit, acknowledge and return."""
+        self._stop.set()
+
+    def run(self) -> None:
+        """Consume until ``stop()``; then drain and disconnect."""
+        self.start_mqtt()
+        log.info(
+            "ingest consumer started client_id=%s batch_max_readings=%d batch_max_latency_ms=%d",
+            self.settings.client_id,
+            self.settings.batch_max_readings,
+            self.settings.batch_max_latency_ms,
+        )
+        try:
+            while not self._stop.is_set():
+                batch = self._collect()
+                if batch.messages:
+                    self._commit(batch)
+            self._drain()
+        finally:
+            self._client.disconnect()
+            self._client.loop_stop()
+            if self._conn is not None:
+                self._conn.close()
+            log.info("ingest consumer stopped counters=%s", self.metrics.snapshot())
+
+    def _drain(self) -> None:
+        deadline = time.monotonic() + self.settings.drain_timeout_s
+        pending = self.inbox.qsize()
+        log.info("draining messages=%d", pending)
+        while pending > 0:
+            batch = self._collect(limit=pending, wait=False)
+            if not batch.messages:
+                break
+            pending -= len(batch.messages)
+            self._commit(batch, deadline=deadline)
+
+    # --- writer thread -------------------------------------------------------------
+    def _collect(self, limit: int | None = None, wait: bool = True) -> _Batch:
+        s = self.settings
+        batch = _Batch()
+        try:
+            first = self.inbox.get(timeout=0.1 if wait else 0)
+        except queue.Empty:
+            return batch
+        self._add(batch, first)
+        deadline = first.arrived + s.batch_max_latency_ms / 1000
+        max_messages = min(limit or self.max_batch_messages, self.max_batch_messages)
+        while batch.readings < s.batch_max_readings and len(batch.messages) < max_messages:
+            timeout = deadline - time.monotonic()
+            if timeout <= 0 and not self.inbox.qsize():
+                break
+            try:
+                item = (
+                    self.inbox.get(timeout=max(timeout, 0))
+                    if timeout > 0
+                    else self.inbox.get_nowait()
+                )
+            except queue.Empty:
+                break
+            self._add(batch, item)
+        self.metrics.messages_received.inc(len(batch.messages))
+        self.metrics.inbox.set(self.inbox.qsize())
+        return batch
+
+    def _add(self, batch: _Batch, item: Incoming) -> None:
+        batch.messages.append(item)
+        try:
+            topic = Topic.parse(item.topic, self.settings.topic_root)
+            telemetry = decode_telemetry(item.payload)
+        except (ProtocolError, TopicError) as exc:
+            code = getattr(exc, "code", "bad_topic")
+            self._dead(batch, item, code, getattr(exc, "message", str(exc)))
+            return
+        batch.decoded.append((item, topic, telemetry))
+        batch.readings += len(telemetry.rows)
+
+    def _dead(self, batch: _Batch, item: Incoming, code: str, message: str) -> None:
+        batch.dead.append(
+            (item.topic, item.payload, code, message[:_MAX_ERROR_CHARS], item.received_at)
+        )
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    def _commit(self, batch: _Batch, deadline: float | None = None) -> None:
+        delay = _BACKOFF_START_S
+        while True:
+            try:
+                self._write(batch)
+                break
+            except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+                self.metrics.db_errors.inc()
+                if self._conn is not None:
+                    self._conn.close()
+                if deadline is not None and time.monotonic() + delay > deadline:
+                    raise DrainAbandoned(
+                        f"database unavailable while draining; {len(batch.messages)} messages "
+                        "left unacknowledged at the broker"
+                    ) from exc
+                log.warning(
+                    "database write failed; retrying in %.1fs messages=%d error=%s",
+                    delay,
+                    len(batch.messages),
+                    str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__,
+                )
+                time.sleep(delay)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+        self._acknowledge(batch)
+
+    def _write(self, batch: _Batch) -> None:
+        conn = self._connection()
+        dead = list(batch.dead)
+        rows: list[ReadingRow] = []
+        seen_keys: set[tuple[int, datetime]] = set()
+        devices_seen: dict[str, tuple[datetime, int]] = {}
+        accepted = []
+        for item, topic, tel in batch.decoded:
+            try:
+                self.resolver.check_owner(conn, topic.client_id, tel.device)
+            except Rejected as exc:
+                dead.append((item.topic, item.payload, exc.code, exc.message, item.received_at))
+                continue
+            accepted.append((item, tel))
+        pairs = {(tel.device, ch) for _, tel in accepted for _, ch, _, _ in tel.rows}
+        ids = self.resolver.stream_ids(conn, pairs) if pairs else {}
+        within_batch_dupes = 0
+        for item, tel in accepted:
+            for t, ch, v, q in tel.rows:
+                sid = ids[(tel.device, ch)]
+                key = (sid, t)
+                if key in seen_keys:
+                    within_batch_dupes += 1
+                    continue
+                seen_keys.add(key)
+                rows.append((t, sid, v, q or 2, item.received_at))
+            last = devices_seen.get(tel.device)
+            if last is None or tel.seq > last[1]:
+                devices_seen[tel.device] = (item.received_at, tel.seq)
+        t0 = time.monotonic()
+        try:
+            result = self.writer.write(
+                conn, rows, dead, [(d, seen, seq) for d, (seen, seq) in devices_seen.items()]
+            )
+        except psycopg.DataError as exc:  # a value the database refuses: isolate the message
+            log.error("batch refused by the database, writing message by message: %s", exc)
+            self._write_one_by_one(conn, batch)
+            return
+        m = self.metrics
+        m.readings_received.inc(len(rows) + within_batch_dupes)
+        m.readings_written.inc(result.written)
+        m.readings_duplicate.inc(result.duplicates + within_batch_dupes)
+        for _, _, code, _, _ in dead:
+            m.dead_letters.labels(code=code).inc()
+        m.batch_readings.observe(len(rows))
+        m.batch_seconds.observe(time.monotonic() - batch.messages[0].arrived)
+        m.lag_seconds.set(max(0.0, time.monotonic() - batch.messages[-1].arrived))
+        log.debug(
+            "batch committed messages=%d written=%d duplicates=%d dead=%d write_ms=%.1f",
+            len(batch.messages),
+            result.written,
+            result.duplicates + within_batch_dupes,
+            len(dead),
+            (time.monotonic() - t0) * 1000,
+        )
+
+    def _write_one_by_one(self, conn: psycopg.Connection, batch: _Batch) -> None:
+        for item in batch.messages:
+            single = _Batch()
+            self._add(single, item)
+            try:
+                self._write(single)
+            except psycopg.DataError as exc:
+                self.writer.write(
+                    conn,
+                    [],
+                    [
+                        (
+                            item.topic,
+                            item.payload,
+                            "store_error",
+                            str(exc)[:_MAX_ERROR_CHARS],
+                            item.received_at,
+                        )
+                    ],
+                )
+                self.metrics.dead_letters.labels(code="store_error").inc()
+
+    def _acknowledge(self, batch: _Batch) -> None:
+        generation = self._generation
+        for item in batch.messages:
+            if item.qos > 0 and item.generation == generation:
+                self._client.ack(item.mid, item.qos)

@@ -1,0 +1,64 @@
+"""Counters of the consumer, exposed for Prometheus on an HTTP port."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+
+class IngestMetrics:
+    """One set of ingest counters in its own registry (several consumers may share a process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.messages_received = Counter(
+            "swc_ingest_messages_received", "MQTT messages received", registry=r
+        )
+        self.readings_received = Counter(
+            "swc_ingest_readings_received", "valid readings decoded from messages", registry=r
+        )
+        self.readings_written = Counter(
+            "swc_ingest_readings_written", "readings newly stored", registry=r
+        )
+        self.readings_duplicate = Counter(
+            "swc_ingest_readings_duplicate", "readings already stored (redelivered)", registry=r
+        )
+        self.dead_letters = Counter(
+            "swc_ingest_dead_letters", "messages dead-lettered, by error code", ["code"], registry=r
+        )
+        self.db_errors = Counter(
+            "swc_ingest_db_errors", "failed batch writes (retried)", registry=r
+        )
+        self.batch_seconds = Histogram(
+            "swc_ingest_batch_seconds",
+            "time from a batch's first message to its commit",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.batch_readings = Histogram(
+            "swc_ingest_batch_readings",
+            "readings per committed batch",
+            buckets=(1, 10, 100, 1000, 5000, 10_000, 50_000),
+            registry=r,
+        )
+        self.inbox = Gauge(
+            "swc_ingest_inbox_messages", "messages received, not yet batched", registry=r
+        )
+        self.lag_seconds = Gauge(
+            "swc_ingest_lag_seconds", "age of the newest committed reading's receipt", registry=r
+        )
+
+    def serve(self, port: int, host: str = "127.0.0.1") -> None:
+        start_http_server(port, addr=host, registry=self.registry)
+
+    def snapshot(self) -> dict[str, float]:
+        """Current counter values by name (for logs and tests)."""
+        out: dict[str, float] = {}
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    key = sample.name.removeprefix("swc_ingest_").removesuffix("_total")
+                    if sample.labels:
+                        key += "{" + ",".join(f"{k}={v}" for k, v in sample.labels.items()) + "}"
+                    out[key] = sample.value
+        return out

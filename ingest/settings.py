@@ -1,0 +1,129 @@
+"""Settings of the server side, from the environment (prefix ``SWC_``) or CLI flags."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+from urllib.parse import unquote, urlsplit
+
+from pydantic import BaseModel, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from protocol.topics import DEFAULT_ROOT, validate_root
+
+
+class MqttTarget(BaseModel):
+    """A broker address parsed from ``mqtt://user:pass@host:port``."""
+
+    host: str
+    port: int
+    username: str | None = None
+    password: str | None = None
+    tls: bool = False
+
+    @classmethod
+    def from_url(cls, url: str) -> MqttTarget:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
+            raise ValueError(
+                f"MQTT URL {url!r} has scheme {parts.scheme!r}; expected mqtt://user:pass@host:port "
+                "or mqtts://..."
+            )
+        if not parts.hostname:
+            raise ValueError(f"MQTT URL {url!r} has no host; expected mqtt://host:port")
+        try:
+            port = parts.port
+        except ValueError:
+            raise ValueError(f"MQTT URL {url!r} has an invalid port") from None
+        tls = parts.scheme == "mqtts"
+        return cls(
+            host=parts.hostname,
+            port=port or (8883 if tls else 1883),
+            username=unquote(parts.username) if parts.username else None,
+            password=unquote(parts.password) if parts.password else None,
+            tls=tls,
+        )
+
+    def url(self, hide_password: bool = True) -> str:
+        auth = ""
+        if self.username:
+            pw = "***" if hide_password and self.password else (self.password or "")
+            auth = f"{self.username}:{pw}@" if self.password else f"{self.username}@"
+        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}{self.host}:{self.port}"
+
+
+class Settings(BaseSettings):
+    """Every setting of `swc migrate`, `swc ingest` and `swc up`; env var = SWC_ + name."""
+
+    model_config = SettingsConfigDict(env_prefix="SWC_", extra="ignore", validate_default=True)
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset: `swc up` starts an embedded PostgreSQL in data_dir",
+    )
+    mqtt_url: str | None = Field(
+        default=None,
+        description="mqtt://user:pass@host:port; unset: `swc up` starts an embedded broker",
+    )
+    topic_root: str = Field(default=DEFAULT_ROOT, description="root of every topic")
+    auto_register: bool = Field(
+        default=True,
+        description="register an unknown device on its first message (else dead-letter it)",
+    )
+    data_dir: Path = Field(default=Path("data"), description="embedded services' data folder")
+
+    # consumer
+    client_id: str = Field(default="swc-ingest-1", description="MQTT client id (session name)")
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(default="5")
+    shared_group: str | None = Field(
+        default="ingest", description="shared-subscription group; empty for a plain subscription"
+    )
+    session_expiry_s: int = Field(default=7 * 86400, ge=0, description="broker keeps the session")
+    receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    batch_max_readings: int = Field(default=10_000, ge=1, le=1_000_000)
+    batch_max_latency_ms: int = Field(default=100, ge=1, le=60_000)
+    drain_timeout_s: float = Field(default=30.0, gt=0)
+    metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns metrics off")
+    metrics_host: str = "127.0.0.1"
+
+    # storage
+    timescale: Literal["auto", "on", "off"] = Field(default="auto")
+    compress_after: str = Field(default="7 days", description="TimescaleDB compression age")
+    retain_for: str | None = Field(
+        default=None, description="TimescaleDB retention of raw readings; unset keeps all"
+    )
+
+    log_level: str = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root(cls, v: str) -> str:
+        return validate_root(v)
+
+    @field_validator("mqtt_url")
+    @classmethod
+    def _mqtt(cls, v: str | None) -> str | None:
+        if v:
+            MqttTarget.from_url(v)
+        return v or None
+
+    @field_validator("database_url")
+    @classmethod
+    def _db(cls, v: str | None) -> str | None:
+        if v and not v.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
+            raise ValueError(
+                f"database URL {v!r} is not a PostgreSQL URL; expected postgresql://user@host/db"
+            )
+        return v or None
+
+    @field_validator("shared_group")
+    @classmethod
+    def _group(cls, v: str | None) -> str | None:
+        return v or None
+
+    @property
+    def mqtt(self) -> MqttTarget:
+        if not self.mqtt_url:
+            raise ValueError("no MQTT URL configured (SWC_MQTT_URL)")
+        return MqttTarget.from_url(self.mqtt_url)

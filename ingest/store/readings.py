@@ -1,0 +1,115 @@
+"""Bulk, idempotent writes of readings and dead letters, and the aggregate queries.
+
+A batch is written in one transaction. The fast path COPYs straight into
+``readings`` (binary); if any row already exists the COPY fails on the primary
+key, the savepoint is rolled back and the batch goes through a temporary
+staging table and ``INSERT ... ON CONFLICT DO NOTHING``. Redelivered batches
+come in runs, so after a conflict the staging path is kept for a while.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import psycopg
+from psycopg import errors
+
+# (time, stream_id, value, quality, received_at)
+ReadingRow = tuple[datetime, int, float, int, datetime]
+# (topic, payload, error_code, error, received_at)
+DeadLetterRow = tuple[str, bytes, str, str, datetime]
+# (device_id, last_seen, last_seq)
+DeviceSeen = tuple[str, datetime, int]
+
+_COLUMNS = "time, stream_id, value, quality, received_at"
+_TYPES = ["timestamptz", "int4", "float8", "int2", "timestamptz"]
+_STAGING_RUN = 20  # batches kept on the staging path after a conflict
+
+
+@dataclass(frozen=True)
+class WriteResult:
+    written: int
+    duplicates: int
+    dead_letters: int
+
+
+class ReadingWriter:
+    """Writes batches on one connection (autocommit off is handled per batch)."""
+
+    def __init__(self) -> None:
+        self._staging_left = 0
+        self._staging_ready: set[int] = set()
+
+    def write(
+        self,
+        conn: psycopg.Connection,
+        rows: Sequence[ReadingRow],
+        dead_letters: Sequence[DeadLetterRow] = (),
+        devices_seen: Sequence[DeviceSeen] = (),
+    ) -> WriteResult:
+        """Write one batch and commit. Rows must be unique on (stream_id, time)."""
+        with conn.transaction():
+            written = self._write_readings(conn, rows) if rows else 0
+            if dead_letters:
+                with conn.cursor().copy(
+                    "COPY dead_letters (topic, payload, error_code, error, received_at) FROM STDIN"
+                ) as copy:
+                    for row in dead_letters:
+                        copy.write_row(row)
+            if devices_seen:
+                conn.execute(
+                    "UPDATE devices d SET last_seen = GREATEST(d.last_seen, v.seen), "
+                    "last_seq = GREATEST(d.last_seq, v.seq) "
+                    "FROM unnest(%s::text[], %s::timestamptz[], %s::bigint[]) AS v(id, seen, seq) "
+                    "WHERE d.id = v.id",
+                    (
+                        [d[0] for d in devices_seen],
+                        [d[1] for d in devices_seen],
+                        [d[2] for d in devices_seen],
+                    ),
+                )
+        return WriteResult(written, len(rows) - written, len(dead_letters))
+
+    def _write_readings(self, conn: psycopg.Connection, rows: Sequence[ReadingRow]) -> int:
+        if self._staging_left <= 0:
+            try:
+                with conn.transaction():  # savepoint
+                    _copy_rows(conn, "readings", rows)
+                return len(rows)
+            except errors.UniqueViolation:
+                self._staging_left = _STAGING_RUN
+        self._staging_left -= 1
+        return self._write_via_staging(conn, rows)
+
+    def _write_via_staging(self, conn: psycopg.Connection, rows: Sequence[ReadingRow]) -> int:
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS readings_staging "
+            "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+        )
+        _copy_rows(conn, "readings_staging", rows)
+        cur = conn.execute(
+            f"INSERT INTO readings ({_COLUMNS}) SELECT {_COLUMNS} FROM readings_staging "
+            "ON CONFLICT (stream_id, time) DO NOTHING"
+        )
+        return cur.rowcount
+
+
+def _copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[ReadingRow]) -> None:
+    with conn.cursor().copy(f"COPY {table} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(_TYPES)
+        for row in rows:
+            copy.write_row(row)
+
+
+def hourly_aggregates(
+    conn: psycopg.Connection, stream_ids: Sequence[int], start: datetime, end: datetime
+) -> list[tuple]:
+    """(stream_id, bucket, n, mean, min, max, sum) per hour in [start, end), same in both modes."""
+    return conn.execute(
+        "SELECT stream_id, bucket, n, mean, min, max, sum FROM readings_hourly "
+        "WHERE stream_id = ANY(%s) AND bucket >= %s AND bucket < %s "
+        "ORDER BY stream_id, bucket",
+        (list(stream_ids), start, end),
+    ).fetchall()
