@@ -72,6 +72,7 @@ class Consumer:
         self.resolver = StreamResolver(settings.auto_register)
         self.writer = ReadingWriter()
         self.connected = threading.Event()
+        self.subscribed = threading.Event()  # SUBACK received: messages will be delivered
         self._stop = threading.Event()
         self._generation = 0
         self._conn: psycopg.Connection | None = None
@@ -98,6 +99,7 @@ class Consumer:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
         return client
 
     def _subscription(self) -> str:
@@ -118,8 +120,16 @@ class Consumer:
         client.subscribe(self._subscription(), qos=1)
         self.connected.set()
 
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        failed = [rc for rc in reason_codes if rc.is_failure]
+        if failed:
+            log.error("mqtt subscription refused reason=%s", failed[0])
+            return
+        self.subscribed.set()
+
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
+        self.subscribed.clear()
         if not self._stop.is_set():
             log.warning("mqtt disconnected reason=%s; reconnecting", reason_code)
 

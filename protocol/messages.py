@@ -43,7 +43,7 @@ from .channels import CHANNEL_NAME_PATTERN
 from .topics import CLIENT_ID_PATTERN
 
 # --- limits (documented in docs/protocol.md) --------------------------------
-MAX_PAYLOAD_BYTES = 256 * 1024
+MAX_PAYLOAD_BYTES = 512 * 1024
 MAX_READINGS_PER_MESSAGE = 5000
 MAX_CHANNELS_PER_MESSAGE = 64
 MAX_STEP_S = 86_400.0
@@ -152,10 +152,9 @@ class ColumnarTelemetry(_Envelope):
 
 def _form_of(data: Any) -> str | None:
     if isinstance(data, dict):
-        if "channels" in data:
-            return "columnar"
-        if "readings" in data:
-            return "rows"
+        has_rows, has_columns = "readings" in data, "channels" in data
+        if has_rows != has_columns:
+            return "rows" if has_rows else "columnar"
     return None
 
 
@@ -164,7 +163,10 @@ TelemetryMessage = Annotated[
     Discriminator(
         _form_of,
         custom_error_type="unknown_form",
-        custom_error_message="expected a JSON object with either 'readings' or 'channels'",
+        custom_error_message=(
+            "expected a JSON object with exactly one of 'readings' (row form) "
+            "or 'channels' (columnar form)"
+        ),
     ),
 ]
 _TELEMETRY = TypeAdapter(TelemetryMessage)
