@@ -454,7 +454,19 @@ def storm_events(
         raise ValueError(f"min_dry_s must be > 3600 s, got {min_dry_s!r}")
     r = np.nan_to_num(r, nan=0.0)
     ids = storm_event_ids(t, r, min_dry_s)
-    keys = ["start_s", "end_s", "depth_mm", "duration_h", "i10_mm_h", "i30_mm_h", "i60_mm_h", "energy_mj_ha", "ei30_mj_mm_ha_h", "first_index", "last_index"]
+    keys = [
+        "start_s",
+        "end_s",
+        "depth_mm",
+        "duration_h",
+        "i10_mm_h",
+        "i30_mm_h",
+        "i60_mm_h",
+        "energy_mj_ha",
+        "ei30_mj_mm_ha_h",
+        "first_index",
+        "last_index",
+    ]
     wi = np.flatnonzero(ids >= 0)
     if wi.size == 0:
         return {k: np.array([], dtype=np.int64 if k.endswith("index") else float) for k in keys}
