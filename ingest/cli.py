@@ -70,6 +70,11 @@ def load_settings(**flags: Any) -> Settings:
 def _require_db(settings: Settings) -> str:
     if not settings.database_url:
         raise click.UsageError("no database: set SWC_DATABASE_URL or --database-url")
+    try:
+        with psycopg.connect(settings.database_url, connect_timeout=10):
+            pass
+    except psycopg.OperationalError as exc:
+        raise click.ClickException(f"cannot connect to the database: {exc}") from None
     return settings.database_url
 
 

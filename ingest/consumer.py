@@ -198,27 +198,27 @@ class Consumer:
 
     # --- writer thread -------------------------------------------------------------
     def _collect(self, limit: int | None = None, wait: bool = True) -> _Batch:
+        """Take messages until the batch is full, old enough, or a stop is requested."""
         s = self.settings
         batch = _Batch()
         try:
-            first = self.inbox.get(timeout=0.1 if wait else 0)
+            first = self.inbox.get(timeout=0.1) if wait else self.inbox.get_nowait()
         except queue.Empty:
             return batch
         self._add(batch, first)
         deadline = first.arrived + s.batch_max_latency_ms / 1000
         max_messages = min(limit or self.max_batch_messages, self.max_batch_messages)
         while batch.readings < s.batch_max_readings and len(batch.messages) < max_messages:
-            timeout = deadline - time.monotonic()
-            if timeout <= 0 and not self.inbox.qsize():
-                break
             try:
-                item = (
-                    self.inbox.get(timeout=max(timeout, 0))
-                    if timeout > 0
-                    else self.inbox.get_nowait()
-                )
+                item = self.inbox.get_nowait()
             except queue.Empty:
-                break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or self._stop.is_set() or not wait:
+                    break
+                try:
+                    item = self.inbox.get(timeout=min(remaining, 0.05))
+                except queue.Empty:
+                    continue
             self._add(batch, item)
         self.metrics.messages_received.inc(len(batch.messages))
         self.metrics.inbox.set(self.inbox.qsize())

@@ -6,6 +6,8 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from pydantic import BaseModel, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -111,11 +113,15 @@ class Settings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _db(cls, v: str | None) -> str | None:
-        if v and not v.startswith(("postgresql://", "postgres://", "host=", "dbname=")):
+        if not v:
+            return None
+        try:
+            conninfo_to_dict(v)
+        except psycopg.ProgrammingError as exc:
             raise ValueError(
-                f"database URL {v!r} is not a PostgreSQL URL; expected postgresql://user@host/db"
-            )
-        return v or None
+                f"database URL is not valid ({exc}); expected postgresql://user@host:port/db"
+            ) from None
+        return v
 
     @field_validator("shared_group")
     @classmethod

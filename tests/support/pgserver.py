@@ -6,6 +6,7 @@ run as the ``postgres`` user when the tests run as root.
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import pwd
@@ -91,8 +92,6 @@ class PrivatePostgres:
                 time.sleep(0.1)
 
     def destroy(self) -> None:
-        try:
+        with contextlib.suppress(subprocess.CalledProcessError):
             self.stop("immediate")
-        except subprocess.CalledProcessError:
-            pass
         shutil.rmtree(self.root, ignore_errors=True)
