@@ -66,7 +66,7 @@ def test_writer_is_idempotent_on_stream_and_time(db):
         rows = [(T0 + timedelta(minutes=i), sid, float(i), 2, now) for i in range(100)]
         first = writer.write(conn, rows)
         assert (first.written, first.duplicates) == (100, 0)
-        again = writer.write(conn, rows[50:] + [(T0 + timedelta(minutes=100), sid, 100.0, 2, now)])
+        again = writer.write(conn, [*rows[50:], (T0 + timedelta(minutes=100), sid, 100.0, 2, now)])
         assert (again.written, again.duplicates) == (1, 50)
         # first write wins: a replay with another value does not overwrite
         writer.write(conn, [(T0, sid, 999.0, 2, now)])
@@ -137,7 +137,7 @@ def test_hourly_aggregates_are_the_same_with_and_without_timescaledb(admin_dsn):
         plain, ts = (dsn_for(n, admin_dsn) for n in names)
         assert migrate(plain, "off")[0] == "plain"
         assert migrate(ts, "on")[0] == "timescale"
-        ids_p, rows = _load_sample(plain)
+        ids_p, _rows = _load_sample(plain)
         ids_t, rows_t = _load_sample(ts)
         assert ids_p == ids_t
         with psycopg.connect(ts, autocommit=True) as conn:
