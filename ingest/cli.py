@@ -28,6 +28,11 @@ _COMMON = [
         help="register unknown devices on first message, or dead-letter them [SWC_AUTO_REGISTER]",
     ),
     click.option("--data-dir", type=click.Path(path_type=Path), help="[SWC_DATA_DIR]"),
+    click.option(
+        "--embedded-broker",
+        type=click.Choice(["auto", "mosquitto", "amqtt"]),
+        help="broker for `swc up` without a URL [SWC_EMBEDDED_BROKER]",
+    ),
     click.option("--timescale", type=click.Choice(["auto", "on", "off"]), help="[SWC_TIMESCALE]"),
     click.option("--log-level", help="DEBUG, INFO, WARNING [SWC_LOG_LEVEL]"),
     click.option("--log-format", type=click.Choice(["text", "json"]), help="[SWC_LOG_FORMAT]"),
@@ -159,7 +164,7 @@ def up_cmd(**flags: Any) -> None:
             dsn = pg.start()
             click.echo(f"PostgreSQL (embedded): {dsn}")
         if not settings.mqtt_url:
-            broker = EmbeddedBroker(settings.data_dir / "broker")
+            broker = EmbeddedBroker(settings.data_dir / "broker", prefer=settings.embedded_broker)
             stack.append(broker)
             handle = broker.start()
             overrides = {"mqtt_url": handle.url, "mqtt_protocol": handle.protocol}

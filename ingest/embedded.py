@@ -56,9 +56,10 @@ class BrokerHandle:
 
 
 class EmbeddedBroker:
-    def __init__(self, data_dir: Path, port: int = 1883):
+    def __init__(self, data_dir: Path, port: int = 1883, prefer: str = "auto"):
         self.data_dir = Path(data_dir).resolve()
         self.port = port
+        self.prefer = prefer
         self._mosquitto: MosquittoProcess | None = None
         self._amqtt_thread: threading.Thread | None = None
         self._amqtt_loop: asyncio.AbstractEventLoop | None = None
@@ -66,7 +67,10 @@ class EmbeddedBroker:
 
     def start(self) -> BrokerHandle:
         port = self.port if not port_open("127.0.0.1", self.port) else free_port()
-        if mosquitto_binary():
+        use_mosquitto = self.prefer == "mosquitto" or (
+            self.prefer == "auto" and mosquitto_binary() is not None
+        )
+        if use_mosquitto:
             self._mosquitto = MosquittoProcess(self.data_dir, port=port).start()
             log.info("embedded broker mosquitto port=%d", port)
             return BrokerHandle(self._mosquitto.url, "5", "mosquitto")

@@ -73,6 +73,9 @@ class Settings(BaseSettings):
         description="register an unknown device on its first message (else dead-letter it)",
     )
     data_dir: Path = Field(default=Path("data"), description="embedded services' data folder")
+    embedded_broker: Literal["auto", "mosquitto", "amqtt"] = Field(
+        default="auto", description="broker `swc up` starts: mosquitto when installed, else amqtt"
+    )
 
     # consumer
     client_id: str = Field(default="swc-ingest-1", description="MQTT client id (session name)")
