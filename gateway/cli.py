@@ -1,0 +1,126 @@
+"""`swc gateway ...`: run the field gateway, check its config, inspect its queue and reject log."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+
+from .config import SAMPLE_CONFIG_PATH, ConfigError, GatewayConfig, load_config
+
+_CONFIG = click.argument("config", type=click.Path(dir_okay=False, path_type=Path))
+
+
+def _load(path: Path) -> GatewayConfig:
+    try:
+        return load_config(path)
+    except ConfigError as exc:
+        raise click.UsageError(str(exc)) from None
+
+
+def _open_queue(cfg: GatewayConfig):
+    from .queue import DiskQueue
+
+    if not cfg.queue_path.exists():
+        raise click.UsageError(f"no queue database at {cfg.queue_path}; has the gateway run yet?")
+    return DiskQueue(cfg.queue_path, max_bytes=cfg.queue.max_bytes)
+
+
+@click.group("gateway")
+def gateway() -> None:
+    """The field store-and-forward gateway (see docs/gateway.md)."""
+
+
+@gateway.command("run")
+@_CONFIG
+def run(config: Path) -> None:
+    """Run the gateway with the options in CONFIG (YAML) until SIGTERM or Ctrl-C."""
+    cfg = _load(config)
+    from .logs import setup_logging
+    from .service import Gateway
+
+    setup_logging(cfg.log.level, cfg.log.format)
+    gw = Gateway(cfg)
+    stop_requested = threading.Event()
+
+    def _on_signal(signum, frame) -> None:
+        stop_requested.set()
+
+    signal.signal(signal.SIGTERM, _on_signal)
+    signal.signal(signal.SIGINT, _on_signal)
+    gw.start()
+    while not stop_requested.wait(1.0):
+        pass
+    gw.stop()
+
+
+@gateway.command("check")
+@_CONFIG
+def check(config: Path) -> None:
+    """Validate CONFIG and print the effective options (passwords hidden)."""
+    cfg = _load(config)
+    data = cfg.model_dump(mode="json")
+    for side in ("local", "upstream"):
+        if data[side].get("password"):
+            data[side]["password"] = "***"
+    click.echo(json.dumps(data, indent=2))
+    click.echo(f"config OK: gateway {cfg.gateway_id}, queue {cfg.queue_path}", err=True)
+
+
+@gateway.command("sample-config")
+def sample_config() -> None:
+    """Print the sample config, every option documented."""
+    click.echo(SAMPLE_CONFIG_PATH.read_text(), nl=False)
+
+
+@gateway.command("status")
+@_CONFIG
+def status(config: Path) -> None:
+    """Print the queue's depth, oldest reading and counters, read from its database."""
+    cfg = _load(config)
+    q = _open_queue(cfg)
+    try:
+        stats = q.stats()
+        out = {
+            "gateway_id": cfg.gateway_id,
+            "queue": str(cfg.queue_path),
+            "queue_depth": stats.depth,
+            "outbox_messages": stats.outbox_messages,
+            "oldest_unsent_age_s": round(stats.oldest_age_s(), 3),
+            "oldest_enqueued_at": (
+                datetime.fromtimestamp(stats.oldest_enqueued_at, UTC).isoformat()
+                if stats.oldest_enqueued_at
+                else None
+            ),
+            "queue_bytes": stats.used_bytes,
+            "queue_max_bytes": stats.max_bytes,
+            "counters": stats.counters,
+            "next_seq": q.device_seqs(),
+        }
+    finally:
+        q.close()
+    click.echo(json.dumps(out, indent=2))
+
+
+@gateway.command("rejects")
+@_CONFIG
+@click.option("--limit", default=20, show_default=True, help="how many of the newest to show")
+def rejects(config: Path, limit: int) -> None:
+    """Print the newest entries of the reject log, one JSON object per line."""
+    cfg = _load(config)
+    q = _open_queue(cfg)
+    try:
+        for entry in q.rejects(limit):
+            sys.stdout.write(json.dumps(entry) + "\n")
+    finally:
+        q.close()
+
+
+def register(group: click.Group) -> None:
+    """Add the `gateway` subcommands to the `swc` command."""
+    group.add_command(gateway)
