@@ -120,6 +120,10 @@ class Collector:
         with self.lock:
             return len(self.readings)
 
+    def distinct_count(self) -> int:
+        with self.lock:
+            return len(set(self.readings))
+
     def distinct(self) -> set:
         with self.lock:
             return set(self.readings)
@@ -138,6 +142,22 @@ class Collector:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+def retained(port: int, topic: str, timeout: float = 20) -> dict:
+    """The retained JSON message on ``topic``, waiting for it to appear."""
+    got: dict = {}
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, msg: got.setdefault("m", json.loads(msg.payload))
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        wait_until(lambda: "m" in got, timeout, f"a retained message on {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got["m"]
 
 
 def write_config(path: Path, **options) -> Path:
