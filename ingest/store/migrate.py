@@ -166,18 +166,46 @@ def _apply(conn: psycopg.Connection, mig: Migration) -> None:
 
 
 def apply_policies(dsn: str, compress_after: str, retain_for: str | None) -> None:
-    """TimescaleDB compression and retention policies from settings (no-op on plain)."""
+    """TimescaleDB compression and retention policies from settings (no-op on plain).
+
+    Idempotent: a policy that already has the wanted interval is left alone, so
+    running `swc migrate` (or starting `swc ingest` / `swc up`) again keeps the
+    job, its id, its statistics and its schedule. Only a changed interval
+    replaces the job; an unset ``retain_for`` removes the retention policy.
+    """
     with psycopg.connect(dsn, autocommit=True) as conn:
         if storage_mode(conn) != TIMESCALE:
             return
-        conn.execute("SELECT remove_compression_policy('readings', if_exists => true)")
-        conn.execute(
-            "SELECT add_compression_policy('readings', compress_after => %s::interval)",
-            (compress_after,),
-        )
-        conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
-        if retain_for:
+        if _policy_interval(conn, "policy_compression", "compress_after") != _interval(
+            conn, compress_after
+        ):
+            conn.execute("SELECT remove_compression_policy('readings', if_exists => true)")
             conn.execute(
-                "SELECT add_retention_policy('readings', drop_after => %s::interval)", (retain_for,)
+                "SELECT add_compression_policy('readings', compress_after => %s::interval)",
+                (compress_after,),
             )
+        wanted = _interval(conn, retain_for) if retain_for else None
+        if _policy_interval(conn, "policy_retention", "drop_after") != wanted:
+            conn.execute("SELECT remove_retention_policy('readings', if_exists => true)")
+            if retain_for:
+                conn.execute(
+                    "SELECT add_retention_policy('readings', drop_after => %s::interval)",
+                    (retain_for,),
+                )
         log.info("timescaledb policies compress_after=%s retain_for=%s", compress_after, retain_for)
+
+
+def _interval(conn: psycopg.Connection, value: str) -> str:
+    """PostgreSQL's canonical text of an interval ('1 week' -> '7 days')."""
+    return conn.execute("SELECT %s::interval::text", (value,)).fetchone()[0]
+
+
+def _policy_interval(conn: psycopg.Connection, proc: str, key: str) -> str | None:
+    """The canonical interval of ``readings``' policy job ``proc``, or None without one."""
+    row = conn.execute(
+        "SELECT (config ->> %s)::interval::text FROM timescaledb_information.jobs "
+        "WHERE proc_schema = '_timescaledb_functions' AND proc_name = %s "
+        "AND hypertable_name = 'readings' ORDER BY job_id LIMIT 1",
+        (key, proc),
+    ).fetchone()
+    return row[0] if row else None

@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
-from ingest.store.migrate import MigrationError, migrate, plan, storage_mode
+from ingest.store.migrate import MigrationError, apply_policies, migrate, plan, storage_mode
 from ingest.store.readings import ReadingWriter, hourly_aggregates
 from ingest.store.registry import RegistryFileError, load_registry, read_registry_file
 from tests.conftest import create_database, drop_database, dsn_for
@@ -34,13 +34,11 @@ def test_migrate_is_idempotent_and_recorded(empty_db):
             assert conn.execute("SELECT to_regclass(%s)", (table,)).fetchone()[0] == table
 
 
-def test_timescale_on_without_the_extension_is_a_clear_error(empty_db):
-    with psycopg.connect(empty_db) as conn:
-        available = conn.execute(
-            "SELECT 1 FROM pg_available_extensions WHERE name='timescaledb'"
-        ).fetchone()
-    if available:
-        pytest.skip("timescaledb is installed here")
+def test_timescale_on_without_the_extension_is_a_clear_error(admin_dsn, empty_db):
+    # "usable" = installed and in shared_preload_libraries; installed but not
+    # preloaded (a server with the package but not configured) must fail too
+    if _timescale_available(admin_dsn):
+        pytest.skip("timescaledb is usable on this server")
     with pytest.raises(MigrationError, match="timescaledb extension is not available"):
         migrate(empty_db, "on")
 
@@ -130,7 +128,7 @@ def _timescale_available(admin_dsn: str) -> bool:
 def test_hourly_aggregates_are_the_same_with_and_without_timescaledb(admin_dsn):
     if not _timescale_available(admin_dsn):
         pytest.skip(
-            "the timescaledb extension is not installed on this server (CI runs plain PostgreSQL)"
+            "timescaledb is not installed or not in shared_preload_libraries here (CI runs plain PostgreSQL)"
         )
     names = [create_database(admin_dsn), create_database(admin_dsn)]
     try:
@@ -165,6 +163,88 @@ def test_hourly_aggregates_are_the_same_with_and_without_timescaledb(admin_dsn):
     finally:
         for n in names:
             drop_database(admin_dsn, n)
+
+
+@pytest.mark.timescaledb
+def test_duplicates_into_a_compressed_chunk_are_skipped(admin_dsn):
+    if not _timescale_available(admin_dsn):
+        pytest.skip(
+            "timescaledb is not installed or not in shared_preload_libraries here (CI runs plain PostgreSQL)"
+        )
+    name = create_database(admin_dsn)
+    try:
+        dsn = dsn_for(name, admin_dsn)
+        assert migrate(dsn, "on")[0] == "timescale"
+        now = datetime.now(UTC)
+        t0 = (now - timedelta(days=365)).replace(second=0, microsecond=0)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            sid = _stream(conn, "d1", "stage_m")
+            rows = [(t0 + timedelta(minutes=i), sid, float(i), 2, now) for i in range(500)]
+            assert ReadingWriter().write(conn, rows).written == 500
+            assert conn.execute(
+                "SELECT compress_chunk(c) FROM show_chunks('readings') c"
+            ).fetchall()
+            compressed = "SELECT bool_and(is_compressed) FROM timescaledb_information.chunks WHERE hypertable_name = 'readings'"
+            assert conn.execute(compressed).fetchone()[0] is True
+            # a redelivery of a year-old batch: the COPY hits the compressed chunk's
+            # unique index, and the staging path skips every row
+            writer = ReadingWriter()
+            again = writer.write(conn, rows)
+            assert (again.written, again.duplicates) == (0, 500)
+            # the staging path again, old rows mixed with new ones in the same chunk
+            new = [(t0 + timedelta(minutes=500 + i), sid, 1000.0 + i, 2, now) for i in range(5)]
+            mixed = writer.write(conn, [*rows[100:110], *new])
+            assert (mixed.written, mixed.duplicates) == (5, 10)
+            # first write wins in a compressed chunk too
+            assert writer.write(conn, [(t0, sid, 999.0, 2, now)]).duplicates == 1
+            assert (
+                conn.execute("SELECT value FROM readings WHERE time = %s", (t0,)).fetchone()[0]
+                == 0.0
+            )
+            assert conn.execute("SELECT count(*) FROM readings").fetchone()[0] == 505
+            assert conn.execute(compressed).fetchone()[0] is True
+    finally:
+        drop_database(admin_dsn, name)
+
+
+@pytest.mark.timescaledb
+def test_timescale_policies_are_kept_when_unchanged(admin_dsn):
+    if not _timescale_available(admin_dsn):
+        pytest.skip(
+            "timescaledb is not installed or not in shared_preload_libraries here (CI runs plain PostgreSQL)"
+        )
+    name = create_database(admin_dsn)
+    jobs = (
+        "SELECT proc_name, job_id, config FROM timescaledb_information.jobs "
+        "WHERE hypertable_name = 'readings' ORDER BY proc_name"
+    )
+    try:
+        dsn = dsn_for(name, admin_dsn)
+        assert migrate(dsn, "on")[0] == "timescale"
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            apply_policies(dsn, "7 days", None)
+            first = conn.execute(jobs).fetchall()
+            assert [(p, c["compress_after"]) for p, _, c in first] == [
+                ("policy_compression", "7 days")
+            ]
+            # a second `swc migrate` (or consumer start) keeps the same job
+            apply_policies(dsn, "1 week", None)
+            assert conn.execute(jobs).fetchall() == first
+            apply_policies(dsn, "7 days", "10 years")
+            second = conn.execute(jobs).fetchall()
+            assert second[0] == first[0]
+            assert (second[1][0], second[1][2]["drop_after"]) == ("policy_retention", "10 years")
+            apply_policies(dsn, "7 days", "10 years")
+            assert conn.execute(jobs).fetchall() == second
+            # a changed interval replaces the job; an unset retention removes it
+            apply_policies(dsn, "14 days", None)
+            third = conn.execute(jobs).fetchall()
+            assert [(p, c["compress_after"]) for p, _, c in third] == [
+                ("policy_compression", "14 days")
+            ]
+            assert third[0][1] != first[0][1]
+    finally:
+        drop_database(admin_dsn, name)
 
 
 def test_registry_file_loads_and_reloads(db, tmp_path):
