@@ -165,9 +165,8 @@ class Gateway:
             src.join(2)
         try:
             if self.uplink_connected.is_set():
-                info = self.uplink.publish(
-                    self.uplink_status_topic, self._status_payload(online=False), qos=1, retain=True
-                )
+                final = self.status(online=False).model_dump_json(exclude_none=True).encode()
+                info = self.uplink.publish(self.uplink_status_topic, final, qos=1, retain=True)
                 info.wait_for_publish(2)
         except (RuntimeError, ValueError):
             pass
