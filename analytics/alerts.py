@@ -247,12 +247,31 @@ def rate_of_rise_levels(
     return threshold_levels(rate, [None if x is None else x - band for x in thr], "above")
 
 
-def _window_sums(starts: np.ndarray, arrays):
-    n = starts.size
-    idx = np.empty(2 * n, dtype=np.int64)
-    idx[0::2] = starts
-    idx[1::2] = np.arange(1, n + 1)
-    return [np.add.reduceat(np.append(a, 0.0), idx)[0::2] for a in arrays]
+def _window_moments(x: np.ndarray, y: np.ndarray, w: np.ndarray, starts: np.ndarray):
+    """Sums of w, wx, wx^2, wy, wxy, wy^2 over ``[starts[i], i]`` for every i.
+
+    x is shifted to a per-block origin (blocks of K readings, K at least twice
+    the longest window) so that cumulative sums stay small and their
+    differences keep ~1e-6 relative precision; a window spans at most two
+    blocks, and the part in the second block is re-expressed in the first
+    block's origin. Returns the six sums and each window's origin.
+    """
+    n = x.size
+    ends = np.arange(1, n + 1)
+    k = max(4096, 2 * int(np.max(ends - starts)))
+    blk = np.arange(n) // k
+    origin = x[blk * k]
+    u = x - origin
+    cums = [
+        np.concatenate(([0.0], np.cumsum(a)))
+        for a in (w, u * w, u * u * w, y * w, u * y * w, y * y * w)
+    ]
+    mid = np.maximum(blk[ends - 1] * k, starts)
+    part_a = [c[mid] - c[starts] for c in cums]
+    w0, u1, u2, y1, uy, y2 = (c[ends] - c[mid] for c in cums)
+    d = origin[ends - 1] - origin[starts]
+    part_b = [w0, u1 + d * w0, u2 + 2.0 * d * u1 + d * d * w0, y1, uy + d * y1, y2]
+    return [pa + pb for pa, pb in zip(part_a, part_b, strict=True)], origin[starts]
 
 
 def time_to_overtopping_s(
@@ -299,7 +318,7 @@ def time_to_overtopping_s(
     A linear fit is deliberately simple and robust for the short term; a
     rising limb that accelerates makes it late (``lower_s`` is the prudent
     value), and the uncertainty of the fitted level itself is ignored.
-    Rolling sums use ``numpy.add.reduceat`` over index windows, O(n w).
+    Window sums come from block-wise cumulative sums, O(n).
     """
     t = times_to_seconds(times)
     h = as_float_array(stage_m, "stage_m", ndim=1)
@@ -315,11 +334,11 @@ def time_to_overtopping_s(
     if n == 0:
         return {k: np.array([]) for k in keys}
     ok = ~np.isnan(h)
-    x = np.where(ok, (t - t[0]) / 3600.0, 0.0)  # hours from the start, for conditioning
+    x = (t - t[0]) / 3600.0  # hours
     y = np.where(ok, h, 0.0)
     w = ok.astype(float)
     starts = np.searchsorted(t, t - window_s, side="left")
-    cnt, sx, sy, sxx, sxy, syy = _window_sums(starts, [w, x, y, x * x, x * y, y * y])
+    (cnt, sx, sxx, sy, sxy, syy), x0 = _window_moments(x, y, w, starts)
     with np.errstate(invalid="ignore", divide="ignore"):
         xm, ym = sx / cnt, sy / cnt
         vxx = sxx - cnt * xm * xm
@@ -328,10 +347,11 @@ def time_to_overtopping_s(
         slope_h = vxy / vxx  # m/h
         resid = np.maximum(vyy - slope_h * vxy, 0.0)
         se_h = np.sqrt(resid / (cnt - 2) / vxx)
-        fitted = ym + slope_h * ((t - t[0]) / 3600.0 - xm)
+        fitted = ym + slope_h * (x - x0 - xm)
         dist = crest_m - fitted
         valid = (cnt >= min_points) & (vxx > 0) & ok
-        tq = stats.t.ppf(0.5 + confidence / 2.0, np.maximum(cnt - 2, 1))
+        dof, inv = np.unique(np.maximum(cnt - 2, 1), return_inverse=True)
+        tq = stats.t.ppf(0.5 + confidence / 2.0, dof)[inv]  # one ppf per distinct count
         b_hi = slope_h + tq * se_h
         b_lo = slope_h - tq * se_h
 

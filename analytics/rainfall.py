@@ -145,11 +145,21 @@ def _rain_inputs(times, rain_mm):
     return t, r
 
 
-def _window_sums(t: np.ndarray, cum: np.ndarray, window_s: float) -> np.ndarray:
+def _end_index(t: np.ndarray) -> np.ndarray:
+    # index one past the last reading with the same time stamp
+    if t.size < 2 or np.all(t[1:] > t[:-1]):
+        return np.arange(1, t.size + 1)
+    return np.searchsorted(t, t, side="right")
+
+
+def _window_sums(
+    t: np.ndarray, cum: np.ndarray, window_s: float, end: np.ndarray | None = None
+) -> np.ndarray:
     # cum[k] = sum of r[:k]; the window (t_i - w, t_i] covers indices
     # [searchsorted(t, t_i - w, 'right'), searchsorted(t, t_i, 'right')).
     start = np.searchsorted(t, t - window_s, side="right")
-    end = np.searchsorted(t, t, side="right")
+    if end is None:
+        end = _end_index(t)
     out = cum[end] - cum[start]
     np.maximum(out, 0.0, out=out)  # remove -1e-16 from cancellation
     return out
@@ -209,12 +219,13 @@ def rolling_accumulations_mm(times, rain_mm, windows_h=(1, 3, 6, 12, 24)) -> dic
     """
     t, r = _rain_inputs(times, rain_mm)
     cum = np.concatenate(([0.0], np.cumsum(np.nan_to_num(r, nan=0.0))))
+    end = _end_index(t)
     out = {}
     for w in windows_h:
         w = float(w)
         if not w > 0:
             raise ValueError(f"windows_h must be > 0, got {w!r}")
-        out[f"acc_{w:g}h_mm"] = _window_sums(t, cum, w * _HOUR_S)
+        out[f"acc_{w:g}h_mm"] = _window_sums(t, cum, w * _HOUR_S, end)
     return out
 
 

@@ -293,8 +293,9 @@ def level_pool_step(
     def f(s):
         return 2.0 * s / dt + float(outflow_of_storage(s)) - rhs
 
-    hi = 0.5 * rhs * dt  # f(hi) >= 0 because O >= 0
-    s2 = optimize.brentq(f, 0.0, hi, xtol=1e-12 * max(hi, 1.0), rtol=1e-14)
+    hi = 0.5 * rhs * dt  # f(hi) = O(hi) >= 0; if it is 0, hi is the root
+    tol = 1e-12 * max(hi, 1.0)
+    s2 = hi if f(hi) <= 0.0 else optimize.brentq(f, 0.0, hi, xtol=tol, rtol=1e-14)
     o2 = float(outflow_of_storage(s2))
     released = 0.5 * (o1 + o2) * dt
     s2 = s1 + inflow_volume - released

@@ -216,3 +216,12 @@ def test_bottle_cistern_hand_worked():
         storage.bottle_cistern_volume_m3(1.0, 3.0, 4.0, 3.5, 1.5)
     with pytest.raises(ValueError, match="body_height_m"):
         storage.bottle_cistern_volume_m3(1.0, 3.0, -4.0, 0.8, 1.5)
+
+
+def test_routing_step_from_empty_pool_below_outlets():
+    # Regression (found by hypothesis): an empty pool filling with no outflow
+    # yet; the root lies exactly at the bracket end.
+    dam = _dam()
+    res = storage.route_check_dam([0.0, 0.0, 13.427239049552334], 10.0, dam)
+    assert res["storage_m3"][-1] == pytest.approx(0.5 * 13.427239049552334 * 10.0)
+    assert res["outflow_volume_m3"].sum() == 0.0
