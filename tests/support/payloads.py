@@ -68,7 +68,13 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ),
     ("naive sent_at", _j(row_message(sent_at="2026-07-21T03:15:05")), "naive_time"),
     ("time as epoch number", _j(row_message(readings=[_reading(t=1784603700)])), "wrong_type"),
-    ("unparseable time", _j(row_message(readings=[_reading(t="yesterday")])), "wrong_type"),
+    ("unparseable time", _j(row_message(readings=[_reading(t="yesterday")])), "bad_time"),
+    ("impossible date", _j(row_message(readings=[_reading(t="2026-02-30T00:00:00Z")])), "bad_time"),
+    (
+        "time without seconds",
+        _j(row_message(readings=[_reading(t="2026-07-21T03:15Z")])),
+        "bad_time",
+    ),
     (
         "time before 2000",
         _j(row_message(readings=[_reading(t="1999-12-31T23:59:59Z")])),
