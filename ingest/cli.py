@@ -129,6 +129,7 @@ def register(group: click.Group) -> None:
     group.add_command(up_cmd)
     group.add_command(sites)
     group.add_command(protocol_cmd)
+    group.add_command(api_cmd)
 
 
 @click.command("migrate")
@@ -222,3 +223,18 @@ def protocol_schema() -> None:
     from protocol.messages import telemetry_json_schema
 
     click.echo(json.dumps(telemetry_json_schema(), indent=2))
+
+
+@click.command("api")
+@_options(_COMMON)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=int)
+def api_cmd(host: str, port: int, **flags: Any) -> None:
+    """Serve the HTTP API (OpenAPI at /docs)."""
+    import uvicorn
+
+    from .api import create_app
+
+    settings = load_settings(**flags)
+    _require_db(settings)
+    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)

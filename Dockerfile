@@ -1,0 +1,13 @@
+# One image for every swc service (migrate, ingest, api, gateway, sim).
+FROM python:3.11-slim
+WORKDIR /app
+COPY pyproject.toml README.md swc_cli.py ./
+COPY protocol protocol
+COPY analytics analytics
+COPY firmware_sim firmware_sim
+COPY gateway gateway
+COPY ingest ingest
+RUN pip install --no-cache-dir . && useradd --system --uid 1000 swc
+USER swc
+ENTRYPOINT []
+CMD ["swc", "--help"]

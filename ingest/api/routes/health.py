@@ -1,0 +1,75 @@
+"""GET /health: database, broker and how far behind the consumer is."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+import psycopg
+from fastapi import APIRouter, Request, Response
+from pydantic import BaseModel
+
+from ...broker import port_open
+from ..deps import SettingsDep
+
+router = APIRouter(tags=["health"])
+
+
+class ComponentHealth(BaseModel):
+    status: Literal["ok", "down", "not_configured"]
+    detail: str | None = None
+
+
+class IngestHealth(BaseModel):
+    last_received_at: datetime | None
+    lag_s: float | None
+    dead_letters_last_hour: int
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: ComponentHealth
+    broker: ComponentHealth
+    ingest: IngestHealth | None
+    storage_mode: str | None
+
+
+@router.get(
+    "/health", response_model=HealthOut, summary="Health of the database, broker and ingest"
+)
+def health(request: Request, response: Response, settings: SettingsDep) -> HealthOut:
+    db, ingest, mode = ComponentHealth(status="ok"), None, None
+    try:
+        with request.app.state.pool.connection(timeout=3) as conn:
+            mode = conn.execute("SELECT value FROM swc_meta WHERE key = 'storage_mode'").fetchone()
+            mode = mode[0] if mode else None
+            last, lag, dead = conn.execute(
+                "SELECT max(received_at), extract(epoch FROM now() - max(received_at)), "
+                "(SELECT count(*) FROM dead_letters WHERE received_at > now() - interval '1 hour') "
+                "FROM readings WHERE received_at > now() - interval '1 day'"
+            ).fetchone()
+            ingest = IngestHealth(
+                last_received_at=last,
+                lag_s=float(lag) if lag is not None else None,
+                dead_letters_last_hour=dead,
+            )
+    except (psycopg.Error, TimeoutError) as exc:
+        db = ComponentHealth(status="down", detail=str(exc).strip().splitlines()[0][:200])
+    if settings.mqtt_url:
+        target = settings.mqtt
+        up = port_open(target.host, target.port, timeout=1.0)
+        broker = ComponentHealth(
+            status="ok" if up else "down", detail=f"{target.host}:{target.port}"
+        )
+    else:
+        broker = ComponentHealth(status="not_configured")
+    healthy = db.status == "ok" and broker.status != "down"
+    if not healthy:
+        response.status_code = 503
+    return HealthOut(
+        status="ok" if healthy else "degraded",
+        database=db,
+        broker=broker,
+        ingest=ingest,
+        storage_mode=mode,
+    )
