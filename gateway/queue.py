@@ -134,16 +134,15 @@ class QueueStats:
 
 def format_time(value: datetime) -> str:
     """RFC 3339 UTC text of ``value``, to the microsecond when it has one; ``Z`` suffix."""
-    value = value.astimezone(UTC)
-    text = value.strftime("%Y-%m-%dT%H:%M:%S")
-    if value.microsecond:
-        text += f".{value.microsecond:06d}"
-    return text + "Z"
+    return value.astimezone(UTC).isoformat()[:-6] + "Z"  # isoformat ends in +00:00
 
 
 def _reading_json(t: str, ch: str, v: float, q: int | None) -> str:
-    tail = "" if q is None else f',"q":{int(q)}'
-    return f'{{"t":"{t}","ch":{json.dumps(ch)},"v":{json.dumps(v)}{tail}}}'
+    # channel names match protocol.channels.CHANNEL_NAME_PATTERN: nothing to escape;
+    # repr of a finite float is its shortest round-trip JSON number
+    if q is None:
+        return f'{{"t":"{t}","ch":"{ch}","v":{float(v)!r}}}'
+    return f'{{"t":"{t}","ch":"{ch}","v":{float(v)!r},"q":{int(q)}}}'
 
 
 def encode_message(device: str, seq: int, sent_at: str, readings_json: Sequence[str]) -> bytes:
