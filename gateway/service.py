@@ -214,7 +214,12 @@ class Gateway:
 
     # --- intake thread ------------------------------------------------------------------
     def _intake_loop(self) -> None:
+        remaining: int | None = None  # after stop: only what had arrived by then
         while True:
+            if self._stop.is_set() and remaining is None:
+                remaining = self.inbox.qsize()
+            if remaining is not None and remaining <= 0:
+                return
             try:
                 first = self.inbox.get(timeout=0.2)
             except queue.Empty:
@@ -222,17 +227,25 @@ class Gateway:
                     return
                 continue
             items = [first]
-            while len(items) < _INTAKE_BATCH:
+            limit = _INTAKE_BATCH if remaining is None else min(_INTAKE_BATCH, remaining)
+            while len(items) < limit:
                 try:
                     items.append(self.inbox.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                self._take(items)
-            except Exception:
-                # the queue could not commit: send no PUBACK; the local broker redelivers
-                log.exception("intake failed messages=%d; they will be redelivered", len(items))
-                self._stop.wait(1.0)
+            if remaining is not None:
+                remaining -= len(items)
+            delay = 0.5
+            while True:
+                try:
+                    self._take(items)
+                    break
+                except Exception:
+                    # not committed, so not acknowledged: keep the batch and try again
+                    log.exception("intake could not commit messages=%d; retrying", len(items))
+                    if self._stop.wait(delay):
+                        return  # unacknowledged: the local broker redelivers them
+                    delay = min(delay * 2, 30.0)
 
     def _take(self, items: list[_Incoming]) -> None:
         checked = Checked()
@@ -286,6 +299,17 @@ class Gateway:
 
     # --- forwarder thread -------------------------------------------------------------
     def _forward_loop(self) -> None:
+        while True:
+            try:
+                self._forward()
+                return
+            except Exception:
+                # the queue keeps everything; start over (unacknowledged messages are resent)
+                log.exception("forwarder failed; restarting it in 5 s")
+                if self._stop.wait(5.0):
+                    return
+
+    def _forward(self) -> None:
         fwd = self.config.forward
         window = self.config.upstream.max_inflight
         inflight: dict[int, OutMessage] = {}  # mid -> message
