@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from gwtest_support import (
+from gateway.config import GatewayConfig
+from gateway.service import Gateway
+
+from .gwtest_support import (
     Collector,
     Logger,
     gateway_options,
@@ -11,9 +14,6 @@ from gwtest_support import (
     row_message,
     wait_until,
 )
-
-from gateway.config import GatewayConfig
-from gateway.service import Gateway
 
 
 def test_budget_drops_the_oldest_counts_them_and_keeps_the_newest(tmp_path, brokers, root):

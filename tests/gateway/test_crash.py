@@ -11,7 +11,7 @@ import threading
 import time
 from pathlib import Path
 
-from gwtest_support import (
+from .gwtest_support import (
     Collector,
     Logger,
     gateway_options,

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 
-from gwtest_support import (
+from gateway.config import GatewayConfig
+from gateway.service import Gateway
+from protocol.messages import MAX_PAYLOAD_BYTES
+
+from .gwtest_support import (
     Collector,
     Logger,
     gateway_options,
@@ -12,10 +16,6 @@ from gwtest_support import (
     row_message,
     wait_until,
 )
-
-from gateway.config import GatewayConfig
-from gateway.service import Gateway
-from protocol.messages import MAX_PAYLOAD_BYTES
 
 GARBAGE = [
     (b"", "empty_payload"),

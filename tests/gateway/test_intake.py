@@ -6,12 +6,12 @@ import json
 import os
 import threading
 
-from gwtest_support import wait_until
-
 from gateway.config import LineSourceConfig
 from gateway.intake import Admission, Checked, check_lines, check_message
 from gateway.linesource import LineSource
 from gateway.queue import DiskQueue
+
+from .gwtest_support import wait_until
 
 ADMIT = Admission(root="swc/v1")
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 import json
 
 import paho.mqtt.client as mqtt
-from gwtest_support import (
+from paho.mqtt.enums import CallbackAPIVersion
+
+from gateway.config import GatewayConfig
+from gateway.service import Gateway
+
+from .gwtest_support import (
     Collector,
     Logger,
     gateway_options,
@@ -13,10 +18,6 @@ from gwtest_support import (
     row_message,
     wait_until,
 )
-from paho.mqtt.enums import CallbackAPIVersion
-
-from gateway.config import GatewayConfig
-from gateway.service import Gateway
 
 DEVICES = [f"dam-{i:03d}" for i in range(5)]
 

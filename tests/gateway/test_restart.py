@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from gwtest_support import (
+from gateway.config import GatewayConfig
+from gateway.service import Gateway
+
+from .gwtest_support import (
     Collector,
     Logger,
     gateway_options,
@@ -11,9 +14,6 @@ from gwtest_support import (
     row_message,
     wait_until,
 )
-
-from gateway.config import GatewayConfig
-from gateway.service import Gateway
 
 
 def test_messages_published_while_the_gateway_is_stopped_arrive_after_restart(

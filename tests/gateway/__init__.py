@@ -1,0 +1,1 @@
+"""Tests of gateway/: the disk queue, intake, and end to end with real brokers."""
