@@ -115,14 +115,14 @@ def amc_curve_number(cn2: float, rain_mm: np.ndarray, base_dt_s: float, amc: str
     per event from the 5-day antecedent rain (NEH-4 growing season: < 36 mm
     dry, > 53 mm wet).
     """
-    gap = int(round(EVENT_GAP_S / base_dt_s))
+    gap = round(EVENT_GAP_S / base_dt_s)
     ev = _event_ids(rain_mm > 0, gap)
     cn = np.full(rain_mm.size, cn2, dtype=float)
     if amc is not None:
         cn[:] = float(curve_number_amc(cn2, amc)) if amc != "II" else cn2
         return cn, ev
     cum = np.concatenate([[0.0], np.cumsum(rain_mm)])
-    win = int(round(ANTECEDENT_S / base_dt_s))
+    win = round(ANTECEDENT_S / base_dt_s)
     starts = np.flatnonzero(np.diff(ev, prepend=-1) > 0)
     cn_i, cn_iii = float(curve_number_amc(cn2, "I")), float(curve_number_amc(cn2, "III"))
     for s in starts:
@@ -391,7 +391,7 @@ def simulate(scenario: Scenario, base_rain_mm: np.ndarray, base_dt_s: float = 60
     cistern_in: dict[str, np.ndarray] = {}
     for cs in scenario.cisterns:
         r = base_rain_mm[row[cs.id]]
-        ev = _event_ids(r > 0, int(round(EVENT_GAP_S / base_dt_s)))
+        ev = _event_ids(r > 0, round(EVENT_GAP_S / base_dt_s))
         p_ev = _segment_cumsum(r, ev)
         eff = np.where(ev < 0, 0.0, np.maximum(p_ev - cs.initial_loss_mm, 0.0))
         inc = np.maximum(_segment_diff(eff, ev), 0.0)
@@ -399,7 +399,7 @@ def simulate(scenario: Scenario, base_rain_mm: np.ndarray, base_dt_s: float = 60
 
     # --- adaptive grid --------------------------------------------------------------
     wet = (base_rain_mm > 0).any(axis=0)
-    after = int(round(ACTIVE_AFTER_RAIN_S / base_dt_s))
+    after = round(ACTIVE_AFTER_RAIN_S / base_dt_s)
     wet_recent = np.convolve(wet.astype(float), np.ones(after + 1))[:n_base] > 0
     flowing = np.zeros(n_base, dtype=bool)
     for q in local_q.values():

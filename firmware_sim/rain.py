@@ -45,11 +45,11 @@ def design_storm_rain(scenario: Scenario, storm: str | float, base_dt_s: float =
     t_y = parse_return_period(storm)
     d = scenario.rainfall.design
     hyeto = chicago_hyetograph_mm(base_dt_s, t_y, scenario.rainfall.idf, d)
-    lead = int(round(d.lead_h * 3600.0 / base_dt_s))
+    lead = round(d.lead_h * 3600.0 / base_dt_s)
     total = (
-        int(round(total_h * 3600.0 / base_dt_s))
+        round(total_h * 3600.0 / base_dt_s)
         if total_h is not None
-        else lead + hyeto.size + int(round(d.after_h * 3600.0 / base_dt_s))
+        else lead + hyeto.size + round(d.after_h * 3600.0 / base_dt_s)
     )
     series = np.zeros(total)
     m = min(hyeto.size, max(total - lead, 0))
@@ -75,7 +75,7 @@ def stochastic_season_rain(scenario: Scenario, days: float, seed: int | None = N
                            base_dt_s: float = BASE_DT_S) -> RunRain:  # fmt: skip
     """``days`` of seeded stochastic storms with spatially correlated depths."""
     rng = np.random.default_rng(scenario.seed if seed is None else seed)
-    n = int(round(days * 86400.0 / base_dt_s))
+    n = round(days * 86400.0 / base_dt_s)
     rain, storms = stochastic_rain_mm(
         n, base_dt_s, site_xy_km(scenario), scenario.rainfall.stochastic,
         scenario.rainfall.idf, rng,

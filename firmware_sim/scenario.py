@@ -259,8 +259,8 @@ class DesignStorm(_Strict):
 class Stochastic(_Strict):
     """Seeded storm generator for multi-month runs."""
 
-    storms_per_day: Pos = 0.22
-    mean_depth_mm: Pos = 11.0
+    storms_per_day: Pos = 0.3
+    mean_depth_mm: Pos = 12.0
     depth_shape: Pos = 0.75  # gamma shape of storm depth
     median_duration_h: Pos = 3.0
     duration_sigma: NonNeg = 0.7  # lognormal sigma of duration
@@ -279,7 +279,7 @@ class Fault(_Strict):
     """A fault injected into one device's readings: ``start`` + ``duration_h``."""
 
     device: Id
-    kind: Literal["stuck", "spikes", "dropout", "clock_drift", "fouling", "link_down"]
+    kind: Literal["stuck", "spikes", "dropout", "clock_drift", "fouling"]
     channel: ChannelName | None = None  # None: every channel of the device
     start: datetime | None = None  # default: the run start
     start_offset_h: NonNeg = 0.0  # or an offset from the run start
