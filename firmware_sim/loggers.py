@@ -144,7 +144,7 @@ def generate_messages(scenario: Scenario, result: SimResult, root: str = DEFAULT
         cum_rain = np.concatenate([[0.0], np.cumsum(rain)])
         # --- event mode on the event-interval grid ---------------------------------
         ev_dt = float(lg.event_interval_s)
-        n_slots = int(math.floor(n_base * base_dt / ev_dt)) + 1
+        n_slots = math.floor(n_base * base_dt / ev_dt) + 1
         slot_t = np.arange(n_slots) * ev_dt
         cum_at = np.interp(slot_t, np.arange(n_base + 1) * base_dt, cum_rain)
         look = max(1, round(600.0 / ev_dt))
@@ -262,7 +262,7 @@ def generate_messages(scenario: Scenario, result: SimResult, root: str = DEFAULT
                         float(t_samp[i]),
                         float(t_samp[j - 1]),
                         len(readings),
-                    )  # fmt: skip
+                    )
                 )
                 out.readings += len(readings)
             i = j

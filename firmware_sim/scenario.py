@@ -390,7 +390,7 @@ def _channels(site: Any) -> list[str]:
 
 
 def _sensor_params(site: Any) -> list[dict[str, Any]]:
-    return [s.model_dump(exclude_defaults=False, exclude_none=True) for s in site.sensors]
+    return [s.model_dump(exclude_defaults=True, exclude_none=True) for s in site.sensors]
 
 
 def site_params(site: Any) -> dict[str, Any]:
