@@ -401,7 +401,7 @@ def site_params(site: Any) -> dict[str, Any]:
             "dam_class": site.dam_class,
             "downstream_dam": site.downstream,
             "stage_datum": "silted surface at the dam at survey (gauge zero)",
-            "datum_elevation_m": site.elevation_m + site.silted_level_m,
+            "datum_elevation_m": round(site.elevation_m + site.silted_level_m, 3),
             "silted_level_m": site.silted_level_m,
             "stage_storage": {"a": site.stage_storage.a, "b": site.stage_storage.b},
             "dam_crest_m": site.dam_crest_m,
