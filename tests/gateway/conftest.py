@@ -24,8 +24,13 @@ def brokers(tmp_path):
         pytest.skip("mosquitto is not installed")
     started: list[MosquittoProcess] = []
 
+    # Run as root, mosquitto drops to the user "mosquitto", which cannot write its
+    # persistence file under pytest's root-only tmp folder: a restart would then lose
+    # the sessions and their queued messages. Keep root so that persistence works.
+    extra = "user root" if hasattr(os, "geteuid") and os.geteuid() == 0 else ""
+
     def make(name: str, port: int | None = None) -> MosquittoProcess:
-        broker = MosquittoProcess(tmp_path / name, port=port)
+        broker = MosquittoProcess(tmp_path / name, port=port, extra_conf=extra)
         started.append(broker)
         return broker
 

@@ -88,3 +88,45 @@ def test_outage_of_50000_readings_all_arrive_once_in_order(tmp_path, brokers, ro
         sub.loop_stop()
     assert got["status"]["device"] == "gw-1"
     assert got["status"]["state"] == "offline"
+
+
+def test_uplink_flapping_mid_forwarding_loses_nothing_and_keeps_order(tmp_path, brokers, root):
+    """The broker restarts three times while messages are in flight: paho resends them."""
+    local = brokers("local").start()
+    upstream = brokers("upstream").start()
+    collector = Collector(upstream.port, root)
+    options = gateway_options(
+        tmp_path,
+        "gw-flap",
+        root,
+        local.port,
+        upstream.port,
+        forward={"batch_max_readings": 20, "batch_max_age_s": 0.05},
+        upstream={"max_inflight": 8},
+    )
+    gw = Gateway(GatewayConfig.model_validate(options)).start()
+    devices = DEVICES[:3]
+    per_message, messages = 20, 150  # 9,000 readings in 450 small upstream messages or more
+    total = len(devices) * per_message * messages
+    try:
+        wait_until(gw.local_connected.is_set, 10, "the local connection")
+        logger = Logger(local.port, "loggers-flap")
+        for m in range(messages):
+            for device in devices:
+                payload = row_message(device, m + 1, m * per_message, per_message)
+                logger.publish(f"{root}/{device}/telemetry", payload)
+        logger.close()
+        for _ in range(3):
+            before = collector.count()
+            wait_until(lambda b=before: collector.count() > b, 30, "forwarding to resume")
+            upstream.stop()
+            upstream.start()
+        wait_until(lambda: collector.distinct_count() >= total, 60, "every reading upstream")
+        wait_until(lambda: gw.queue.depth == 0, 30, "an empty queue")
+    finally:
+        gw.stop()
+        collector.close()
+    expected = {reading_key(d, i) for d in devices for i in range(messages * per_message)}
+    assert collector.distinct() == expected
+    for key, times in collector.first_arrival_order().items():
+        assert times == sorted(times), f"{key} out of order"
