@@ -160,16 +160,20 @@ class Gateway:
         self._status_due.set()
         for t in self._threads:  # intake commits and acks what it holds before it returns
             t.join(drain_s + 5)
-        self.local.disconnect()
         for src in self.line_sources:
             src.join(2)
-        try:
-            if self.uplink_connected.is_set():
-                final = self.status(online=False).model_dump_json(exclude_none=True).encode()
-                info = self.uplink.publish(self.uplink_status_topic, final, qos=1, retain=True)
-                info.wait_for_publish(2)
-        except (RuntimeError, ValueError):
-            pass
+        # a clean disconnect sends no last will: say "offline" ourselves, with the counters
+        final = self.status(online=False).model_dump_json(exclude_none=True).encode()
+        targets = [(self.uplink, self.uplink_status_topic, self.uplink_connected)]
+        if self.config.status.local:
+            targets.append((self.local, self.local_status_topic, self.local_connected))
+        for client, topic, connected in targets:
+            try:
+                if connected.is_set():
+                    client.publish(topic, final, qos=1, retain=True).wait_for_publish(2)
+            except (RuntimeError, ValueError):
+                log.warning("could not publish the offline status topic=%s", topic)
+        self.local.disconnect()
         self.uplink.disconnect()
         self.uplink.loop_stop()
         self.local.loop_stop()

@@ -45,6 +45,9 @@ def test_messages_published_while_the_gateway_is_stopped_arrive_after_restart(
         wait_until(lambda: collector_up.count() == 100, 20, "the first readings upstream")
         gw.stop()
         assert retained(upstream.port, f"up{root}/gw-311/status")["state"] == "offline"
+        local_status = retained(local.port, f"{root}/gw-311/status")
+        assert local_status["state"] == "offline"
+        assert local_status["details"]["forwarded_readings"] == 100
 
         for m in range(10, 20):  # the gateway is down: the local broker keeps them for it
             logger.publish(f"{root}/{device}/telemetry", row_message(device, m, m * 10, 10))
