@@ -126,3 +126,25 @@ def test_line_file_is_followed_and_resumed_without_repeats(tmp_path):
     values = [json.loads(m.payload)["readings"] for m in q.unsent()]
     assert [r["v"] for batch in values for r in batch] == [0.2, 0.4, 0.6, 0.8]
     q.close()
+
+
+def test_named_pipe_lines_are_read_as_they_come(tmp_path):
+    fifo = tmp_path / "rtu.fifo"
+    os.mkfifo(fifo)
+    q = DiskQueue(tmp_path / "q.db")
+    stop = threading.Event()
+    src = LineSource(LineSourceConfig(path=fifo, poll_s=0.02), q, ADMIT, stop)
+    src.start()
+    try:
+        for minute in range(3):  # three writers one after the other, like cron jobs
+            with open(fifo, "w") as w:
+                w.write(f"rg-1,2026-07-21T00:0{minute}:00Z,rain_mm,0.2\n")
+            wait_until(lambda m=minute: q.depth == m + 1, 10, f"line {minute} queued")
+        with open(fifo, "w") as w:
+            w.write("garbage\n")
+        wait_until(lambda: q.stats().counters["rejected"] == 1, 10, "the bad line rejected")
+    finally:
+        stop.set()
+        src.join(5)
+    assert q.line_offset(f"line:{fifo}") is None  # a pipe has no offset to resume from
+    q.close()
