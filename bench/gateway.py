@@ -210,6 +210,12 @@ def main() -> None:
             print(f"gateway  {through:12,.0f} readings/s", flush=True)
 
             # --- replay of a backlog after an outage -----------------------------------
+            # let the last acknowledgements reach the gateway, so nothing is resent below
+            _wait_retained(
+                local.port,
+                "gw/v1/gw-bench/status",
+                lambda s: s.get("details", {}).get("queue_depth") == 0,
+            )
             upstream.stop()
             counter.expect(total)
             _publish_all(local.port, "gw/v1", payloads)
