@@ -12,14 +12,6 @@ from paho.mqtt.properties import Properties
 from .config import BrokerConfig
 
 
-class GatewayMqttError(RuntimeError):
-    """Base class of the gateway's MQTT errors."""
-
-
-class PublishRefused(GatewayMqttError):
-    """The broker answered a publish with a failure reason code (MQTT 5)."""
-
-
 def make_client(
     config: BrokerConfig,
     client_id: str,

@@ -352,6 +352,7 @@ class Gateway:
                 if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                     log.error("uplink publish failed rc=%s outbox_id=%d; retrying", info.rc, m.id)
                     refused.append((time.monotonic() + 1.0, m.id))
+                    refused.sort()
                     continue
                 inflight[info.mid] = m
             if batch:
