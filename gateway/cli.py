@@ -42,10 +42,14 @@ def run(config: Path) -> None:
     """Run the gateway with the options in CONFIG (YAML) until SIGTERM or Ctrl-C."""
     cfg = _load(config)
     from .logs import setup_logging
+    from .queue import QueueError
     from .service import Gateway
 
     setup_logging(cfg.log.level, cfg.log.format)
-    gw = Gateway(cfg)
+    try:
+        gw = Gateway(cfg)
+    except (QueueError, OSError) as exc:
+        raise click.ClickException(f"cannot start the gateway: {exc}") from None
     stop_requested = threading.Event()
 
     def _on_signal(signum, frame) -> None:
