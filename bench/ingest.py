@@ -138,13 +138,20 @@ def baseline_copy(dsn: str, n_readings: int, devices: int) -> float:
     return len(rows) / elapsed
 
 
-def start_consumer(dsn: str, broker: MosquittoProcess, log: Path) -> subprocess.Popen:
+def start_consumer(
+    dsn: str, broker: MosquittoProcess, log: Path, name: str = "bench-ingest", workers: int = 1
+) -> subprocess.Popen:
+    # Each configuration gets its own shared group: mosquitto keeps handing an
+    # offline member's share to its persistent session, so earlier runs' sessions
+    # must not be in the group.
     env = {
+        "SWC_WORKERS": str(workers),
+        "SWC_SHARED_GROUP": name,
         **os.environ,
         "SWC_DATABASE_URL": dsn,
         "SWC_MQTT_URL": broker.url,
         "SWC_TOPIC_ROOT": ROOT,
-        "SWC_CLIENT_ID": "bench-ingest",
+        "SWC_CLIENT_ID": name,
         "SWC_METRICS_PORT": "0",
     }
     proc = subprocess.Popen(
@@ -155,7 +162,8 @@ def start_consumer(dsn: str, broker: MosquittoProcess, log: Path) -> subprocess.
         stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 30
-    while "mqtt connected" not in log.read_text():
+    names = [name] if workers == 1 else [f"{name}-{i}" for i in range(1, workers + 1)]
+    while not all(f"mqtt connected client_id={n} " in log.read_text() for n in names):
         if proc.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("consumer did not start:\n" + log.read_text())
         time.sleep(0.02)
@@ -227,6 +235,38 @@ def latency_run(
     return latencies
 
 
+def drain_rate(
+    dsn: str,
+    broker: MosquittoProcess,
+    log: Path,
+    client: mqtt.Client,
+    messages,
+    n: int,
+    workers: int,
+) -> float:
+    """Readings/s of `swc ingest --workers W` draining a broker backlog of ``messages``."""
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings")
+    name = f"bench-w{workers}"
+    stop(start_consumer(dsn, broker, log, name, workers))  # the sessions exist; now they are away
+    t = time.perf_counter()
+    publish_all(client, messages)
+    print(
+        f"    published {len(messages):,} messages ({n:,} readings) in {time.perf_counter() - t:.1f} s"
+    )
+    t_start = time.monotonic()
+    consumer = start_consumer(dsn, broker, log, name, workers)
+    t_connected = time.monotonic()
+    t_end = wait_count(dsn, n)
+    stop(consumer)
+    rate = n / (t_end - t_connected)
+    print(
+        f"    swc ingest --workers {workers}: {rate:,.0f} readings/s "
+        f"({t_end - t_connected:.2f} s from connect; {t_end - t_start:.2f} s with process start)"
+    )
+    return rate
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -234,6 +274,9 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="a smaller run, under 30 s")
     ap.add_argument("--readings", type=int, help="readings in the throughput runs")
     ap.add_argument("--devices", type=int, default=50)
+    ap.add_argument(
+        "--workers", type=int, default=2, help="also measure this many consumer processes"
+    )
     args = ap.parse_args()
     n = args.readings or (150_000 if args.quick else 1_200_000)
     devices = args.devices
@@ -245,30 +288,16 @@ def main() -> None:
         migrate(dsn, "off")
         broker = MosquittoProcess(tmp / "broker").start()
         log = tmp / "ingest.log"
+        client = publisher(broker.port)
         try:
             copy_rate = baseline_copy(dsn, n, devices)
             print(f"(a) raw binary COPY baseline: {n:,} rows at {copy_rate:,.0f} rows/s")
-
             messages = make_messages(n, devices)
-            # the consumer's persistent session exists; then it goes away and a backlog builds
-            consumer = start_consumer(dsn, broker, log)
-            stop(consumer)
-            client = publisher(broker.port)
-            t = time.perf_counter()
-            publish_all(client, messages)
             print(
-                f"    published {len(messages):,} messages ({n:,} readings) in {time.perf_counter() - t:.1f} s"
+                "(b) end to end: a broker backlog of 60-reading messages drained into the database"
             )
-            t_start = time.monotonic()
-            consumer = start_consumer(dsn, broker, log)
-            t_connected = time.monotonic()
-            t_end = wait_count(dsn, n)
-            e2e_rate = n / (t_end - t_connected)
-            print(
-                f"(b) swc ingest, broker backlog -> database: {e2e_rate:,.0f} readings/s "
-                f"({t_end - t_connected:.2f} s; {t_end - t_start:.2f} s with process start)"
-            )
-            stop(consumer)
+            e2e_rate = drain_rate(dsn, broker, log, client, messages, n, 1)
+            multi_rate = drain_rate(dsn, broker, log, client, messages, n, args.workers)
 
             # for reference: publisher and consumer running at once on this machine
             with psycopg.connect(dsn, autocommit=True) as conn:
@@ -278,21 +307,26 @@ def main() -> None:
             publish_all(client, messages)
             t_end = wait_count(dsn, n)
             live_rate = n / (t_end - t)
-            print(f"    with the publisher running concurrently: {live_rate:,.0f} readings/s")
-            ratio = e2e_rate / copy_rate
-            print(f"(c) ratio end-to-end / raw COPY: {ratio:.2f}")
+            print(
+                f"    one worker with the publisher running concurrently: {live_rate:,.0f} readings/s"
+            )
+            ratio, multi_ratio = e2e_rate / copy_rate, multi_rate / copy_rate
+            print(
+                f"(c) ratio end-to-end / raw COPY: {ratio:.2f} (one worker), "
+                f"{multi_ratio:.2f} ({args.workers} workers)"
+            )
 
             half = e2e_rate / 2
             lat = latency_run(dsn, client, half, latency_s, devices, T0 + timedelta(days=3650))
             p50, p99 = percentile(lat, 50) * 1000, percentile(lat, 99) * 1000
             print(
-                f"(d) latency publish -> row visible at {half:,.0f} readings/s "
+                f"(d) latency publish -> row visible at {half:,.0f} readings/s, one worker "
                 f"({len(lat):,} messages): p50 {p50:.0f} ms, p99 {p99:.0f} ms, max {max(lat) * 1000:.0f} ms"
             )
             stop(consumer)
+        finally:
             client.disconnect()
             client.loop_stop()
-        finally:
             broker.stop()
     print(
         result_line(
@@ -301,6 +335,10 @@ def main() -> None:
             ratio=round(ratio, 3),
             p50_ms=round(p50, 1),
             p99_ms=round(p99, 1),
+            **{
+                f"e2e_{args.workers}workers_readings_per_s": round(multi_rate),
+                f"ratio_{args.workers}workers": round(multi_ratio, 3),
+            },
             live_readings_per_s=round(live_rate),
             latency_load_readings_per_s=round(half),
             readings=n,

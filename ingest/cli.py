@@ -46,6 +46,7 @@ _CONSUMER = [
     click.option("--batch-max-readings", type=int, help="[SWC_BATCH_MAX_READINGS]"),
     click.option("--batch-max-latency-ms", type=int, help="[SWC_BATCH_MAX_LATENCY_MS]"),
     click.option("--metrics-port", type=int, help="Prometheus port, 0 = off [SWC_METRICS_PORT]"),
+    click.option("--workers", type=int, help="consumer processes sharing the load [SWC_WORKERS]"),
 ]
 
 
@@ -105,6 +106,13 @@ def run_consumer(settings: Settings, dsn: str) -> None:
 
     if not settings.mqtt_url:
         raise click.UsageError("no broker: set SWC_MQTT_URL or --mqtt-url")
+    if settings.workers > 1:
+        from .workers import run_workers
+
+        try:
+            sys.exit(run_workers(settings, dsn))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from None
     consumer = Consumer(settings, dsn)
     if settings.metrics_port:
         consumer.metrics.serve(settings.metrics_port, settings.metrics_host)

@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -112,7 +113,8 @@ class Consumer:
             return
         self._generation += 1
         log.info(
-            "mqtt connected broker=%s session_present=%s subscription=%s",
+            "mqtt connected client_id=%s broker=%s session_present=%s subscription=%s",
+            self.settings.client_id,
             self.settings.mqtt.url(),
             flags.session_present,
             self._subscription(),
@@ -277,7 +279,6 @@ class Consumer:
         conn = self._connection()
         dead = list(batch.dead)
         rows: list[ReadingRow] = []
-        seen_keys: set[tuple[int, datetime]] = set()
         devices_seen: dict[str, tuple[datetime, int]] = {}
         accepted = []
         for item, topic, tel in batch.decoded:
@@ -287,21 +288,32 @@ class Consumer:
                 dead.append((item.topic, item.payload, exc.code, exc.message, item.received_at))
                 continue
             accepted.append((item, tel))
-        pairs = {(tel.device, ch) for _, tel in accepted for _, ch, _, _ in tel.rows}
+        channels = [{ch for _, ch, _, _ in tel.rows} for _, tel in accepted]
+        pairs = {
+            (tel.device, ch) for (_, tel), chs in zip(accepted, channels, strict=True) for ch in chs
+        }
         ids = self.resolver.stream_ids(conn, pairs) if pairs else {}
+        # A message never repeats (channel, time) (the protocol refuses it), so
+        # only a device with several messages in this batch can repeat a reading.
+        messages_per_device = Counter(tel.device for _, tel in accepted)
+        seen_keys: set[tuple[int, datetime]] = set()
         within_batch_dupes = 0
-        for item, tel in accepted:
-            for t, ch, v, q in tel.rows:
-                sid = ids[(tel.device, ch)]
-                key = (sid, t)
-                if key in seen_keys:
-                    within_batch_dupes += 1
-                    continue
-                seen_keys.add(key)
-                rows.append((t, sid, v, q or 2, item.received_at))
+        for (item, tel), chs in zip(accepted, channels, strict=True):
+            sid_of = {ch: ids[(tel.device, ch)] for ch in chs}
+            received = item.received_at
+            if messages_per_device[tel.device] == 1:
+                rows.extend([(t, sid_of[ch], v, q or 2, received) for t, ch, v, q in tel.rows])
+            else:
+                for t, ch, v, q in tel.rows:
+                    key = (sid_of[ch], t)
+                    if key in seen_keys:
+                        within_batch_dupes += 1
+                        continue
+                    seen_keys.add(key)
+                    rows.append((t, key[0], v, q or 2, received))
             last = devices_seen.get(tel.device)
             if last is None or tel.seq > last[1]:
-                devices_seen[tel.device] = (item.received_at, tel.seq)
+                devices_seen[tel.device] = (received, tel.seq)
         t0 = time.monotonic()
         try:
             result = self.writer.write(

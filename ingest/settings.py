@@ -85,6 +85,7 @@ class Settings(BaseSettings):
     )
     session_expiry_s: int = Field(default=7 * 86400, ge=0, description="broker keeps the session")
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, le=64, description="consumer processes (`swc ingest`)")
     batch_max_readings: int = Field(default=10_000, ge=1, le=1_000_000)
     batch_max_latency_ms: int = Field(default=100, ge=1, le=60_000)
     drain_timeout_s: float = Field(default=30.0, gt=0)
