@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import socket
@@ -65,7 +66,12 @@ class MosquittoProcess:
         return f"mqtt://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 10.0) -> MosquittoProcess:
-        self.conf.write_text(render_mosquitto_conf(self.port, self.data_dir, extra=self.extra_conf))
+        extra = self.extra_conf
+        if os.geteuid() == 0 and not re.search(r"^user ", extra, flags=re.M):
+            # Started as root, mosquitto drops to the `mosquitto` user, which cannot
+            # write its persistence file into a folder only root may enter.
+            extra = (extra + "\nuser root").strip()
+        self.conf.write_text(render_mosquitto_conf(self.port, self.data_dir, extra=extra))
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
