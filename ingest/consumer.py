@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -58,6 +59,16 @@ class _Batch:
     readings: int = 0
 
 
+@dataclass(frozen=True)
+class CommittedBatch:
+    """What a committed batch touched, for work that follows ingest (alert rules, QC)."""
+
+    streams: dict[int, tuple[datetime, datetime]]  # stream id -> (earliest, latest) reading time
+    devices: frozenset[str]
+    readings: int
+    committed_at: datetime
+
+
 class DrainAbandoned(RuntimeError):
     """Shutdown gave up waiting for the database; unacknowledged messages stay at the broker."""
 
@@ -77,7 +88,12 @@ class Consumer:
         self._stop = threading.Event()
         self._generation = 0
         self._conn: psycopg.Connection | None = None
+        self._last_commit: CommittedBatch | None = None
         self._client = self._make_client()
+        # Called in the writer thread after each committed batch has been
+        # acknowledged. Keep them quick (hand work to your own thread); an
+        # exception is logged and does not affect ingest.
+        self.after_commit: list[Callable[[CommittedBatch], None]] = []
         self.max_batch_messages = max(1, min(settings.receive_maximum, 1000) // 2)
 
     # --- MQTT side (network thread) ------------------------------------------------
@@ -274,6 +290,12 @@ class Consumer:
                 time.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
         self._acknowledge(batch)
+        if self.after_commit and self._last_commit is not None:
+            for hook in self.after_commit:
+                try:
+                    hook(self._last_commit)
+                except Exception:
+                    log.exception("after-commit hook %r failed", hook)
 
     def _write(self, batch: _Batch) -> None:
         conn = self._connection()
@@ -323,6 +345,18 @@ class Consumer:
             log.error("batch refused by the database, writing message by message: %s", exc)
             self._write_one_by_one(conn, batch)
             return
+        self._last_commit = None
+        if self.after_commit and rows:
+            spans: dict[int, tuple[datetime, datetime]] = {}
+            for t, sid, _, _, _ in rows:
+                span = spans.get(sid)
+                if span is None:
+                    spans[sid] = (t, t)
+                elif t < span[0] or t > span[1]:
+                    spans[sid] = (min(t, span[0]), max(t, span[1]))
+            self._last_commit = CommittedBatch(
+                spans, frozenset(devices_seen), len(rows), datetime.now(UTC)
+            )
         m = self.metrics
         m.readings_received.inc(len(rows) + within_batch_dupes)
         m.readings_written.inc(result.written)

@@ -276,3 +276,29 @@ def test_batches_are_bounded_by_size(db, broker, settings_for, start_consumer, t
     count = next(s.value for s in batches.samples if s.name.endswith("_count"))
     # each batch closes as soon as it holds `size` readings: one message (5) or two (10)
     assert count == (6 if size == 1 else 3)
+
+
+def test_after_commit_hooks_see_the_streams_and_times_of_each_batch(
+    db, broker, settings_for, topic_root
+):
+    import threading
+
+    seen = []
+    consumer = Consumer(settings_for(), db)
+    consumer.after_commit.append(seen.append)
+    consumer.after_commit.append(lambda batch: 1 / 0)  # a failing hook changes nothing
+    thread = threading.Thread(target=consumer.run, daemon=True)
+    thread.start()
+    try:
+        assert consumer.subscribed.wait(10)
+        with Publisher(broker.url) as pub:
+            pub.publish_all([(telemetry(topic_root, "dam-9"), batch("dam-9", 1, T0, n=10))])
+        wait_for(lambda: sum(b.readings for b in seen) == 10)
+    finally:
+        consumer.stop()
+        thread.join(30)
+    (only,) = seen
+    sid = scalar(db, "SELECT id FROM streams WHERE device_id = 'dam-9'")
+    assert only.streams == {sid: (T0, T0 + timedelta(minutes=9))}
+    assert only.devices == frozenset({"dam-9"})
+    assert scalar(db, "SELECT count(*) FROM readings") == 10
