@@ -47,6 +47,13 @@ _CONSUMER = [
     click.option("--batch-max-latency-ms", type=int, help="[SWC_BATCH_MAX_LATENCY_MS]"),
     click.option("--metrics-port", type=int, help="Prometheus port, 0 = off [SWC_METRICS_PORT]"),
     click.option("--workers", type=int, help="consumer processes sharing the load [SWC_WORKERS]"),
+    click.option(
+        "--retire",
+        is_flag=True,
+        default=None,
+        help="store what this client id's session still holds, leave the shared group, "
+        "delete the session and exit [SWC_RETIRE]",
+    ),
 ]
 
 

@@ -117,6 +117,7 @@ class Consumer:
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         client.on_subscribe = self._on_subscribe
+        client.on_unsubscribe = self._on_unsubscribe
         return client
 
     def _subscription(self) -> str:
@@ -135,8 +136,18 @@ class Consumer:
             flags.session_present,
             self._subscription(),
         )
-        client.subscribe(self._subscription(), qos=1)
+        if self.settings.retire:
+            # leave the group: no new messages; what the session holds still comes
+            client.unsubscribe(self._subscription())
+        else:
+            client.subscribe(self._subscription(), qos=1)
         self.connected.set()
+
+    def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        log.info(
+            "left the shared group client_id=%s; draining its session", self.settings.client_id
+        )
+        self.subscribed.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         failed = [rc for rc in reason_codes if rc.is_failure]
@@ -190,14 +201,29 @@ class Consumer:
             self.settings.batch_max_readings,
             self.settings.batch_max_latency_ms,
         )
+        retire = self.settings.retire
+        if retire and self.settings.mqtt_protocol != "5":
+            raise ValueError("retiring a session needs MQTT 5")
+        quiet_since = None
         try:
             while not self._stop.is_set():
                 batch = self._collect()
                 if batch.messages:
                     self._commit(batch)
+                    quiet_since = None
+                elif retire and self.subscribed.is_set():
+                    quiet_since = quiet_since or time.monotonic()
+                    if time.monotonic() - quiet_since > self.settings.retire_idle_s:
+                        break
             self._drain()
         finally:
-            self._client.disconnect()
+            if retire:
+                props = Properties(PacketTypes.DISCONNECT)
+                props.SessionExpiryInterval = 0  # the broker deletes the session
+                self._client.disconnect(properties=props)
+                log.info("session retired client_id=%s", self.settings.client_id)
+            else:
+                self._client.disconnect()
             self._client.loop_stop()
             if self._conn is not None:
                 self._conn.close()

@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     session_expiry_s: int = Field(default=7 * 86400, ge=0, description="broker keeps the session")
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, le=64, description="consumer processes (`swc ingest`)")
+    retire: bool = Field(
+        default=False,
+        description="drain this client id's session, leave the shared group, delete the session",
+    )
+    retire_idle_s: float = Field(default=3.0, gt=0, description="quiet time that ends a retire")
     batch_max_readings: int = Field(default=10_000, ge=1, le=1_000_000)
     batch_max_latency_ms: int = Field(default=100, ge=1, le=60_000)
     drain_timeout_s: float = Field(default=30.0, gt=0)

@@ -302,3 +302,38 @@ def test_after_commit_hooks_see_the_streams_and_times_of_each_batch(
     assert only.streams == {sid: (T0, T0 + timedelta(minutes=9))}
     assert only.devices == frozenset({"dam-9"})
     assert scalar(db, "SELECT count(*) FROM readings") == 10
+
+
+def test_retiring_a_consumer_stores_its_share_and_leaves_the_group(
+    db, broker, settings_for, start_consumer, topic_root
+):
+    """Mosquitto keeps routing an offline member's share to its session: retire empties it."""
+    a = start_consumer(settings_for(client_id="keep-a"), db)
+    b = start_consumer(settings_for(client_id="gone-b"), db)
+    b.stop()  # B goes away, its persistent session stays in the group
+    items = [(telemetry(topic_root, f"dev-{i}"), batch(f"dev-{i}", 1, T0, n=5)) for i in range(40)]
+    with Publisher(broker.url) as pub:
+        pub.publish_all(items)
+    wait_for(lambda: a.consumer.metrics.snapshot()["messages_received"] > 0)
+    import time
+
+    time.sleep(0.5)
+    stored = scalar(db, "SELECT count(*) FROM readings")
+    assert stored < 200, "B's share should be waiting in its session"
+    retiring = start_consumer(settings_for(client_id="gone-b", retire=True, retire_idle_s=1.0), db)
+    retiring.thread.join(30)
+    assert not retiring.thread.is_alive(), "a retiring consumer exits by itself"
+    assert scalar(db, "SELECT count(*) FROM readings") == 200
+    # B is no longer in the group: everything new goes to A
+    more = [
+        (telemetry(topic_root, f"dev-{i}"), batch(f"dev-{i}", 2, T0 + timedelta(hours=1), n=5))
+        for i in range(40)
+    ]
+    with Publisher(broker.url) as pub:
+        pub.publish_all(more)
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM readings") == 400)
+    assert (
+        a.consumer.metrics.snapshot()["messages_received"]
+        + retiring.consumer.metrics.snapshot()["messages_received"]
+        == 80
+    )
