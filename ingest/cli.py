@@ -145,6 +145,7 @@ def register(group: click.Group) -> None:
     group.add_command(sites)
     group.add_command(protocol_cmd)
     group.add_command(api_cmd)
+    group.add_command(export_cmd)
 
 
 @click.command("migrate")
@@ -253,3 +254,75 @@ def api_cmd(host: str, port: int, **flags: Any) -> None:
     settings = load_settings(**flags)
     _require_db(settings)
     uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+
+
+def _parse_time(ctx, param, value):
+    if value is None:
+        return None
+    from datetime import datetime
+
+    try:
+        t = datetime.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not an RFC 3339 time such as 2026-07-21T00:00:00Z"
+        ) from None
+    if t.tzinfo is None:
+        raise click.BadParameter(f"{value!r} has no zone; add Z or an offset such as +08:00")
+    return t
+
+
+@click.command("export")
+@click.option("--out", "-o", required=True, help="output file; '-' writes CSV or Parquet to stdout")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["csv", "parquet", "netcdf"]),
+    help="default: from the file name's extension",
+)
+@click.option("--site", "sites_", multiple=True, help="site id (repeatable)")
+@click.option("--device", multiple=True, help="device id (repeatable)")
+@click.option("--channel", multiple=True, help="channel name, e.g. stage_m (repeatable)")
+@click.option("--stream", multiple=True, type=int, help="stream id (repeatable)")
+@click.option("--start", callback=_parse_time, help="from this time (inclusive), RFC 3339")
+@click.option("--end", callback=_parse_time, help="to this time (exclusive), RFC 3339")
+@click.option(
+    "--quality",
+    multiple=True,
+    type=click.Choice(["1", "2", "3", "4", "9"]),
+    help="keep only these QARTOD flags (repeatable), e.g. --quality 1 --quality 2",
+)
+@_options(_COMMON)
+def export_cmd(
+    out, fmt, sites_, device, channel, stream, start, end, quality, **flags: Any
+) -> None:
+    """Export readings as CSV, Parquet or CF NetCDF, streamed (any size), with progress."""
+    from .export import Selection, estimate_rows, export
+
+    if fmt is None:
+        suffix = Path(out).suffix.lower()
+        fmt = {".csv": "csv", ".parquet": "parquet", ".nc": "netcdf", ".nc4": "netcdf"}.get(suffix)
+        if fmt is None:
+            raise click.UsageError("say --format csv|parquet|netcdf (no known file extension)")
+    if out == "-" and fmt == "netcdf":
+        raise click.UsageError("NetCDF needs a file: --out FILE.nc")
+    if start and end and end <= start:
+        raise click.UsageError("--end must be after --start")
+    settings = load_settings(**flags)
+    selection = Selection(
+        start=start,
+        end=end,
+        site_ids=sites_,
+        device_ids=device,
+        channels=channel,
+        stream_ids=stream,
+        qualities=tuple(int(q) for q in quality),
+    )
+    with psycopg.connect(_require_db(settings)) as conn:
+        total = estimate_rows(conn, selection)
+        with click.progressbar(
+            length=max(total, 1), label=f"exporting {fmt}", file=sys.stderr, show_pos=True
+        ) as bar:
+            target = sys.stdout.buffer if out == "-" else out
+            result = export(conn, selection, fmt, target, progress=bar.update)
+    click.echo(f"{result.rows} rows", err=True)

@@ -27,14 +27,15 @@ class Channel:
 CHANNELS: dict[str, Channel] = {
     c.name: c
     for c in (
-        Channel("stage_m", "m", "water level (stage) above the gauge datum"),
-        Channel("level_m", "m", "water level in a cistern or tank above its floor"),
         Channel(
-            "turbidity_ntu",
-            "NTU",
-            "turbidity of the water (nephelometric)",
-            "sea_water_turbidity",
+            "stage_m",
+            "m",
+            "water level (stage) above the gauge datum",
+            "water_surface_height_above_reference_datum",
         ),
+        Channel("level_m", "m", "water level in a cistern or tank above its floor"),
+        # CF has only sea_water_turbidity, which is not our water: no standard name
+        Channel("turbidity_ntu", "NTU", "turbidity of the water (nephelometric)"),
         Channel(
             "ssc_kg_m3",
             "kg/m3",
