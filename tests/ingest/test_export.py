@@ -91,7 +91,7 @@ def test_parquet_export_has_the_documented_schema(loaded, tmp_path):
 
 
 def test_netcdf_export_opens_in_xarray_with_units_times_and_flags(loaded, tmp_path):
-    db, ids = loaded
+    db, _ = loaded
     path = tmp_path / "x.nc"
     with psycopg.connect(db) as conn:
         export(conn, Selection(), "netcdf", path)
