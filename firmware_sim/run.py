@@ -12,8 +12,6 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from protocol.topics import DEFAULT_ROOT
 
 from .loggers import LoggerOutput, generate_messages, merged_schedule
@@ -202,4 +200,4 @@ def registry_text(scenario_path: Path | None) -> str:
     return registry_yaml(load_scenario(scenario_path))
 
 
-__all__ = ["RunConfig", "RunOutput", "publish", "registry_text", "run", "yaml"]
+__all__ = ["RunConfig", "RunOutput", "publish", "registry_text", "run"]
