@@ -104,6 +104,26 @@ class Settings(BaseSettings):
         default=None, description="TimescaleDB retention of raw readings; unset keeps all"
     )
 
+    # alerts and the HTTP API
+    alerts: bool = Field(
+        default=True, description="run the alert engine in `swc ingest` and `swc up`"
+    )
+    alert_check_interval_s: float = Field(
+        default=30.0, gt=0, le=3600, description="periodic check (logger offline) every N s"
+    )
+    alert_late_after_s: float = Field(
+        default=3600.0, ge=0, description="readings older than this on arrival are late data"
+    )
+    alert_min_duration_s: float = Field(
+        default=1800.0, ge=0, description="default time a lower level must hold to drop"
+    )
+    alert_mqtt: bool = Field(default=True, description="retain alert state on {root}/alerts/+")
+    webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    webhook_max_attempts: int = Field(default=8, ge=1, le=50)
+    webhook_backoff_s: float = Field(default=5.0, gt=0, le=3600, description="first retry delay")
+    api_host: str = Field(default="127.0.0.1", description="`swc up` serves the API here")
+    api_port: int = Field(default=8000, ge=0, le=65535, description="`swc up` API port; 0 = off")
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 

@@ -1,0 +1,28 @@
+"""Alerting: the rule engine on the consumer's after-commit hook, and its notifications."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..settings import Settings
+from .engine import AlertEngine
+from .notify import Notifier
+
+__all__ = ["AlertEngine", "Alerting", "Notifier", "attach"]
+
+
+@dataclass
+class Alerting:
+    engine: AlertEngine
+    notifier: Notifier
+
+    def stop(self) -> None:
+        self.engine.stop()
+        self.notifier.stop()
+
+
+def attach(consumer, settings: Settings, dsn: str) -> Alerting:
+    """Start the engine and the notifier, and hook the engine onto ``consumer``."""
+    engine = AlertEngine(settings, dsn).start()
+    consumer.after_commit.append(engine.hook)
+    return Alerting(engine, Notifier(settings, dsn).start())

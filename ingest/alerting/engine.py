@@ -1,0 +1,542 @@
+"""The alert engine: evaluates the rules of the sites a committed batch touched.
+
+``AlertEngine.hook`` is registered on ``Consumer.after_commit``; it only
+queues the batch. The engine's own thread merges queued batches, maps their
+streams to sites (devices without a site raise no alerts), and evaluates
+each site in one transaction: for every (rule, subject) it locks the rule's
+state row (``alert_rule_state``, FOR UPDATE, in a fixed order), reads the
+window the rule needs from ``readings``, feeds the new readings to the
+persisted ``AlertTracker`` and writes the resulting transitions to
+``alerts`` and ``alert_events``. A second consumer, or a restarted one,
+continues from the same state.
+
+Late data. A reading older than ``alert_late_after_s`` on arrival is late;
+an alert opened by late data is recorded but not announced (no SSE, webhook
+or MQTT) until live data confirms it. Readings that arrive for a time the
+tracker has already passed are re-evaluated for the record by a fresh
+tracker; episodes found there that no alert covers are stored as resolved
+alerts marked ``late`` (``resolve_reason = 'late_data'``).
+
+A periodic check (every ``alert_check_interval_s``) evaluates the offline
+rule with no new data; a batch from a device clears it at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from analytics.alerts import AlertEvent, AlertTracker, threshold_levels, track_alerts
+
+from ..settings import Settings
+from ..store import alerts as store
+from .rules import RULES, Context, Rule, RuleConfig, effective_config
+
+log = logging.getLogger(__name__)
+
+_MAX_CATCHUP_S = 2 * 86400.0  # at most this much data before a batch is re-read to catch up
+
+
+def _ts(x: float) -> datetime:
+    return datetime.fromtimestamp(x, UTC)
+
+
+def subject_of(rule: Rule, device_id: str, channel: str) -> str:
+    if rule.scope == "site":
+        return ""
+    if rule.scope == "device":
+        return device_id
+    return f"{device_id}/{channel}"
+
+
+class AlertEngine:
+    """Evaluate alert rules after each committed batch, and periodically for offline loggers."""
+
+    def __init__(self, settings: Settings, dsn: str):
+        self.settings = settings
+        self.dsn = dsn
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._conn: psycopg.Connection | None = None
+        self.batches = 0
+        self.events = 0
+
+    # --- the consumer's hook -------------------------------------------------------
+    def hook(self, batch) -> None:
+        """``Consumer.after_commit`` hook: queue the batch for the engine's thread."""
+        self._queue.put(batch)
+
+    # --- thread --------------------------------------------------------------------
+    def start(self) -> AlertEngine:
+        self._thread = threading.Thread(target=self._run, name="swc-alerts", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._queue.put(None)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        if self._conn is not None:
+            self._conn.close()
+
+    def _run(self) -> None:
+        interval = self.settings.alert_check_interval_s
+        next_check = time.monotonic()
+        while not self._stop.is_set():
+            timeout = max(0.0, next_check - time.monotonic())
+            try:
+                first = self._queue.get(timeout=timeout)
+            except queue.Empty:
+                first = None
+            if self._stop.is_set():
+                break
+            items = [first] if first is not None else []
+            while True:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is not None:
+                    items.append(item)
+            try:
+                if items:
+                    self.process(items)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + interval
+                    self.check_offline()
+            except psycopg.Error as exc:
+                log.warning("alert evaluation failed, retrying: %s", str(exc).strip()[:300])
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                if items:  # evaluate them again (the tracker state was rolled back)
+                    for item in items:
+                        self._queue.put(item)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("alert evaluation failed; batch skipped")
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed or self._conn.broken:
+            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+        return self._conn
+
+    # --- evaluation ----------------------------------------------------------------
+    def process(self, batches: list) -> int:
+        """Evaluate the rules for everything ``batches`` (CommittedBatch) touched; events count."""
+        spans: dict[int, tuple[datetime, datetime]] = {}
+        devices: set[str] = set()
+        for b in batches:
+            devices |= set(b.devices)
+            for sid, (lo, hi) in b.streams.items():
+                old = spans.get(sid)
+                spans[sid] = (lo, hi) if old is None else (min(lo, old[0]), max(hi, old[1]))
+        conn = self._connection()
+        now = time.time()
+        n = 0
+        if spans:
+            rows = conn.execute(
+                "SELECT s.id, s.device_id, s.channel, d.site_id FROM streams s "
+                "JOIN devices d ON d.id = s.device_id "
+                "WHERE s.id = ANY(%s) AND d.site_id IS NOT NULL",
+                (list(spans),),
+            ).fetchall()
+            by_site: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+            for sid, dev, ch, site in rows:
+                by_site[site].append((sid, dev, ch))
+            for site in sorted(by_site):
+                n += self._evaluate_site(conn, site, by_site[site], spans, now)
+        if devices:
+            n += self.check_offline(devices=devices, now=now)
+        self.batches += len(batches)
+        self.events += n
+        return n
+
+    def _site(self, conn: psycopg.Connection, site_id: str) -> tuple[Context, dict] | None:
+        row = conn.execute("SELECT kind, params FROM sites WHERE id = %s", (site_id,)).fetchone()
+        if row is None:
+            return None
+        return Context(row[0], row[1] or {}), store.rule_overrides(conn, site_id)
+
+    def _config(self, rule: Rule, ctx: Context, overrides: dict) -> RuleConfig | None:
+        try:
+            cfg = effective_config(
+                rule, ctx, overrides.get(rule.name), self.settings.alert_min_duration_s
+            )
+        except ValueError as exc:
+            log.warning("rule %s has an invalid configuration: %s", rule.name, exc)
+            return None
+        return cfg if cfg.enabled else None
+
+    def _evaluate_site(
+        self,
+        conn: psycopg.Connection,
+        site_id: str,
+        streams: list[tuple[int, str, str]],
+        spans: dict[int, tuple[datetime, datetime]],
+        now: float,
+    ) -> int:
+        n = 0
+        with conn.transaction():
+            found = self._site(conn, site_id)
+            if found is None:
+                return 0
+            ctx, overrides = found
+            primary = dict(
+                conn.execute(
+                    "SELECT DISTINCT ON (s.channel) s.channel, s.id FROM streams s "
+                    "JOIN devices d ON d.id = s.device_id WHERE d.site_id = %s "
+                    "ORDER BY s.channel, s.id",
+                    (site_id,),
+                ).fetchall()
+            )
+            tasks = []
+            for sid, dev, ch in streams:
+                for rule in RULES.values():
+                    if ch not in rule.channels or not rule.applies(ctx):
+                        continue
+                    if rule.scope == "site" and primary.get(ch) != sid:
+                        continue
+                    tasks.append((rule.name, subject_of(rule, dev, ch), sid))
+            for name, subject, sid in sorted(tasks):  # one lock order for every consumer
+                rule = RULES[name]
+                cfg = self._config(rule, ctx, overrides)
+                if cfg is None:
+                    continue
+                n += self._evaluate_rule(conn, site_id, rule, subject, sid, cfg, ctx, spans, now)
+        return n
+
+    def _evaluate_rule(
+        self,
+        conn: psycopg.Connection,
+        site_id: str,
+        rule: Rule,
+        subject: str,
+        sid: int,
+        cfg: RuleConfig,
+        ctx: Context,
+        spans: dict[int, tuple[datetime, datetime]],
+        now: float,
+    ) -> int:
+        saved, alert_id = store.lock_rule_state(conn, site_id, rule.name, subject)
+        tracker = self._tracker(saved, cfg)
+        earliest = spans[sid][0].timestamp()
+        last = tracker.last_time_s
+        lookback = rule.lookback(cfg)
+        start = earliest if last is None else max(min(last, earliest), earliest - _MAX_CATCHUP_S)
+        t, v, q = self._readings(conn, sid, start - lookback)
+        if t.size == 0:
+            return 0
+        raw, hold, value = rule.evaluate(t, v, q, cfg, ctx)
+        new = t >= earliest if last is None else t > last
+        if last is None:
+            new &= t >= start
+        n = 0
+        if np.any(new):
+            idx = np.flatnonzero(new)
+            events = tracker.update(t[idx], raw[idx], hold[idx])
+            alert_id, n = self._apply(
+                conn, site_id, rule, subject, alert_id, events, t, value, now, tracker
+            )
+            if alert_id is not None and tracker.level > 0 and t[-1] >= now - self._late_s:
+                n += self._go_live(conn, alert_id, tracker.level, t[-1], value[-1])
+        if last is not None and earliest <= last:
+            n += self._record_late(conn, site_id, rule, subject, sid, cfg, ctx, earliest, last)
+        store.save_rule_state(conn, site_id, rule.name, subject, tracker.to_dict(), alert_id)
+        return n
+
+    @property
+    def _late_s(self) -> float:
+        return self.settings.alert_late_after_s
+
+    @staticmethod
+    def _tracker(saved: dict | None, cfg: RuleConfig) -> AlertTracker:
+        if saved:
+            tracker = AlertTracker.from_dict(saved)
+            tracker.min_duration_s = cfg.min_duration_s
+            tracker.escalate_duration_s = cfg.escalate_duration_s
+            return tracker
+        return AlertTracker(
+            min_duration_s=cfg.min_duration_s, escalate_duration_s=cfg.escalate_duration_s
+        )
+
+    @staticmethod
+    def _readings(conn: psycopg.Connection, sid: int, since_s: float, until_s: float | None = None):
+        sql = "SELECT time, value, quality FROM readings WHERE stream_id = %s AND time >= %s"
+        params: list[Any] = [sid, _ts(since_s)]
+        if until_s is not None:
+            sql += " AND time <= %s"
+            params.append(_ts(until_s))
+        rows = conn.execute(sql + " ORDER BY time", params).fetchall()
+        t = np.array([r[0].timestamp() for r in rows], dtype=float)
+        v = np.array([r[1] for r in rows], dtype=float)
+        q = np.array([r[2] for r in rows], dtype=np.int64)
+        return t, v, q
+
+    def _apply(
+        self,
+        conn: psycopg.Connection,
+        site_id: str,
+        rule: Rule,
+        subject: str,
+        alert_id: int | None,
+        events: list[AlertEvent],
+        t: np.ndarray,
+        value: np.ndarray,
+        now: float,
+        tracker: AlertTracker,
+    ) -> tuple[int | None, int]:
+        """Write the tracker's transitions; announce those of alerts that are live."""
+        n = 0
+        for ev in events:
+            i = min(int(np.searchsorted(t, ev.time_s)), t.size - 1)
+            val = float(value[i]) if np.isfinite(value[i]) else None
+            late = ev.time_s < now - self._late_s
+            when = _ts(ev.time_s)
+            if ev.kind == "open":
+                conn.execute(
+                    "UPDATE alerts SET state = 'resolved', level = 0, resolved_at = now(), "
+                    "resolve_reason = 'superseded', updated_at = now() WHERE site_id = %s "
+                    "AND rule = %s AND subject = %s AND state <> 'resolved'",
+                    (site_id, rule.name, subject),
+                )
+                alert_id = conn.execute(
+                    "INSERT INTO alerts (site_id, rule, subject, level, peak_level, opened_at, "
+                    "last_data_at, late, value) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
+                    "RETURNING id",
+                    (site_id, rule.name, subject, ev.level, ev.level, when, when, late, val),
+                ).fetchone()[0]
+                alert_late = late
+            else:
+                if alert_id is None:
+                    continue
+                resolve = ev.kind == "resolve"
+                row = conn.execute(
+                    "UPDATE alerts SET level = %s, peak_level = greatest(peak_level, %s), "
+                    "last_data_at = %s, value = %s, updated_at = now(), "
+                    "state = CASE WHEN %s THEN 'resolved' WHEN %s THEN 'open' ELSE state END, "
+                    "resolved_at = CASE WHEN %s THEN now() ELSE resolved_at END, "
+                    "resolve_reason = CASE WHEN %s THEN 'condition_cleared' "
+                    "ELSE resolve_reason END "
+                    "WHERE id = %s AND state <> 'resolved' RETURNING late",
+                    (
+                        ev.level,
+                        ev.level,
+                        when,
+                        val,
+                        resolve,
+                        ev.kind == "escalate",
+                        resolve,
+                        resolve,
+                        alert_id,
+                    ),
+                ).fetchone()
+                if row is None:  # resolved by hand meanwhile
+                    alert_id = None
+                    continue
+                alert_late = row[0]
+            event_id = store.insert_event(
+                conn,
+                alert_id,
+                ev.kind,
+                ev.level,
+                ev.previous_level,
+                data_time=when,
+                late=late,
+                value=val,
+            )
+            if not alert_late:
+                store.announce(conn, event_id)
+            n += 1
+            log.info(
+                "alert %s site=%s rule=%s subject=%s level=%d late=%s",
+                ev.kind,
+                site_id,
+                rule.name,
+                subject,
+                ev.level,
+                late,
+            )
+            if ev.kind == "resolve":
+                alert_id = None
+        return alert_id, n
+
+    def _go_live(
+        self, conn: psycopg.Connection, alert_id: int, level: int, t: float, value: float
+    ) -> int:
+        """An alert raised from late data whose condition live data still shows: announce it."""
+        row = conn.execute(
+            "UPDATE alerts SET late = false, updated_at = now() WHERE id = %s AND late "
+            "AND state <> 'resolved' RETURNING level",
+            (alert_id,),
+        ).fetchone()
+        if row is None:
+            return 0
+        event_id = store.insert_event(
+            conn,
+            alert_id,
+            "live",
+            level,
+            level,
+            data_time=_ts(t),
+            value=float(value) if np.isfinite(value) else None,
+            note="condition continues in live data",
+        )
+        store.announce(conn, event_id)
+        return 1
+
+    def _record_late(
+        self,
+        conn: psycopg.Connection,
+        site_id: str,
+        rule: Rule,
+        subject: str,
+        sid: int,
+        cfg: RuleConfig,
+        ctx: Context,
+        earliest: float,
+        last: float,
+    ) -> int:
+        """Re-evaluate the past that late readings changed, for the record only."""
+        context = rule.lookback(cfg) + cfg.min_duration_s + cfg.escalate_duration_s
+        t, v, q = self._readings(conn, sid, earliest - context, last)
+        if t.size == 0:
+            return 0
+        raw, hold, value = rule.evaluate(t, v, q, cfg, ctx)
+        _, events = track_alerts(
+            t,
+            raw,
+            hold,
+            min_duration_s=cfg.min_duration_s,
+            escalate_duration_s=cfg.escalate_duration_s,
+        )
+        episodes: dict[float, list[AlertEvent]] = defaultdict(list)
+        for ev in events:
+            episodes[ev.episode_start_s].append(ev)
+        n = 0
+        for start, evs in episodes.items():
+            end = evs[-1].time_s if evs[-1].kind == "resolve" else last
+            if end < earliest:
+                continue
+            covered = conn.execute(
+                "SELECT 1 FROM alerts WHERE site_id = %s AND rule = %s AND subject = %s "
+                "AND opened_at <= %s AND (state <> 'resolved' OR last_data_at >= %s) LIMIT 1",
+                (site_id, rule.name, subject, _ts(end), _ts(start)),
+            ).fetchone()
+            if covered:
+                continue
+            peak = max(ev.level for ev in evs)
+            first = evs[0]
+            alert_id = conn.execute(
+                "INSERT INTO alerts (site_id, rule, subject, state, level, peak_level, opened_at, "
+                "last_data_at, late, resolved_at, resolve_reason, resolve_note) "
+                "VALUES (%s, %s, %s, 'resolved', 0, %s, %s, %s, true, now(), 'late_data', "
+                "'episode found when late data was re-evaluated; never live') RETURNING id",
+                (site_id, rule.name, subject, peak, _ts(start), _ts(end)),
+            ).fetchone()[0]
+            for ev in evs:
+                i = min(int(np.searchsorted(t, ev.time_s)), t.size - 1)
+                store.insert_event(
+                    conn,
+                    alert_id,
+                    ev.kind,
+                    ev.level,
+                    ev.previous_level,
+                    data_time=_ts(ev.time_s),
+                    late=True,
+                    value=float(value[i]) if np.isfinite(value[i]) else None,
+                )
+            if evs[-1].kind != "resolve":
+                store.insert_event(
+                    conn,
+                    alert_id,
+                    "resolve",
+                    0,
+                    evs[-1].level,
+                    data_time=_ts(end),
+                    late=True,
+                    note="closed for the record: the live state continues from newer data",
+                )
+            n += 1
+            log.info(
+                "late data re-evaluated site=%s rule=%s subject=%s episode_start=%s peak=%d",
+                site_id,
+                rule.name,
+                subject,
+                _ts(start).isoformat(),
+                peak,
+                extra={"first_kind": first.kind},
+            )
+        return n
+
+    # --- offline ---------------------------------------------------------------------
+    def check_offline(self, devices: set[str] | None = None, now: float | None = None) -> int:
+        """Evaluate the offline rule for loggers with a site (all, or ``devices``)."""
+        conn = self._connection()
+        now = time.time() if now is None else now
+        sql = (
+            "SELECT d.site_id, d.id, extract(epoch FROM d.last_seen) FROM devices d "
+            "WHERE d.kind = 'logger' AND d.site_id IS NOT NULL AND d.last_seen IS NOT NULL"
+        )
+        params: tuple = ()
+        if devices is not None:
+            sql += " AND d.id = ANY(%s)"
+            params = (list(devices),)
+        by_site: dict[str, list[tuple[str, float]]] = defaultdict(list)
+        for site, dev, seen in conn.execute(sql, params).fetchall():
+            by_site[site].append((dev, float(seen)))
+        rule = RULES["offline"]
+        n = 0
+        for site_id in sorted(by_site):
+            with conn.transaction():
+                found = self._site(conn, site_id)
+                if found is None:
+                    continue
+                ctx, overrides = found
+                cfg = self._config(rule, ctx, overrides)
+                if cfg is None or cfg.thresholds is None:
+                    continue
+                interval = cfg.window_s or 600.0
+                thr = cfg.thresholds.as_list()
+                for dev, seen in sorted(by_site[site_id]):
+                    saved, alert_id = store.lock_rule_state(conn, site_id, rule.name, dev)
+                    tracker = self._tracker(saved, cfg)
+                    if tracker.last_time_s is not None and now <= tracker.last_time_s:
+                        continue
+                    silence = np.array([max(0.0, now - seen) / interval])
+                    raw = threshold_levels(silence, thr, "above")
+                    band = [None if x is None else max(x - cfg.hysteresis, 0.0) for x in thr]
+                    hold = threshold_levels(silence, band, "above")
+                    events = tracker.update(np.array([now]), raw, hold)
+                    alert_id, k = self._apply(
+                        conn, site_id, rule, dev, alert_id, events, np.array([now]), silence,
+                        now, tracker,
+                    )  # fmt: skip
+                    n += k
+                    store.save_rule_state(
+                        conn, site_id, rule.name, dev, tracker.to_dict(), alert_id
+                    )
+        return n
+
+
+def reset_tracker(saved: dict | None) -> dict:
+    """A tracker state back at level 0 that keeps its clock (after a manual resolve)."""
+    if not saved:
+        return {}
+    tracker = AlertTracker.from_dict(saved)
+    fresh = AlertTracker(
+        min_duration_s=tracker.min_duration_s,
+        escalate_duration_s=tracker.escalate_duration_s,
+        last_time_s=tracker.last_time_s,
+    )
+    return fresh.to_dict()

@@ -1,0 +1,147 @@
+"""Device and gateway passwords (Mosquitto's ``$7$`` PBKDF2-SHA512 format), and the
+broker's password and ACL files written from the registry (`swc broker acl`).
+
+The hash stored in ``devices.password_hash`` is exactly what Mosquitto's
+``password_file`` expects after ``username:``, so the file is a plain listing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+import psycopg
+
+from protocol.topics import DEFAULT_ROOT, validate_client_id, validate_root
+
+_ITERATIONS = 101  # mosquitto_passwd's own default in 2.0
+_SALT_BYTES = 12
+
+
+def hash_password(password: str, iterations: int = _ITERATIONS) -> str:
+    """A Mosquitto ``$7$`` hash: ``$7$<iterations>$<salt b64>$<pbkdf2-sha512 b64>``."""
+    salt = secrets.token_bytes(_SALT_BYTES)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations)
+    return f"$7${iterations}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
+
+
+def verify_password(password: str, stored: str) -> bool:
+    try:
+        _, kind, iterations, salt, digest = stored.split("$")
+        if kind != "7":
+            return False
+        got = hashlib.pbkdf2_hmac(
+            "sha512", password.encode(), base64.b64decode(salt), int(iterations)
+        )
+        return hmac.compare_digest(got, base64.b64decode(digest))
+    except (ValueError, TypeError):
+        return False
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(24)
+
+
+def add_device(
+    conn: psycopg.Connection,
+    device_id: str,
+    *,
+    kind: str = "logger",
+    site_id: str | None = None,
+    gateway_id: str | None = None,
+    password: str | None = None,
+) -> str:
+    """Register (or update) a device or gateway and give it a new broker password.
+
+    Returns the password, which is stored only as its hash.
+    """
+    validate_client_id(device_id)
+    if kind not in ("logger", "gateway"):
+        raise ValueError(f"kind must be 'logger' or 'gateway', got {kind!r}")
+    password = password or new_password()
+    with conn.transaction():
+        if (
+            site_id is not None
+            and not conn.execute("SELECT 1 FROM sites WHERE id = %s", (site_id,)).fetchone()
+        ):
+            raise LookupError(f"site {site_id!r} does not exist")
+        if (
+            gateway_id is not None
+            and not conn.execute(
+                "SELECT 1 FROM devices WHERE id = %s AND kind = 'gateway'", (gateway_id,)
+            ).fetchone()
+        ):
+            raise LookupError(f"gateway {gateway_id!r} does not exist")
+        conn.execute(
+            "INSERT INTO devices (id, kind, site_id, gateway_id, password_hash) "
+            "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
+            "kind = EXCLUDED.kind, site_id = coalesce(EXCLUDED.site_id, devices.site_id), "
+            "gateway_id = coalesce(EXCLUDED.gateway_id, devices.gateway_id), "
+            "password_hash = EXCLUDED.password_hash, auto_registered = false",
+            (device_id, kind, site_id, gateway_id, hash_password(password)),
+        )
+    return password
+
+
+@dataclass(frozen=True)
+class BrokerFiles:
+    password_file: Path
+    acl_file: Path
+    devices: int
+
+
+def write_broker_files(
+    conn: psycopg.Connection,
+    directory: Path,
+    *,
+    root: str = DEFAULT_ROOT,
+    service_user: str | None = None,
+    service_password: str | None = None,
+) -> BrokerFiles:
+    """Write ``passwd`` and ``acl`` for Mosquitto from the registry.
+
+    Each device or gateway with a password may write only under
+    ``{root}/{its id}/`` and read only its own config (a gateway also the
+    config of the loggers it forwards for). The service user (the ingest
+    consumer and alert engine) reads every client's telemetry, directly and
+    through shared subscriptions, and writes the alerts topics.
+    """
+    validate_root(root)
+    rows = conn.execute(
+        "SELECT d.id, d.kind, d.password_hash, "
+        "coalesce(array_agg(l.id ORDER BY l.id) FILTER (WHERE l.id IS NOT NULL), '{}') "
+        "FROM devices d LEFT JOIN devices l ON l.gateway_id = d.id "
+        "WHERE d.password_hash IS NOT NULL GROUP BY d.id ORDER BY d.id"
+    ).fetchall()
+    directory.mkdir(parents=True, exist_ok=True)
+    pw_lines, acl = [], ["# written by `swc broker acl`; do not edit, run it again", ""]
+    if service_user:
+        if not service_password:
+            raise ValueError("the service user needs a password")
+        pw_lines.append(f"{service_user}:{hash_password(service_password)}")
+        acl += [
+            f"user {service_user}",
+            f"topic read {root}/+/telemetry",
+            f"topic read {root}/+/status",
+            "topic read $share/#",
+            f"topic readwrite {root}/alerts/#",
+            "",
+        ]
+    for device_id, kind, pw_hash, loggers in rows:
+        pw_lines.append(f"{device_id}:{pw_hash}")
+        acl += [f"user {device_id}", f"topic write {root}/{device_id}/#"]
+        acl.append(f"topic read {root}/{device_id}/config")
+        if kind == "gateway":
+            acl += [f"topic read {root}/{logger}/config" for logger in loggers]
+        acl.append("")
+    pw_path, acl_path = directory / "passwd", directory / "acl"
+    for path, text in ((pw_path, "\n".join(pw_lines) + "\n"), (acl_path, "\n".join(acl) + "\n")):
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        tmp.chmod(0o600)
+        tmp.replace(path)
+    return BrokerFiles(pw_path, acl_path, len(rows))

@@ -1,0 +1,121 @@
+"""Helpers for the alert and API tests: a registry, rule overrides, readings over MQTT."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
+
+import psycopg
+import uvicorn
+
+from ingest.broker import free_port
+from ingest.store.alerts import set_rule_override
+from ingest.store.keys import create_key
+from ingest.store.registry import RegistryFile, load_registry
+from protocol.topics import Topic
+from tests.support.mqtt import Publisher
+
+
+def setup_site(dsn: str, site_id: str, kind: str, params: dict, devices: dict[str, list[str]]):
+    spec = RegistryFile.model_validate(
+        {
+            "sites": [
+                {
+                    "id": site_id,
+                    "kind": kind,
+                    "name": f"site {site_id}",
+                    "params": params,
+                    "devices": [{"id": d, "channels": chs} for d, chs in devices.items()],
+                }
+            ]
+        }
+    )
+    with psycopg.connect(dsn) as conn:
+        load_registry(conn, spec)
+
+
+def set_rule(dsn: str, site_id: str, rule: str, config: dict) -> None:
+    with psycopg.connect(dsn) as conn, conn.transaction():
+        set_rule_override(conn, site_id, rule, config, None, "test")
+
+
+def new_key(dsn: str, role: str) -> str:
+    with psycopg.connect(dsn) as conn:
+        return create_key(conn, role, f"test {role}")[1]
+
+
+def minutes_ago(n: float) -> datetime:
+    now = datetime.now(UTC).replace(microsecond=0)
+    return now - timedelta(minutes=n)
+
+
+def iso(t: datetime) -> str:
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def messages(
+    device: str,
+    root: str,
+    readings: Iterable[tuple[datetime, str, float]],
+    per_message: int = 5,
+    seq0: int = 1,
+    sender: str | None = None,
+) -> list[tuple[str, bytes]]:
+    rows = list(readings)
+    out = []
+    topic = str(Topic.telemetry(sender or device, root))
+    for k in range(0, len(rows), per_message):
+        chunk = rows[k : k + per_message]
+        body = {
+            "device": device,
+            "seq": seq0 + k // per_message,
+            "sent_at": iso(datetime.now(UTC)),
+            "readings": [{"t": iso(t), "ch": ch, "v": v} for t, ch, v in chunk],
+        }
+        out.append((topic, json.dumps(body).encode()))
+    return out
+
+
+def publish(url: str, items: list[tuple[str, bytes]], each: bool = False) -> None:
+    with Publisher(url) as pub:
+        if each:
+            for item in items:
+                pub.publish_all([item])
+        else:
+            pub.publish_all(items)
+
+
+def rows(dsn: str, sql: str, params=None) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute(sql, params).fetchall()
+
+
+class ServerThread:
+    """A real uvicorn server on a free port, in a thread."""
+
+    def __init__(self, app):
+        self.port = free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self) -> ServerThread:
+        self.thread.start()
+        deadline = time.monotonic() + 15
+        while not self.server.started:
+            if time.monotonic() > deadline:
+                raise TimeoutError("uvicorn did not start")
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
