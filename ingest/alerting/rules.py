@@ -10,6 +10,7 @@ site by engineers (table ``site_rules``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -381,8 +382,13 @@ def effective_config(
     """Defaults (engine settings, then the site's design), then the engineers' override."""
     data: dict[str, Any] = {"min_duration_s": min_duration_s}
     data.update(rule.defaults(ctx))
-    if override:
-        data.update(override)
+    for k, v in (override or {}).items():
+        # colours left out of an override keep their default; null removes one
+        if k in ("thresholds", "rain_thresholds") and isinstance(v, dict):
+            base = data.get(k)
+            data[k] = {**base, **v} if isinstance(base, dict) else v
+        else:
+            data[k] = v
     return RuleConfig.model_validate(data)
 
 
@@ -411,7 +417,7 @@ def validate_config(rule: Rule, cfg: RuleConfig) -> None:
     vals = [x for x in cfg.thresholds.as_list() if x is not None]
     falling = rule.name in ("stage", "overtopping", "cistern_overflow", "cistern_low_storage")
     falling = falling or rule.name == "low_battery"
-    ordered = all((b <= a) if falling else (b >= a) for a, b in zip(vals, vals[1:], strict=False))
+    ordered = all((b <= a) if falling else (b >= a) for a, b in itertools.pairwise(vals))
     if not ordered:
         order = "non-increasing" if falling else "non-decreasing"
         raise ValueError(

@@ -9,7 +9,18 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from ..settings import Settings
-from .routes import health
+from . import errors
+from .events import Broadcaster
+from .routes import alerts, devices, health, keys, rules, sites, webhooks
+
+DESCRIPTION = """Sites, readings and alerts of soil-and-water-conservation works.
+
+Every endpoint but `/health` needs an API key (`swc keys create --role ROLE`),
+sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Roles: `viewer`
+reads; `engineer` also acknowledges and resolves alerts and edits rule
+thresholds; `admin` also manages sites, devices, keys and webhooks. Errors are
+JSON objects with a `message`. See docs/api.md.
+"""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -22,16 +33,20 @@ def create_app(settings: Settings) -> FastAPI:
         pool.open(wait=False)
         app.state.pool = pool
         app.state.settings = settings
+        app.state.broadcaster = Broadcaster(settings.database_url).start()
         try:
             yield
         finally:
+            app.state.broadcaster.stop()
             pool.close()
 
     app = FastAPI(
         title="swc monitoring API",
-        version="0.1.0",
-        description="Sites, readings and alerts of soil-and-water-conservation works.",
+        version="0.2.0",
+        description=DESCRIPTION,
         lifespan=lifespan,
     )
-    app.include_router(health.router)
+    errors.install(app)
+    for module in (health, sites, rules, alerts, devices, keys, webhooks):
+        app.include_router(module.router)
     return app

@@ -119,3 +119,28 @@ class ServerThread:
     def __exit__(self, *exc) -> None:
         self.server.should_exit = True
         self.thread.join(10)
+
+
+def insert_readings(
+    dsn: str, device: str, channel: str, points: list[tuple[datetime, float]], quality: int = 2
+):
+    """Write readings straight to the database; returns a CommittedBatch for the engine."""
+    from ingest.consumer import CommittedBatch
+
+    with psycopg.connect(dsn) as conn:
+        sid = conn.execute(
+            "INSERT INTO streams (device_id, channel) VALUES (%s, %s) ON CONFLICT (device_id, "
+            "channel) DO UPDATE SET unit = streams.unit RETURNING id",
+            (device, channel),
+        ).fetchone()[0]
+        with conn.cursor() as cur:
+            cur.executemany(
+                "INSERT INTO readings (time, stream_id, value, quality, received_at) "
+                "VALUES (%s, %s, %s, %s, now()) ON CONFLICT DO NOTHING",
+                [(t, sid, v, quality) for t, v in points],
+            )
+        conn.execute("UPDATE devices SET last_seen = now() WHERE id = %s", (device,))
+    times = [t for t, _ in points]
+    return CommittedBatch(
+        {sid: (min(times), max(times))}, frozenset([device]), len(points), datetime.now(UTC)
+    )

@@ -1,0 +1,300 @@
+"""Alerts: list and filter, one with its history, acknowledge, resolve, and the live stream."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi.responses import StreamingResponse
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from ...alerting.engine import reset_tracker
+from ...alerting.rules import RULES
+from ...store import alerts as store
+from ..deps import ConnDep, CurrentKey, EngineerKey, StreamKey
+from ..errors import errors
+
+router = APIRouter(prefix="/alerts", tags=["alerts"])
+
+State = Literal["open", "acknowledged", "resolved"]
+LevelName = Literal["none", "blue", "yellow", "orange", "red"]
+LEVELS: tuple[str, ...] = ("none", "blue", "yellow", "orange", "red")
+RuleName = Literal[tuple(RULES)]  # type: ignore[valid-type]
+SiteId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
+Note = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
+AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alert id")]
+
+
+class AlertOut(BaseModel):
+    id: int
+    site_id: str
+    rule: str
+    subject: str = Field(description="'' for site rules; the device (or device/channel)")
+    state: State
+    level: int = Field(description="current level 0..4 (0 once resolved)")
+    level_name: LevelName
+    peak_level: int
+    peak_level_name: LevelName
+    opened_at: datetime = Field(description="data time of the reading that opened it")
+    last_data_at: datetime = Field(description="data time of the last transition")
+    late: bool = Field(description="raised from late data and not (yet) confirmed live")
+    value: float | None
+    acknowledged_at: datetime | None
+    acknowledged_by: int | None = Field(description="API key id")
+    ack_note: str | None
+    resolved_at: datetime | None
+    resolved_by: int | None = Field(description="API key id, for a manual resolve")
+    resolve_reason: str | None = Field(
+        description="condition_cleared, manual, late_data or superseded"
+    )
+    resolve_note: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class AlertEventOut(BaseModel):
+    id: int
+    alert_id: int
+    kind: Literal["open", "escalate", "deescalate", "resolve", "acknowledge", "live"]
+    level: int
+    level_name: LevelName
+    previous_level: int
+    data_time: datetime | None = Field(description="reading time; null for a person's action")
+    late: bool
+    value: float | None
+    key_id: int | None
+    note: str | None
+    created_at: datetime
+
+
+class AlertDetail(AlertOut):
+    events: list[AlertEventOut]
+
+
+class AlertAck(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Note | None = None
+
+
+class AlertResolve(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    note: Annotated[Note, Field(min_length=1)] = Field(description="why it is over (required)")
+
+
+class AlertFilter(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    state: list[State] | None = Field(default=None, description="one or more states")
+    active: bool | None = Field(default=None, description="true: open or acknowledged")
+    site_id: SiteId | None = None
+    rule: RuleName | None = None
+    level: int | None = Field(default=None, ge=0, le=4, description="current level")
+    min_level: int | None = Field(default=None, ge=1, le=4, description="peak level at least")
+    since: AwareDatetime | None = Field(default=None, description="active at or after")
+    until: AwareDatetime | None = Field(default=None, description="opened at or before")
+    late: bool | None = None
+    limit: int = Field(default=100, ge=1, le=1000)
+    offset: int = Field(default=0, ge=0, le=1_000_000)
+
+
+def _alert(row: dict) -> dict:
+    return {**row, "level_name": LEVELS[row["level"]], "peak_level_name": LEVELS[row["peak_level"]]}
+
+
+def _detail(conn, alert_id: int) -> AlertDetail:
+    row = store.get_alert(conn, alert_id)
+    if row is None:
+        raise HTTPException(404, f"alert {alert_id} does not exist")
+    events = [{**e, "level_name": LEVELS[e["level"]]} for e in store.alert_events(conn, alert_id)]
+    return AlertDetail(**_alert(row), events=events)
+
+
+@router.get(
+    "",
+    response_model=list[AlertOut],
+    summary="List alerts, newest first, filtered by state, level, site, rule and time",
+    responses=errors(401, 422),
+)
+def list_alerts(
+    conn: ConnDep, key: CurrentKey, q: Annotated[AlertFilter, Query()]
+) -> list[AlertOut]:
+    states = list(q.state) if q.state else None
+    if q.active is not None:
+        wanted = ["open", "acknowledged"] if q.active else ["resolved"]
+        states = [s for s in (states or wanted) if s in wanted] or ["-none-"]
+    rows = store.list_alerts(
+        conn,
+        states=states,
+        site_id=q.site_id,
+        rule=q.rule,
+        level=q.level,
+        min_level=q.min_level,
+        since=q.since,
+        until=q.until,
+        late=q.late,
+        limit=q.limit,
+        offset=q.offset,
+    )
+    return [AlertOut(**_alert(r)) for r in rows]
+
+
+@router.get(
+    "/stream",
+    summary="Live alert events (Server-Sent Events)",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "event stream"},
+        **errors(401, 422),
+    },
+)
+async def stream(
+    request: Request,
+    key: StreamKey,
+    site_id: Annotated[SiteId | None, Query()] = None,
+    min_level: Annotated[int, Query(ge=0, le=4, description="level or previous level")] = 0,
+    max_seconds: Annotated[
+        float | None, Query(gt=0, le=86400, description="end the stream after this long")
+    ] = None,
+    last_event_id: Annotated[
+        int | None, Header(ge=0, le=2**63 - 1, description="replay events after this id")
+    ] = None,
+) -> StreamingResponse:
+    """Each announced alert event as ``id: <event id>``, ``event: alert``, ``data: <JSON>``.
+
+    A reconnecting client sends ``Last-Event-ID`` and first gets the events it
+    missed. A comment line is sent every 15 s to keep proxies from closing the
+    connection.
+    """
+    broadcaster = request.app.state.broadcaster
+    pool = request.app.state.pool
+
+    def wanted(ev: dict) -> bool:
+        if site_id is not None and ev.get("site_id") != site_id:
+            return False
+        return max(ev.get("level", 0), ev.get("previous_level", 0)) >= min_level
+
+    def frame(ev: dict) -> str:
+        return f"id: {ev['event_id']}\nevent: alert\ndata: {json.dumps(ev)}\n\n"
+
+    sub = broadcaster.subscribe()
+
+    async def gen() -> AsyncIterator[str]:
+        loop = asyncio.get_running_loop()
+        deadline = None if max_seconds is None else loop.time() + max_seconds
+        sent = last_event_id or 0
+        try:
+            yield ": connected\n\n"
+            if last_event_id is not None:
+
+                def missed() -> list[dict]:
+                    with pool.connection(timeout=5) as conn:
+                        ids = conn.execute(
+                            "SELECT e.id FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+                            "WHERE e.id > %s AND NOT a.late ORDER BY e.id LIMIT 1000",
+                            (last_event_id,),
+                        ).fetchall()
+                        return [store.event_payload(conn, i) for (i,) in ids]
+
+                for ev in await asyncio.to_thread(missed):
+                    if wanted(ev):
+                        yield frame(ev)
+                    sent = max(sent, ev["event_id"])
+            while True:
+                timeout = 15.0
+                if deadline is not None:
+                    timeout = min(timeout, deadline - loop.time())
+                    if timeout <= 0:
+                        return
+                try:
+                    ev = await asyncio.wait_for(sub.queue.get(), timeout)
+                except TimeoutError:
+                    if await request.is_disconnected():
+                        return
+                    yield ": keepalive\n\n"
+                    continue
+                if sub.overflowed:
+                    yield "event: overflow\ndata: {}\n\n"
+                    return
+                if ev["event_id"] > sent and wanted(ev):
+                    sent = ev["event_id"]
+                    yield frame(ev)
+        finally:
+            broadcaster.unsubscribe(sub)
+
+    return StreamingResponse(
+        gen(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+@router.get(
+    "/{alert_id}",
+    response_model=AlertDetail,
+    summary="One alert with its history of events",
+    responses=errors(401, 404, 422),
+)
+def get_alert(alert_id: AlertId, conn: ConnDep, key: CurrentKey) -> AlertDetail:
+    return _detail(conn, alert_id)
+
+
+@router.post(
+    "/{alert_id}/acknowledge",
+    response_model=AlertDetail,
+    summary="Acknowledge an alert (engineer)",
+    responses=errors(401, 403, 404, 409, 422),
+)
+def acknowledge(alert_id: AlertId, body: AlertAck, conn: ConnDep, key: EngineerKey) -> AlertDetail:
+    row = store.get_alert(conn, alert_id, lock=True)
+    if row is None:
+        raise HTTPException(404, f"alert {alert_id} does not exist")
+    if row["state"] != "open":
+        raise HTTPException(
+            409, f"alert {alert_id} is {row['state']}; only an open alert can be acknowledged"
+        )
+    conn.execute(
+        "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = %s, "
+        "ack_note = %s, updated_at = now() WHERE id = %s",
+        (key.id, body.note, alert_id),
+    )
+    event_id = store.insert_event(
+        conn, alert_id, "acknowledge", row["level"], row["level"], key_id=key.id, note=body.note
+    )
+    if not row["late"]:
+        store.announce(conn, event_id)
+    return _detail(conn, alert_id)
+
+
+@router.post(
+    "/{alert_id}/resolve",
+    response_model=AlertDetail,
+    summary="Resolve an alert by hand, with a note (engineer)",
+    responses=errors(401, 403, 404, 409, 422),
+)
+def resolve(alert_id: AlertId, body: AlertResolve, conn: ConnDep, key: EngineerKey) -> AlertDetail:
+    """The rule starts afresh: if the condition still holds, a new alert opens."""
+    row = store.get_alert(conn, alert_id)
+    if row is None:
+        raise HTTPException(404, f"alert {alert_id} does not exist")
+    # the engine's lock order: rule state first, then the alert
+    saved, _ = store.lock_rule_state(conn, row["site_id"], row["rule"], row["subject"])
+    row = store.get_alert(conn, alert_id, lock=True)
+    if row["state"] == "resolved":
+        raise HTTPException(409, f"alert {alert_id} is already resolved")
+    conn.execute(
+        "UPDATE alerts SET state = 'resolved', level = 0, resolved_at = now(), resolved_by = %s, "
+        "resolve_reason = 'manual', resolve_note = %s, updated_at = now() WHERE id = %s",
+        (key.id, body.note, alert_id),
+    )
+    store.save_rule_state(
+        conn, row["site_id"], row["rule"], row["subject"], reset_tracker(saved), None
+    )
+    event_id = store.insert_event(
+        conn, alert_id, "resolve", 0, row["level"], key_id=key.id, note=body.note
+    )
+    if not row["late"]:
+        store.announce(conn, event_id)
+    return _detail(conn, alert_id)
