@@ -131,11 +131,19 @@ def run_consumer(settings: Settings, dsn: str) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    alerting = None
+    if settings.alerts:  # the alert engine on the consumer's after-commit hook
+        from .alerting import attach
+
+        alerting = attach(consumer, settings, dsn)
     try:
         consumer.run()
     except DrainAbandoned as exc:
         log.error("%s", exc)
         sys.exit(1)
+    finally:
+        if alerting is not None:
+            alerting.stop()
 
 
 def register(group: click.Group) -> None:
@@ -145,6 +153,9 @@ def register(group: click.Group) -> None:
     group.add_command(sites)
     group.add_command(protocol_cmd)
     group.add_command(api_cmd)
+    from .alerting.cli import register as register_alerting
+
+    register_alerting(group)  # swc keys, swc devices, swc broker, swc alerts
     group.add_command(export_cmd)
 
 
@@ -192,6 +203,14 @@ def up_cmd(**flags: Any) -> None:
                 f"MQTT broker (embedded {handle.kind}, MQTT {handle.protocol}): {handle.url}"
             )
         do_migrate(settings, dsn)
+        if settings.api_port:
+            from .alerting.serve import start_api
+
+            stack.append(start_api(settings.model_copy(update={"database_url": dsn})))
+            click.echo(
+                f"HTTP API: http://{settings.api_host}:{settings.api_port} (OpenAPI at /docs); "
+                "a key: swc keys create --role admin"
+            )
         click.echo(
             f"Ingesting {settings.topic_root}/+/telemetry; try:\n"
             f"  mosquitto_pub -h {settings.mqtt.host} -p {settings.mqtt.port} -q 1 "

@@ -129,6 +129,7 @@ def write_broker_files(
             f"topic read {root}/+/status",
             "topic read $share/#",
             f"topic readwrite {root}/alerts/#",
+            f"topic readwrite {root}/+/config",
             "",
         ]
     for device_id, kind, pw_hash, loggers in rows:

@@ -1,0 +1,187 @@
+"""Subcommands of alerting and access: `swc keys`, `swc devices add`, `swc broker acl`,
+`swc alerts check`; registered by ``ingest.cli.register``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import psycopg
+
+
+def _db(flags: dict[str, Any]):
+    from ..cli import _require_db, load_settings
+
+    settings = load_settings(**flags)
+    return settings, _require_db(settings)
+
+
+_db_options = [
+    click.option("--database-url", help="PostgreSQL URL [SWC_DATABASE_URL]"),
+    click.option("--log-level", help="DEBUG, INFO, WARNING [SWC_LOG_LEVEL]"),
+]
+
+
+def _with_db(f):
+    for opt in reversed(_db_options):
+        f = opt(f)
+    return f
+
+
+@click.group("keys")
+def keys() -> None:
+    """API keys of the HTTP API (roles: viewer, engineer, admin)."""
+
+
+@keys.command("create")
+@click.option(
+    "--role", type=click.Choice(["viewer", "engineer", "admin"]), required=True, help="role"
+)
+@click.option("--name", default="", help="who or what holds the key")
+@_with_db
+def keys_create(role: str, name: str, **flags: Any) -> None:
+    """Create a key and print it, once (only its hash is stored)."""
+    from ..store.keys import create_key
+
+    _, dsn = _db(flags)
+    with psycopg.connect(dsn) as conn:
+        row, key = create_key(conn, role, name)
+    click.echo(key)
+    click.echo(f"key id={row.id} role={row.role} prefix={row.prefix}: store it now", err=True)
+
+
+@keys.command("list")
+@_with_db
+def keys_list(**flags: Any) -> None:
+    """List keys (id, role, prefix, name, state)."""
+    from ..store.keys import list_keys
+
+    _, dsn = _db(flags)
+    with psycopg.connect(dsn) as conn:
+        for k in list_keys(conn):
+            state = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+            click.echo(f"{k.id}\t{k.role}\t{k.prefix}…\t{state}\t{k.name}")
+
+
+@keys.command("revoke")
+@click.argument("key_id", type=int)
+@_with_db
+def keys_revoke(key_id: int, **flags: Any) -> None:
+    """Revoke key KEY_ID."""
+    from ..store.keys import revoke_key
+
+    _, dsn = _db(flags)
+    with psycopg.connect(dsn) as conn:
+        if revoke_key(conn, key_id) is None:
+            raise click.ClickException(f"key {key_id} does not exist")
+    click.echo(f"revoked key {key_id}")
+
+
+@click.group("devices")
+def devices() -> None:
+    """Devices and gateways and their broker credentials."""
+
+
+@devices.command("add")
+@click.argument("device_id")
+@click.option("--site", "site_id", help="site the device measures")
+@click.option("--gateway", "gateway_id", help="gateway that forwards for it")
+@click.option("--kind", type=click.Choice(["logger", "gateway"]), default="logger")
+@_with_db
+def devices_add(
+    device_id: str, site_id: str | None, gateway_id: str | None, kind: str, **flags: Any
+) -> None:
+    """Register DEVICE_ID (or update it) and print a new broker password, once."""
+    from protocol.topics import TopicError
+
+    from ..store.credentials import add_device
+
+    _, dsn = _db(flags)
+    with psycopg.connect(dsn) as conn:
+        try:
+            password = add_device(
+                conn, device_id, kind=kind, site_id=site_id, gateway_id=gateway_id
+            )
+        except (LookupError, ValueError, TopicError) as exc:
+            raise click.ClickException(str(exc)) from None
+    click.echo(password)
+    click.echo(
+        f"{kind} {device_id}: password stored hashed; run `swc broker acl` to update the broker",
+        err=True,
+    )
+
+
+@click.group("broker")
+def broker() -> None:
+    """The MQTT broker's access files."""
+
+
+@broker.command("acl")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("broker"),
+    show_default=True,
+    help="where to write passwd and acl",
+)
+@click.option("--mqtt-url", help="the service's own user:password [SWC_MQTT_URL]")
+@click.option("--topic-root", help="[SWC_TOPIC_ROOT]")
+@click.option("--service-user", help="user of ingest and alerts (default: from SWC_MQTT_URL)")
+@click.option("--service-password", help="its password (default: from SWC_MQTT_URL)")
+@_with_db
+def broker_acl(
+    directory: Path,
+    service_user: str | None,
+    service_password: str | None,
+    **flags: Any,
+) -> None:
+    """Write Mosquitto's password file and ACL from the registry.
+
+    Each device may publish only under {root}/{its id}/ and read only its own
+    config; the service user reads all telemetry (also via $share) and writes
+    the alerts topics. Point mosquitto.conf at them with `password_file`,
+    `acl_file` and `allow_anonymous false`, then reload mosquitto (SIGHUP).
+    """
+    from ..store.credentials import write_broker_files
+
+    settings, dsn = _db(flags)
+    if settings.mqtt_url and not service_user:
+        service_user, service_password = settings.mqtt.username, settings.mqtt.password
+    if service_user and not service_password:
+        raise click.UsageError("the service user needs a password (--service-password)")
+    with psycopg.connect(dsn) as conn:
+        files = write_broker_files(
+            conn,
+            directory,
+            root=settings.topic_root,
+            service_user=service_user,
+            service_password=service_password,
+        )
+    click.echo(
+        f"wrote {files.password_file} and {files.acl_file}: {files.devices} devices"
+        + (f", service user {service_user}" if service_user else ", no service user")
+    )
+
+
+@click.group("alerts")
+def alerts() -> None:
+    """The alert engine."""
+
+
+@alerts.command("check")
+@_with_db
+def alerts_check(**flags: Any) -> None:
+    """Run the periodic check (logger offline) once, e.g. from cron when no consumer runs."""
+    from .engine import AlertEngine
+
+    settings, dsn = _db(flags)
+    engine = AlertEngine(settings, dsn)
+    n = engine.check_offline()
+    click.echo(f"{n} alert events")
+
+
+def register(group: click.Group) -> None:
+    for cmd in (keys, devices, broker, alerts):
+        group.add_command(cmd)

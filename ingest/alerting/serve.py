@@ -1,0 +1,48 @@
+"""The HTTP API in a thread of `swc up` (uvicorn, no signal handlers of its own)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import uvicorn
+
+from ..settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class ApiThread:
+    def __init__(self, settings: Settings):
+        from ..api import create_app
+
+        config = uvicorn.Config(
+            create_app(settings),
+            host=settings.api_host,
+            port=settings.api_port,
+            log_config=None,
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self._run, name="swc-api", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.server.run()
+        except SystemExit:  # uvicorn exits when it cannot bind
+            log.error("the HTTP API could not start (port in use?)")
+
+    def start(self) -> ApiThread:
+        self.thread.start()
+        deadline = time.monotonic() + 10
+        while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def start_api(settings: Settings) -> ApiThread:
+    return ApiThread(settings).start()
