@@ -152,15 +152,21 @@ class _CopyStream(io.RawIOBase):
         return True
 
     def readinto(self, b) -> int:
-        while not self._buffer:
-            try:
-                self._buffer = memoryview(next(self._chunks))
-            except StopIteration:
-                return 0
-        n = min(len(b), len(self._buffer))
-        b[:n] = self._buffer[:n]
-        self._buffer = self._buffer[n:]
-        return n
+        """Fill ``b`` as far as the data goes (COPY yields one row per chunk; pyarrow
+        makes a block of whatever one read returns, so short reads make tiny batches)."""
+        view = memoryview(b).cast("B")
+        filled = 0
+        while filled < len(view):
+            if not self._buffer:
+                try:
+                    self._buffer = memoryview(next(self._chunks)).cast("B")
+                except StopIteration:
+                    break
+            n = min(len(view) - filled, len(self._buffer))
+            view[filled : filled + n] = self._buffer[:n]
+            self._buffer = self._buffer[n:]
+            filled += n
+        return filled
 
 
 @dataclass
