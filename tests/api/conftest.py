@@ -1,23 +1,12 @@
-"""Fixtures of the alert and API tests: the consumer with the alert engine attached."""
+"""Fixtures of the API tests: the consumer with the alert engine attached."""
 
 from __future__ import annotations
 
 import pytest
 
-from ingest.alerting import attach
+from tests.api.support import alerting_starter
 
 
 @pytest.fixture
 def start_alerting(start_consumer):
-    """Start a consumer with the alert engine and notifier; stopped after the test."""
-    started = []
-
-    def start(settings, dsn):
-        rc = start_consumer(settings, dsn)
-        alerting = attach(rc.consumer, settings, dsn)
-        started.append(alerting)
-        return rc, alerting
-
-    yield start
-    for alerting in started:
-        alerting.stop()
+    yield from alerting_starter(start_consumer)

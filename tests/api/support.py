@@ -144,3 +144,20 @@ def insert_readings(
     return CommittedBatch(
         {sid: (min(times), max(times))}, frozenset([device]), len(points), datetime.now(UTC)
     )
+
+
+def alerting_starter(start_consumer):
+    """Body of the ``start_alerting`` fixtures: a consumer with the alert engine attached."""
+    from ingest.alerting import attach
+
+    started = []
+
+    def start(settings, dsn):
+        rc = start_consumer(settings, dsn)
+        alerting = attach(rc.consumer, settings, dsn)
+        started.append(alerting)
+        return rc, alerting
+
+    yield start
+    for alerting in started:
+        alerting.stop()

@@ -3,10 +3,24 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from tests.api.conftest import start_alerting  # noqa: F401  (fixture)
-from tests.api.support import messages, minutes_ago, publish, rows, set_rule, setup_site
+from tests.api.support import (
+    alerting_starter,
+    messages,
+    minutes_ago,
+    publish,
+    rows,
+    set_rule,
+    setup_site,
+)
 from tests.support.waiting import scalar, wait_for
+
+
+@pytest.fixture
+def start_alerting(start_consumer):
+    yield from alerting_starter(start_consumer)
+
 
 CREST = 5.0
 DAM = {"spillway_crest_m": CREST, "dam_crest_m": 7.0}

@@ -9,8 +9,8 @@ import pytest
 
 from ingest.alerting import AlertEngine
 from ingest.settings import Settings
-from tests.api.conftest import start_alerting  # noqa: F401  (fixture)
 from tests.api.support import (
+    alerting_starter,
     insert_readings,
     messages,
     minutes_ago,
@@ -20,6 +20,11 @@ from tests.api.support import (
     setup_site,
 )
 from tests.support.waiting import wait_for
+
+
+@pytest.fixture
+def start_alerting(start_consumer):
+    yield from alerting_starter(start_consumer)
 
 
 def _engine(db, **over) -> AlertEngine:
