@@ -22,6 +22,7 @@ class ApiThread:
             host=settings.api_host,
             port=settings.api_port,
             log_config=None,
+            timeout_graceful_shutdown=2,  # SSE streams never end by themselves
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="swc-api", daemon=True)

@@ -99,7 +99,14 @@ class ServerThread:
     def __init__(self, app):
         self.port = free_port()
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_config=None, lifespan="on")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=self.port,
+                log_config=None,
+                lifespan="on",
+                timeout_graceful_shutdown=1,
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 
