@@ -10,6 +10,7 @@ import json
 import queue
 import threading
 import time
+from typing import ClassVar
 
 import httpx
 import paho.mqtt.client as mqtt
@@ -121,7 +122,7 @@ def test_alert_events_reach_the_sse_stream_and_the_retained_mqtt_state(
 
 
 class Hook(http.server.BaseHTTPRequestHandler):
-    received: list = []
+    received: ClassVar[list] = []
     fail_first = 2
 
     def do_POST(self):
