@@ -192,7 +192,7 @@ def main() -> None:
                 log_config=None,
                 log_level="warning",
                 timeout_graceful_shutdown=1,
-            )  # fmt: skip
+            )
         )
         st = threading.Thread(target=server.run, daemon=True)
         st.start()
