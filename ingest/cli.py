@@ -272,7 +272,13 @@ def api_cmd(host: str, port: int, **flags: Any) -> None:
 
     settings = load_settings(**flags)
     _require_db(settings)
-    uvicorn.run(create_app(settings), host=host, port=port, log_config=None)
+    uvicorn.run(
+        create_app(settings),
+        host=host,
+        port=port,
+        log_config=None,
+        timeout_graceful_shutdown=5,  # SSE streams do not end by themselves
+    )
 
 
 def _parse_time(ctx, param, value):
