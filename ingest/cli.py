@@ -136,12 +136,16 @@ def run_consumer(settings: Settings, dsn: str) -> None:
         from .alerting import attach
 
         alerting = attach(consumer, settings, dsn)
+    from . import qc
+
+    reevaluator = qc.attach(consumer, dsn)  # QC flags re-evaluated with their neighbours
     try:
         consumer.run()
     except DrainAbandoned as exc:
         log.error("%s", exc)
         sys.exit(1)
     finally:
+        reevaluator.stop()
         if alerting is not None:
             alerting.stop()
 

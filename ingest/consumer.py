@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+import numpy as np
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
@@ -29,6 +30,7 @@ from protocol.messages import ProtocolError, decode_telemetry
 from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetry_filter
 
 from .metrics import IngestMetrics
+from .qc import provisional_flags
 from .settings import Settings
 from .store.readings import DeadLetterRow, ReadingRow, ReadingWriter
 from .store.registry import Rejected, StreamResolver
@@ -346,11 +348,13 @@ class Consumer:
         messages_per_device = Counter(tel.device for _, tel in accepted)
         seen_keys: set[tuple[int, datetime]] = set()
         within_batch_dupes = 0
+        channel_of_row: list[str] = []
         for (item, tel), chs in zip(accepted, channels, strict=True):
             sid_of = {ch: ids[(tel.device, ch)] for ch in chs}
             received = item.received_at
             if messages_per_device[tel.device] == 1:
-                rows.extend([(t, sid_of[ch], v, q or 2, received) for t, ch, v, q in tel.rows])
+                rows.extend([(t, sid_of[ch], v, q, received) for t, ch, v, q in tel.rows])
+                channel_of_row.extend([ch for _, ch, _, _ in tel.rows])
             else:
                 for t, ch, v, q in tel.rows:
                     key = (sid_of[ch], t)
@@ -358,10 +362,21 @@ class Consumer:
                         within_batch_dupes += 1
                         continue
                     seen_keys.add(key)
-                    rows.append((t, key[0], v, q or 2, received))
+                    rows.append((t, key[0], v, q, received))
+                    channel_of_row.append(ch)
             last = devices_seen.get(tel.device)
             if last is None or tel.seq > last[1]:
                 devices_seen[tel.device] = (received, tel.seq)
+        if rows:  # QC flag when written: the logger's flag and the gross-range test
+            n = len(rows)
+            flags = provisional_flags(
+                np.fromiter((r[2] for r in rows), np.float64, n),
+                channel_of_row,
+                np.fromiter((r[3] or 2 for r in rows), np.uint8, n),
+            ).tolist()
+            rows = [
+                (t, sid, v, f, rec, q) for (t, sid, v, q, rec), f in zip(rows, flags, strict=True)
+            ]
         t0 = time.monotonic()
         try:
             result = self.writer.write(
@@ -374,7 +389,7 @@ class Consumer:
         self._last_commit = None
         if self.after_commit and rows:
             spans: dict[int, tuple[datetime, datetime]] = {}
-            for t, sid, _, _, _ in rows:
+            for t, sid, *_ in rows:
                 span = spans.get(sid)
                 if span is None:
                     spans[sid] = (t, t)

@@ -47,11 +47,21 @@ def _worker_main(settings_data: dict[str, Any], dsn: str) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
+    from . import qc
+
+    extras = [qc.attach(consumer, dsn)]
+    if settings.alerts:
+        from .alerting import attach
+
+        extras.append(attach(consumer, settings, dsn))
     try:
         consumer.run()
     except DrainAbandoned as exc:
         log.error("%s", exc)
         sys.exit(1)
+    finally:
+        for extra in extras:
+            extra.stop()
 
 
 def run_workers(settings: Settings, dsn: str) -> int:

@@ -16,8 +16,11 @@ from datetime import datetime
 import psycopg
 from psycopg import errors
 
-# (time, stream_id, value, quality, received_at)
-ReadingRow = tuple[datetime, int, float, int, datetime]
+# (time, stream_id, value, quality, received_at[, logger_quality])
+ReadingRow = (
+    tuple[datetime, int, float, int, datetime]
+    | tuple[datetime, int, float, int, datetime, int | None]
+)
 # (topic, payload, error_code, error, received_at)
 DeadLetterRow = tuple[str, bytes, str, str, datetime]
 # (device_id, last_seen, last_seq)
@@ -25,6 +28,9 @@ DeviceSeen = tuple[str, datetime, int]
 
 _COLUMNS = "time, stream_id, value, quality, received_at"
 _TYPES = ["timestamptz", "int4", "float8", "int2", "timestamptz"]
+# rows of six carry the flag the logger sent (NULL when it sent none)
+_COLUMNS_6 = _COLUMNS + ", logger_quality"
+_TYPES_6 = [*_TYPES, "int2"]
 _STAGING_RUN = 20  # batches kept on the staging path after a conflict
 
 
@@ -89,16 +95,18 @@ class ReadingWriter:
             "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         _copy_rows(conn, "readings_staging", rows)
+        columns = _COLUMNS_6 if len(rows[0]) == 6 else _COLUMNS
         cur = conn.execute(
-            f"INSERT INTO readings ({_COLUMNS}) SELECT {_COLUMNS} FROM readings_staging "
+            f"INSERT INTO readings ({columns}) SELECT {columns} FROM readings_staging "
             "ON CONFLICT (stream_id, time) DO NOTHING"
         )
         return cur.rowcount
 
 
 def _copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[ReadingRow]) -> None:
-    with conn.cursor().copy(f"COPY {table} ({_COLUMNS}) FROM STDIN (FORMAT BINARY)") as copy:
-        copy.set_types(_TYPES)
+    columns, types = (_COLUMNS_6, _TYPES_6) if len(rows[0]) == 6 else (_COLUMNS, _TYPES)
+    with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
+        copy.set_types(types)
         for row in rows:
             copy.write_row(row)
 

@@ -1,0 +1,262 @@
+"""Quality flags at ingest: QARTOD tests from ``analytics.quality``, per channel.
+
+Two stages, so that the writer stays fast and the flags end up right:
+
+1. **When written**, each reading gets the worst of the flag its logger sent
+   and the gross-range test of its channel (``provisional_flags``; no
+   neighbours needed, vectorised over the batch).
+2. **Re-evaluated with its neighbourhood** (``QCReevaluator``, on the
+   consumer's after-commit hook, in its own thread): for every stream a
+   batch touched, the readings around the batch's span are read back with
+   enough history for every test (spike, rate of change, flat line), all
+   tests are run, and only flags that changed are updated. Late data is
+   handled the same way: its neighbours, earlier and later, are re-flagged.
+
+The thresholds per channel are ``CHANNEL_QC`` below; a site may override
+them in ``sites.params.qc.<channel>`` with the same keys.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+import psycopg
+
+from analytics.quality import aggregate_flags, gross_range_test, qc_flags
+
+log = logging.getLogger(__name__)
+
+NOT_EVALUATED = 2
+
+# Keyword arguments of analytics.quality.qc_flags, per channel. Windows in seconds.
+CHANNEL_QC: dict[str, dict[str, Any]] = {
+    "stage_m": dict(
+        fail_span=(-1.0, 100.0),
+        suspect_span=(-0.2, 60.0),
+        spike_suspect=0.3,
+        spike_fail=1.0,
+        rate_threshold_per_s=0.05,
+        flat_tolerance=0.0,
+        flat_suspect_s=6 * 3600.0,
+        flat_fail_s=24 * 3600.0,
+    ),
+    "level_m": dict(
+        fail_span=(-0.5, 20.0),
+        suspect_span=(-0.1, 15.0),
+        spike_suspect=0.2,
+        spike_fail=0.5,
+        rate_threshold_per_s=0.02,
+    ),
+    "turbidity_ntu": dict(
+        fail_span=(0.0, 4500.0),
+        suspect_span=(0.0, 3990.0),
+        spike_suspect=1500.0,
+        spike_fail=3000.0,
+        flat_tolerance=0.0,
+        flat_suspect_s=6 * 3600.0,
+        flat_fail_s=24 * 3600.0,
+    ),
+    "ssc_kg_m3": dict(fail_span=(0.0, 1500.0), suspect_span=(0.0, 1000.0)),
+    "rain_mm": dict(fail_span=(0.0, 50.0), suspect_span=(0.0, 20.0)),
+    "flow_m3_s": dict(
+        fail_span=(-0.01, 5000.0), suspect_span=(0.0, 2000.0), spike_suspect=50.0, spike_fail=500.0
+    ),
+    "battery_v": dict(fail_span=(0.0, 30.0), suspect_span=(10.5, 15.5)),
+    "rssi_dbm": dict(fail_span=(-150.0, 0.0), suspect_span=(-120.0, -20.0)),
+    "temperature_c": dict(fail_span=(-50.0, 70.0), suspect_span=(-40.0, 50.0)),
+}
+
+
+def lookback_s(config: dict[str, Any]) -> float:
+    """History a reading's flag depends on (flat line), plus one neighbour's worth."""
+    return float(config.get("flat_fail_s", 0.0)) if "flat_tolerance" in config else 0.0
+
+
+def provisional_flags(
+    values: np.ndarray, channels: list[str], logger_flags: np.ndarray
+) -> np.ndarray:
+    """Worst of the logger's flag and the channel's gross-range test, per reading.
+
+    ``channels[i]`` is the channel of ``values[i]``; ``logger_flags`` holds 2
+    where the logger sent no flag.
+    """
+    flags = logger_flags.astype(np.uint8)
+    if not len(values):
+        return flags
+    names = np.asarray(channels, dtype=object)
+    for channel in set(channels):
+        cfg = CHANNEL_QC.get(channel)
+        if cfg is None:
+            continue
+        mask = names == channel
+        gross = gross_range_test(values[mask], cfg["fail_span"], cfg.get("suspect_span"))
+        flags[mask] = aggregate_flags(flags[mask], gross)
+    return flags
+
+
+def evaluate(
+    times_s: np.ndarray, values: np.ndarray, logger_flags: np.ndarray, config: dict[str, Any]
+) -> np.ndarray:
+    """All configured tests over one stream's sorted window, with the logger's flags."""
+    tests = qc_flags(times_s, values, **config)["aggregate"]
+    return aggregate_flags(tests, logger_flags)
+
+
+class QCReevaluator:
+    """Re-flags the neighbourhood of committed batches (see the module docstring)."""
+
+    def __init__(self, dsn: str, interval_s: float = 0.5, max_streams: int = 500):
+        self.dsn = dsn
+        self.interval_s = interval_s
+        self.max_streams = max_streams
+        self._queue: queue.Queue = queue.Queue()
+        self._pending: dict[int, tuple[datetime, datetime]] = {}
+        self._configs: dict[int, dict[str, Any] | None] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="qc-reevaluate", daemon=True)
+        self._conn: psycopg.Connection | None = None
+        self.updated = 0  # flags changed so far
+        self.idle = threading.Event()
+
+    def start(self) -> QCReevaluator:
+        self._thread.start()
+        return self
+
+    def hook(self, batch) -> None:
+        """Consumer.after_commit hook: only queues the batch's spans."""
+        self.idle.clear()
+        self._queue.put(batch.streams)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+        if self._conn is not None:
+            self._conn.close()
+
+    def _run(self) -> None:
+        while not self._stop.is_set() or not self._queue.empty() or self._pending:
+            self._absorb(timeout=self.interval_s)
+            if not self._pending:
+                self.idle.set()
+                if self._stop.is_set():
+                    return
+                continue
+            chosen = dict(list(self._pending.items())[: self.max_streams])
+            for sid in chosen:
+                del self._pending[sid]
+            try:
+                self.updated += self._reevaluate(chosen)
+            except psycopg.Error as exc:  # the database is away: try again later
+                log.warning("qc re-evaluation failed, will retry: %s", str(exc).strip()[:200])
+                for sid, span in chosen.items():
+                    self._merge(sid, span)
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                time.sleep(1.0)
+            except Exception:
+                log.exception("qc re-evaluation failed for streams %s", sorted(chosen)[:10])
+
+    def _absorb(self, timeout: float) -> None:
+        try:
+            spans = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return
+        while True:
+            for sid, span in spans.items():
+                self._merge(sid, span)
+            try:
+                spans = self._queue.get_nowait()
+            except queue.Empty:
+                return
+
+    def _merge(self, sid: int, span: tuple[datetime, datetime]) -> None:
+        old = self._pending.get(sid)
+        self._pending[sid] = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
+
+    def _connection(self) -> psycopg.Connection:
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(self.dsn, autocommit=True)
+        return self._conn
+
+    def _config(self, conn: psycopg.Connection, sids: list[int]) -> None:
+        missing = [s for s in sids if s not in self._configs]
+        if not missing:
+            return
+        rows = conn.execute(
+            "SELECT s.id, s.channel, st.params -> 'qc' -> s.channel FROM streams s "
+            "JOIN devices d ON d.id = s.device_id LEFT JOIN sites st ON st.id = d.site_id "
+            "WHERE s.id = ANY(%s)",
+            (missing,),
+        ).fetchall()
+        for sid, channel, override in rows:
+            base = CHANNEL_QC.get(channel)
+            if base is None and not override:
+                self._configs[sid] = None
+                continue
+            cfg = dict(base or {})
+            for key, value in (override or {}).items():
+                cfg[key] = tuple(value) if isinstance(value, list) else value
+            self._configs[sid] = cfg
+
+    def _reevaluate(self, spans: dict[int, tuple[datetime, datetime]]) -> int:
+        conn = self._connection()
+        self._config(conn, list(spans))
+        work = {sid: span for sid, span in spans.items() if self._configs.get(sid)}
+        if not work:
+            return 0
+        sids, starts, ends = [], [], []
+        for sid, (lo, hi) in work.items():
+            back = timedelta(seconds=lookback_s(self._configs[sid]) + 1)
+            sids.append(sid)
+            starts.append(lo - back)
+            ends.append(hi + back)
+        rows = conn.execute(
+            "SELECT w.sid, r.time, r.value, r.quality, coalesce(r.logger_quality, 2) "
+            "FROM unnest(%s::int[], %s::timestamptz[], %s::timestamptz[]) AS w(sid, lo, hi) "
+            "JOIN LATERAL (SELECT time, value, quality, logger_quality FROM readings "
+            "  WHERE stream_id = w.sid AND time >= w.lo AND time <= w.hi ORDER BY time) r ON true "
+            "ORDER BY w.sid, r.time",
+            (sids, starts, ends),
+        ).fetchall()
+        changes: list[tuple[int, datetime, int]] = []
+        by_stream: dict[int, list] = {}
+        for row in rows:
+            by_stream.setdefault(row[0], []).append(row[1:])
+        for sid, data in by_stream.items():
+            lo, hi = work[sid]
+            times = np.array([r[0].timestamp() for r in data])
+            values = np.array([r[1] for r in data], dtype=float)
+            stored = np.array([r[2] for r in data], dtype=np.uint8)
+            logger = np.array([r[3] for r in data], dtype=np.uint8)
+            new = evaluate(times, values, logger, self._configs[sid])
+            # rows whose flag can depend on the new data: from the neighbour before
+            # the span to the end of the span plus the lookback after it
+            first = max(int(np.searchsorted(times, lo.timestamp())) - 1, 0)
+            last = int(
+                np.searchsorted(
+                    times, hi.timestamp() + lookback_s(self._configs[sid]), side="right"
+                )
+            )
+            for i in np.nonzero(new[first:last] != stored[first:last])[0] + first:
+                changes.append((sid, data[i][0], int(new[i])))
+        if changes:
+            conn.execute(
+                "UPDATE readings r SET quality = c.q FROM unnest(%s::int[], %s::timestamptz[], "
+                "%s::smallint[]) AS c(sid, t, q) WHERE r.stream_id = c.sid AND r.time = c.t",
+                ([c[0] for c in changes], [c[1] for c in changes], [c[2] for c in changes]),
+            )
+        return len(changes)
+
+
+def attach(consumer, dsn: str) -> QCReevaluator:
+    """Start a re-evaluator and hook it onto ``consumer`` (stop it after the consumer)."""
+    reevaluator = QCReevaluator(dsn).start()
+    consumer.after_commit.append(reevaluator.hook)
+    return reevaluator
