@@ -160,6 +160,9 @@ def register(group: click.Group) -> None:
     from .alerting.cli import register as register_alerting
 
     register_alerting(group)  # swc keys, swc devices, swc broker, swc alerts
+    from .research import cli as research_cli
+
+    research_cli.register(group)  # swc research
     group.add_command(export_cmd)
 
 

@@ -110,7 +110,7 @@ def cached(
                 "compute_ms = EXCLUDED.compute_ms, result = EXCLUDED.result",
                 (key, fp, ms, Jsonb(out.model_dump(mode="json"))),
             )
-        log.info("derived product computed key=%s ms=%.1f", key, ms)
+        log.debug("derived product computed key=%s ms=%.1f", key, ms)
     return out
 
 
