@@ -240,7 +240,12 @@ def dam_balance(
         outlet hydraulics of ``design`` at the measured stage.
     outflow_ssc_kg_m3 : measured SSC of the outflow (a pond or outflow turbidity
         sensor) at the points; None uses the mixed-pond model.
-    reset : interval flags at which the inflow deficit carry is dropped.
+    reset : interval flags at the event starts: there the inflow deficit carry
+        is dropped, the deposit count restarts and the pond is taken as clear
+        of suspended sediment, so each event's numbers depend on its own
+        window only (deposits of earlier events belong to the curve's next
+        survey; what was still suspended at the end of an event counted as
+        retained in it).
 
     Notes
     -----
@@ -306,11 +311,10 @@ def dam_balance(
         sed_in = v_in * 0.5 * (c_in[:-1] + c_in[1:]) / 1000.0
         if c_out is not None:
             sed_out = v_out * 0.5 * (c_out[:-1] + c_out[1:]) / 1000.0
-        cum_dep_v = np.concatenate([[0.0], np.cumsum(dep_v)])
-        water = np.maximum(vol_pt - cum_dep_v, 0.0)
+        water = np.maximum(vol_pt - _segment_cumsum(dep_v, reset), 0.0)
         sed_out, dep, susp = _mixed_pond(
             dt, water, vol_pt, area, v_in, v_out, sed_in, sed_out if c_out is not None else None,
-            design.settling_velocity_m_s,
+            design.settling_velocity_m_s, reset,
         )  # fmt: skip
         dep_v = dep / rho
     return DamBalance(
@@ -329,7 +333,19 @@ def dam_balance(
     )
 
 
-def _mixed_pond(dt, water, vol_total, area, v_in, v_out, sed_in, sed_out_measured, ws):
+def _segment_cumsum(x: np.ndarray, reset: np.ndarray | None) -> np.ndarray:
+    """Cumulative sum at the points (length n) of interval values, restarting at resets."""
+    c = np.concatenate([[0.0], np.cumsum(x)])
+    if reset is None or not reset.any():
+        return c
+    base = np.zeros(c.size)
+    idx = np.flatnonzero(reset)
+    base[idx] = c[idx]
+    base = np.maximum.accumulate(np.where(np.isin(np.arange(c.size), idx), base, -np.inf))
+    return c - np.where(np.isfinite(base), base, 0.0)
+
+
+def _mixed_pond(dt, water, vol_total, area, v_in, v_out, sed_in, sed_out_measured, ws, reset):
     m = dt.size
     sed_out = np.zeros(m)
     dep = np.zeros(m)
@@ -337,6 +353,8 @@ def _mixed_pond(dt, water, vol_total, area, v_in, v_out, sed_in, sed_out_measure
     mass = 0.0
     water_l = water.tolist()
     for k in range(m):
+        if reset is not None and reset[k]:
+            mass = 0.0  # each event starts with a clear pond (see dam_balance)
         mass += float(sed_in[k])
         if sed_out_measured is not None:
             so = min(mass, float(sed_out_measured[k]))
