@@ -161,8 +161,8 @@ def _distance_km(lat1, lon1, lat2, lon2) -> float:
 
 
 def nearest_rain_site(conn: psycopg.Connection, site: Site) -> Site | None:
-    """The site itself if it has a rain channel, else the nearest site that has one
-    (``params.rain_site_id`` overrides)."""
+    """The site itself if it has a rain channel, else the nearest site whose rain
+    channel has readings (``params.rain_site_id`` overrides)."""
     if site.channel_for("rain"):
         return site
     override = site.params.get("rain_site_id")
@@ -174,7 +174,8 @@ def nearest_rain_site(conn: psycopg.Connection, site: Site) -> Site | None:
     for sid, lat, lon in conn.execute(
         "SELECT DISTINCT si.id, si.latitude, si.longitude FROM sites si "
         "JOIN devices d ON d.site_id = si.id JOIN streams s ON s.device_id = d.id "
-        "WHERE s.channel = 'rain_mm' AND si.latitude IS NOT NULL AND si.longitude IS NOT NULL"
+        "WHERE s.channel = 'rain_mm' AND si.latitude IS NOT NULL AND si.longitude IS NOT NULL "
+        "AND EXISTS (SELECT 1 FROM readings r WHERE r.stream_id = s.id)"
     ):
         dist = _distance_km(site.latitude, site.longitude, lat, lon)
         if best is None or (dist, sid) < best:
