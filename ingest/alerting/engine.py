@@ -69,6 +69,7 @@ class AlertEngine:
         self._conn: psycopg.Connection | None = None
         self.batches = 0
         self.events = 0
+        self._memo: dict[int, tuple] = {}
 
     # --- the consumer's hook -------------------------------------------------------
     def hook(self, batch) -> None:
@@ -187,6 +188,7 @@ class AlertEngine:
         now: float,
     ) -> int:
         n = 0
+        self._memo: dict[int, tuple] = {}
         with conn.transaction():
             found = self._site(conn, site_id)
             if found is None:
@@ -234,7 +236,7 @@ class AlertEngine:
         last = tracker.last_time_s
         lookback = rule.lookback(cfg)
         start = earliest if last is None else max(min(last, earliest), earliest - _MAX_CATCHUP_S)
-        t, v, q = self._readings(conn, sid, start - lookback)
+        t, v, q = self._window(conn, sid, start - lookback)
         if t.size == 0:
             return 0
         raw, hold, value = rule.evaluate(t, v, q, cfg, ctx)
@@ -269,6 +271,16 @@ class AlertEngine:
         return AlertTracker(
             min_duration_s=cfg.min_duration_s, escalate_duration_s=cfg.escalate_duration_s
         )
+
+    def _window(self, conn: psycopg.Connection, sid: int, since_s: float):
+        """Readings of ``sid`` from ``since_s`` on, read once per site evaluation."""
+        memo = self._memo.get(sid)
+        if memo is None or since_s < memo[0]:
+            memo = (since_s, *self._readings(conn, sid, since_s))
+            self._memo[sid] = memo
+        _, t, v, q = memo
+        i = int(np.searchsorted(t, since_s, side="left"))
+        return t[i:], v[i:], q[i:]
 
     @staticmethod
     def _readings(conn: psycopg.Connection, sid: int, since_s: float, until_s: float | None = None):

@@ -143,14 +143,11 @@ def lock_rule_state(
     conn: psycopg.Connection, site_id: str, rule: str, subject: str
 ) -> tuple[dict | None, int | None]:
     """Lock the engine's state row of (site, rule, subject), creating it; (tracker, alert id)."""
-    conn.execute(
-        "INSERT INTO alert_rule_state (site_id, rule, subject, tracker) VALUES (%s, %s, %s, "
-        "'{}'::jsonb) ON CONFLICT DO NOTHING",
-        (site_id, rule, subject),
-    )
+    # an upsert that always updates takes the row lock in one round trip
     tracker, alert_id = conn.execute(
-        "SELECT tracker, alert_id FROM alert_rule_state WHERE site_id = %s AND rule = %s "
-        "AND subject = %s FOR UPDATE",
+        "INSERT INTO alert_rule_state AS r (site_id, rule, subject, tracker) "
+        "VALUES (%s, %s, %s, '{}'::jsonb) ON CONFLICT (site_id, rule, subject) "
+        "DO UPDATE SET tracker = r.tracker RETURNING r.tracker, r.alert_id",
         (site_id, rule, subject),
     ).fetchone()
     return (tracker or None), alert_id
