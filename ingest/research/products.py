@@ -309,6 +309,9 @@ def _dam_events_in(conn, site: Site, windows, stage_all: Series, total_area, tur
     sat = outside = None
     if turb_ch:
         c_in, sat, outside, cov_t = _ssc_at(conn, site, turb_ch, t, lo, hi, exclude_quality)
+        if cov_t is None:  # the channel exists but sent nothing in these events
+            c_in = sat = outside = None
+            warnings.append(f"no {turb_ch} readings: sediment not computed")
     c_out = None
     if pond_ch:
         c_out = _ssc_at(conn, site, pond_ch, t, lo, hi, exclude_quality)[0]
@@ -355,7 +358,8 @@ def _dam_events_in(conn, site: Site, windows, stage_all: Series, total_area, tur
                 w_warn.append(f"turbidity covers {100 * cov:.0f}% of the event: SSC filled at ends")
         else:
             s_in = s_out = ret = te = cmax = sat_share = out_share = None
-            w_warn.append("no inflow turbidity channel: sediment not computed")
+            if not turb_ch:
+                w_warn.append("no inflow turbidity channel: sediment not computed")
         try:
             cap, _basis = _capacity(params, curve, design)
         except ResearchError:

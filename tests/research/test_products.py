@@ -164,3 +164,25 @@ def test_cli_dam_events_and_validate(db, sim50):
     assert json.loads(res.stdout)["kind"] == "power"
     res = runner.invoke(main, ["research", "dam-events", "nope", "--database-url", db])
     assert res.exit_code != 0 and "no site" in res.output
+
+
+def test_dams_without_turbidity_get_water_balances_only(db, sim50):
+    from ingest.research import dam_events
+
+    summary = json.loads((sim50 / "summary.json").read_text())["sites"]
+    with psycopg.connect(db) as conn:
+        load_registry_of(conn, sim50)
+        load(conn, sim50, devices=["dam-a02", "dam-c02", "dam-a03"])
+        ev = dam_events(conn, "dam-a02").events[0]  # no turbidity sensor at all
+        assert ev.sediment_in_t is None and ev.trap_efficiency_measured is None
+        assert any("no inflow turbidity" in w for w in ev.warnings)
+        assert ev.inflow_volume_m3 == pytest.approx(
+            summary["dam-a02"]["inflow_volume_m3"], rel=0.05
+        )
+        conn.execute(
+            "DELETE FROM readings WHERE stream_id IN (SELECT id FROM streams "
+            "WHERE device_id = 'dam-c02' AND channel = 'turbidity_ntu')"
+        )
+        ev = dam_events(conn, "dam-c02").events[0]  # a sensor that sent nothing
+        assert ev.sediment_retained_t is None
+        assert any("no turbidity_ntu readings" in w for w in ev.warnings)
