@@ -82,12 +82,13 @@ def baseline_copy(dsn: str) -> tuple[float, int]:
     return n / (time.perf_counter() - t), n
 
 
-def run_export(dsn: str, fmt: str, out: Path) -> tuple[float, float, int]:
+def run_export(dsn: str, fmt: str, out: Path, end: str | None = None) -> tuple[float, float, int]:
     """rows/s, peak RSS in MB, and the file size, of `swc export` in a child process."""
     env = {**os.environ, "SWC_DATABASE_URL": dsn}
+    extra = ["--end", end] if end else []
     t = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "swc_cli", "export", "--format", fmt, "--out", str(out)],
+        [sys.executable, "-m", "swc_cli", "export", "--format", fmt, "--out", str(out), *extra],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,

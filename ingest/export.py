@@ -219,8 +219,11 @@ def iter_batches(
                 column_types=_RAW_TYPES, strings_can_be_null=True, quoted_strings_can_be_null=False
             ),
         )
-        for batch in reader:
+        pool = pa.default_memory_pool()
+        for i, batch in enumerate(reader, 1):
             yield _to_schema(batch)
+            if i % 32 == 0:
+                pool.release_unused()  # keep the allocator from hoarding freed blocks
 
 
 def _to_schema(batch: pa.RecordBatch) -> pa.RecordBatch:
@@ -259,6 +262,9 @@ def export_netcdf(
     lookup = np.full(max(stations, default=0) + 1, -1, dtype=np.int32)
     lookup[np.array(list(stations), dtype=np.int64)] = np.arange(len(stations), dtype=np.int32)
     result = ExportResult()
+    # a small chunk cache per variable: HDF5's default (tens of MB for each of
+    # the four variables per channel) would make memory grow with the channels
+    netCDF4.set_chunk_cache(2 << 20, 521, 0.75)
     with netCDF4.Dataset(str(path), "w", format="NETCDF4") as ds:
         _write_stations(ds, stations)
         per_channel: dict[str, _ChannelVars] = {}
