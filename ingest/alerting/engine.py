@@ -28,6 +28,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Any
 
@@ -60,7 +61,7 @@ def subject_of(rule: Rule, device_id: str, channel: str) -> str:
 class AlertEngine:
     """Evaluate alert rules after each committed batch, and periodically for offline loggers."""
 
-    def __init__(self, settings: Settings, dsn: str):
+    def __init__(self, settings: Settings, dsn: str, threads: int = 4):
         self.settings = settings
         self.dsn = dsn
         self._queue: queue.Queue[Any] = queue.Queue()
@@ -69,7 +70,10 @@ class AlertEngine:
         self._conn: psycopg.Connection | None = None
         self.batches = 0
         self.events = 0
-        self._memo: dict[int, tuple] = {}
+        self._local = threading.local()  # per-thread: connection, window memo
+        self._threads = max(1, threads)
+        self._pool: ThreadPoolExecutor | None = None
+        self._conns: list[psycopg.Connection] = []
 
     # --- the consumer's hook -------------------------------------------------------
     def hook(self, batch) -> None:
@@ -89,6 +93,10 @@ class AlertEngine:
             self._thread.join(timeout)
         if self._conn is not None:
             self._conn.close()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        for conn in self._conns:
+            conn.close()
 
     def _run(self) -> None:
         interval = self.settings.alert_check_interval_s
@@ -155,13 +163,34 @@ class AlertEngine:
             by_site: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
             for sid, dev, ch, site in rows:
                 by_site[site].append((sid, dev, ch))
-            for site in sorted(by_site):
-                n += self._evaluate_site(conn, site, by_site[site], spans, now)
+            sites = sorted(by_site)
+            if len(sites) > 1 and self._threads > 1:
+                # sites are independent: evaluate them side by side, one connection each
+                futures = [
+                    self._executor().submit(self._evaluate_site_pooled, s, by_site[s], spans, now)
+                    for s in sites
+                ]
+                n += sum(f.result() for f in futures)
+            else:
+                for site in sites:
+                    n += self._evaluate_site(conn, site, by_site[site], spans, now)
         if devices:
             n += self.check_offline(devices=devices, now=now)
         self.batches += len(batches)
         self.events += n
         return n
+
+    def _executor(self) -> ThreadPoolExecutor:
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="swc-alerts-site")
+        return self._pool
+
+    def _evaluate_site_pooled(self, site_id, streams, spans, now) -> int:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            self._conns.append(conn)
+        return self._evaluate_site(conn, site_id, streams, spans, now)
 
     def _site(self, conn: psycopg.Connection, site_id: str) -> tuple[Context, dict] | None:
         row = conn.execute("SELECT kind, params FROM sites WHERE id = %s", (site_id,)).fetchone()
@@ -188,7 +217,7 @@ class AlertEngine:
         now: float,
     ) -> int:
         n = 0
-        self._memo: dict[int, tuple] = {}
+        self._local.memo = {}
         with conn.transaction():
             found = self._site(conn, site_id)
             if found is None:
@@ -274,10 +303,11 @@ class AlertEngine:
 
     def _window(self, conn: psycopg.Connection, sid: int, since_s: float):
         """Readings of ``sid`` from ``since_s`` on, read once per site evaluation."""
-        memo = self._memo.get(sid)
+        memos = self._local.memo
+        memo = memos.get(sid)
         if memo is None or since_s < memo[0]:
             memo = (since_s, *self._readings(conn, sid, since_s))
-            self._memo[sid] = memo
+            memos[sid] = memo
         _, t, v, q = memo
         i = int(np.searchsorted(t, since_s, side="left"))
         return t[i:], v[i:], q[i:]
