@@ -36,6 +36,9 @@ NOT_EVALUATED = 2
 
 # Keyword arguments of analytics.quality.qc_flags, per channel. Windows in seconds.
 CHANNEL_QC: dict[str, dict[str, Any]] = {
+    # A still pond can repeat a 1 mm reading for hours (evaporation moves it a
+    # few mm a day): half a day of identical values is suspect, a day fails.
+    # The longest flat-line window is also how far back re-evaluation reads.
     "stage_m": dict(
         fail_span=(-1.0, 100.0),
         suspect_span=(-0.2, 60.0),
@@ -43,7 +46,7 @@ CHANNEL_QC: dict[str, dict[str, Any]] = {
         spike_fail=1.0,
         rate_threshold_per_s=0.05,
         flat_tolerance=0.0,
-        flat_suspect_s=6 * 3600.0,
+        flat_suspect_s=12 * 3600.0,
         flat_fail_s=24 * 3600.0,
     ),
     "level_m": dict(
@@ -53,14 +56,12 @@ CHANNEL_QC: dict[str, dict[str, Any]] = {
         spike_fail=0.5,
         rate_threshold_per_s=0.02,
     ),
+    # No flat-line test: a dry inlet rightly reads 0 NTU for weeks.
     "turbidity_ntu": dict(
         fail_span=(0.0, 4500.0),
         suspect_span=(0.0, 3990.0),
         spike_suspect=1500.0,
         spike_fail=3000.0,
-        flat_tolerance=0.0,
-        flat_suspect_s=6 * 3600.0,
-        flat_fail_s=24 * 3600.0,
     ),
     "ssc_kg_m3": dict(fail_span=(0.0, 1500.0), suspect_span=(0.0, 1000.0)),
     "rain_mm": dict(fail_span=(0.0, 50.0), suspect_span=(0.0, 20.0)),
@@ -111,7 +112,7 @@ def evaluate(
 class QCReevaluator:
     """Re-flags the neighbourhood of committed batches (see the module docstring)."""
 
-    def __init__(self, dsn: str, interval_s: float = 0.5, max_streams: int = 500):
+    def __init__(self, dsn: str, interval_s: float = 2.0, max_streams: int = 500):
         self.dsn = dsn
         self.interval_s = interval_s
         self.max_streams = max_streams
