@@ -411,6 +411,7 @@ def site_params(site: Any) -> dict[str, Any]:
             "tc_h": site.catchment.tc_h,
             "dry_bulk_density_t_m3": site.dry_bulk_density_t_m3,
             "loss_mm_day": site.loss_mm_day,
+            "settling_velocity_m_s": site.settling_velocity_m_s,
         }
         if site.spillway:
             p.update(
@@ -443,6 +444,8 @@ def site_params(site: Any) -> dict[str, Any]:
             "catchment_area_m2": site.catchment_area_m2,
             "runoff_coefficient": site.runoff_coefficient,
             "overflow_level_m": site.overflow_level_m,
+            "initial_loss_mm": site.initial_loss_mm,
+            "use_m3_day": site.use_m3_day,
         }
     elif isinstance(site, RunoffPlotSpec):
         p = {
@@ -451,6 +454,9 @@ def site_params(site: Any) -> dict[str, Any]:
             "slope_pct": site.slope_pct,
             "cover": site.cover,
             "curve_number": site.curve_number,
+            "k_factor": site.k_factor,
+            "c_factor": site.c_factor,
+            "p_factor": site.p_factor,
         }
     else:
         p = {}
