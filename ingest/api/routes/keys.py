@@ -21,7 +21,7 @@ Role = Literal["viewer", "engineer", "admin"]
 class KeyOut(BaseModel):
     id: int
     name: str
-    role: Role
+    role: str = Field(description="viewer, engineer, admin (or another role of the schema)")
     prefix: str = Field(description="first characters of the key, to recognise it")
     created_at: datetime
     last_used_at: datetime | None
