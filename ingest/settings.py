@@ -124,6 +124,26 @@ class Settings(BaseSettings):
     api_host: str = Field(default="127.0.0.1", description="`swc up` serves the API here")
     api_port: int = Field(default=8000, ge=0, le=65535, description="`swc up` API port; 0 = off")
 
+    # field surveys and researchers' exports
+    attachments_backend: Literal["disk", "s3"] = Field(
+        default="disk", description="where survey attachments are kept (s3: not implemented yet)"
+    )
+    attachments_dir: Path | None = Field(
+        default=None, description="disk backend's folder; unset: <data_dir>/attachments"
+    )
+    attachments_s3_url: str | None = Field(
+        default=None, description="s3://bucket/prefix for the s3 backend"
+    )
+    attachment_max_bytes: int = Field(
+        default=25 << 20, ge=1024, le=1 << 30, description="largest survey attachment [bytes]"
+    )
+    survey_import_max_bytes: int = Field(
+        default=10 << 20, ge=1024, le=1 << 30, description="largest survey sheet to import [bytes]"
+    )
+    export_max_concurrent: int = Field(
+        default=4, ge=1, le=64, description="exports streamed at once by the API (more: 429)"
+    )
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
 
@@ -156,6 +176,10 @@ class Settings(BaseSettings):
     @classmethod
     def _group(cls, v: str | None) -> str | None:
         return v or None
+
+    @property
+    def attachments_path(self) -> Path:
+        return self.attachments_dir or self.data_dir / "attachments"
 
     @property
     def mqtt(self) -> MqttTarget:

@@ -9,8 +9,15 @@ from datetime import datetime
 
 import psycopg
 
-ROLES = ("viewer", "engineer", "admin")
-_RANK = {role: i for i, role in enumerate(ROLES)}
+ROLES = ("viewer", "surveyor", "engineer", "admin")
+# The rank chain is viewer < engineer < admin. A surveyor reads like a viewer
+# and also writes field surveys; it ranks with the viewer, so that no check
+# of the engineer role (acknowledging alerts, thresholds) lets it through.
+_RANK = {"viewer": 0, "surveyor": 0, "engineer": 1, "admin": 2}
+# Permissions outside the chain: the roles that hold each.
+PERMISSIONS: dict[str, frozenset[str]] = {
+    "write_surveys": frozenset({"surveyor", "engineer", "admin"}),
+}
 KEY_PREFIX = "swc_"
 
 
@@ -26,7 +33,13 @@ class ApiKey:
 
     def allows(self, role: str) -> bool:
         """True when this key's role is ``role`` or above (viewer < engineer < admin)."""
+        if role == "surveyor":
+            raise ValueError("surveyor is not a rank: ask may('write_surveys')")
         return _RANK[self.role] >= _RANK[role]
+
+    def may(self, permission: str) -> bool:
+        """True when this key's role holds ``permission`` (see :data:`PERMISSIONS`)."""
+        return self.role in PERMISSIONS[permission]
 
 
 _COLS = "id, name, role, prefix, created_at, last_used_at, revoked_at"
