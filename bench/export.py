@@ -142,18 +142,23 @@ def main() -> None:
             assert n == rows
             print(f"baseline: psycopg COPY TO of the same rows: {copy_rate:,.0f} rows/s")
             figures = {"rows": rows, "copy_rows_per_s": round(copy_rate)}
+            week_end = "2025-01-08T00:00:00Z"  # the first week: RSS of a small export
             for fmt, ext in (("csv", "csv"), ("parquet", "parquet"), ("netcdf", "nc")):
+                _, week_rss, _ = run_export(dsn, fmt, tmp / f"week.{ext}", end=week_end)
                 rate, rss, size = run_export(dsn, fmt, tmp / f"export.{ext}")
                 print(
                     f"{fmt:8s} {rate:12,.0f} rows/s  ratio {rate / copy_rate:5.2f}  "
-                    f"peak RSS {rss:6.0f} MB  file {size / 1e6:8.0f} MB"
+                    f"peak RSS {rss:6.0f} MB (one week: {week_rss:4.0f} MB)  "
+                    f"file {size / 1e6:8.0f} MB"
                 )
                 figures |= {
                     f"{fmt}_rows_per_s": round(rate),
                     f"{fmt}_ratio": round(rate / copy_rate, 3),
                     f"{fmt}_peak_rss_mb": round(rss),
+                    f"{fmt}_week_peak_rss_mb": round(week_rss),
                 }
-                (tmp / f"export.{ext}").unlink()
+                for name in (f"export.{ext}", f"week.{ext}"):
+                    (tmp / name).unlink()
         finally:
             if ctx is not None:
                 ctx.__exit__(None, None, None)
