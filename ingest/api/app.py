@@ -11,7 +11,17 @@ from psycopg_pool import ConnectionPool
 from ..settings import Settings
 from . import errors
 from .events import Broadcaster
-from .routes import alerts, devices, health, keys, readings, rules, sites, webhooks
+from .routes import (
+    alerts,
+    devices,
+    health,
+    keys,
+    readings,
+    rules,
+    sites,
+    surveys,
+    webhooks,
+)
 
 DESCRIPTION = """Sites, readings and alerts of soil-and-water-conservation works.
 
@@ -47,6 +57,6 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, sites, rules, alerts, devices, keys, webhooks, readings):
+    for module in (health, sites, rules, alerts, devices, keys, webhooks, readings, surveys):
         app.include_router(module.router)
     return app

@@ -1,0 +1,1 @@
+"""Field surveys: per-kind models, bulk import of survey sheets, attachment storage."""
