@@ -19,6 +19,7 @@ them in ``sites.params.qc.<channel>`` with the same keys.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import queue
 import threading
 import time
@@ -123,6 +124,7 @@ class QCReevaluator:
         self._thread = threading.Thread(target=self._run, name="qc-reevaluate", daemon=True)
         self._conn: psycopg.Connection | None = None
         self.updated = 0  # flags changed so far
+        self.busy_factor = 9.0  # pause at least this many times the last pass's duration
         self.idle = threading.Event()
 
     def start(self) -> QCReevaluator:
@@ -141,8 +143,9 @@ class QCReevaluator:
             self._conn.close()
 
     def _run(self) -> None:
+        pause = self.interval_s
         while not self._stop.is_set() or not self._queue.empty() or self._pending:
-            self._absorb(timeout=self.interval_s)
+            self._absorb(timeout=pause)
             if not self._pending:
                 self.idle.set()
                 if self._stop.is_set():
@@ -151,6 +154,7 @@ class QCReevaluator:
             chosen = dict(list(self._pending.items())[: self.max_streams])
             for sid in chosen:
                 del self._pending[sid]
+            started = time.monotonic()
             try:
                 self.updated += self._reevaluate(chosen)
             except psycopg.Error as exc:  # the database is away: try again later
@@ -163,6 +167,9 @@ class QCReevaluator:
                 time.sleep(1.0)
             except Exception:
                 log.exception("qc re-evaluation failed for streams %s", sorted(chosen)[:10])
+            # Re-evaluation must not starve ingest: it takes at most about a tenth
+            # of the time; under load the spans it waits for merge into fewer reads.
+            pause = max(self.interval_s, self.busy_factor * (time.monotonic() - started))
 
     def _absorb(self, timeout: float) -> None:
         try:
@@ -170,6 +177,9 @@ class QCReevaluator:
         except queue.Empty:
             return
         while True:
+            if spans is None:  # stop, after what is pending
+                self._stop.set()
+                return
             for sid, span in spans.items():
                 self._merge(sid, span)
             try:
@@ -256,8 +266,47 @@ class QCReevaluator:
         return len(changes)
 
 
-def attach(consumer, dsn: str) -> QCReevaluator:
-    """Start a re-evaluator and hook it onto ``consumer`` (stop it after the consumer)."""
-    reevaluator = QCReevaluator(dsn).start()
+def _process_main(dsn: str, spans: multiprocessing.Queue) -> None:
+    from .logs import setup_logging
+
+    setup_logging()
+    reevaluator = QCReevaluator(dsn)
+    reevaluator._queue = spans  # fed by the consumer process; None means stop
+    reevaluator._run()
+
+
+class QCProcess:
+    """A re-evaluator in a process of its own, fed with the spans of committed batches.
+
+    In a thread of the consumer it would halve ingest throughput: its Python
+    work holds the GIL that the MQTT and writer threads wait for.
+    """
+
+    def __init__(self, dsn: str):
+        ctx = multiprocessing.get_context("spawn")
+        self._spans: multiprocessing.Queue = ctx.Queue(maxsize=10_000)
+        self._proc = ctx.Process(target=_process_main, args=(dsn, self._spans), name="swc-qc")
+
+    def start(self) -> QCProcess:
+        self._proc.start()
+        return self
+
+    def hook(self, batch) -> None:
+        try:
+            self._spans.put_nowait(batch.streams)
+        except queue.Full:  # far behind: these spans are re-checked with later ones' windows
+            log.warning("qc re-evaluation is behind; a batch's spans were dropped")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._spans.put(None)
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            self._proc.terminate()
+            self._proc.join()
+
+
+def attach(consumer, dsn: str) -> QCProcess:
+    """Start a re-evaluation process and hook it onto ``consumer`` (stop it afterwards)."""
+    reevaluator = QCProcess(dsn).start()
     consumer.after_commit.append(reevaluator.hook)
     return reevaluator

@@ -105,3 +105,47 @@ def test_late_data_re_flags_its_neighbours(db, broker, settings_for, start_consu
     assert flags[3] == 4  # the late spike itself
     assert flags[2] == 4 and flags[4] == 4  # |1 - (1 + 5) / 2| = 2 m > 1 m: neighbours fail too
     assert flags[0] == 1 and flags[6] == 1
+
+
+def test_swc_ingest_re_evaluates_in_its_own_process(db, broker, topic_root, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {
+        **os.environ,
+        "SWC_DATABASE_URL": db,
+        "SWC_MQTT_URL": broker.url,
+        "SWC_TOPIC_ROOT": topic_root,
+        "SWC_CLIENT_ID": "qc-proc",
+        "SWC_METRICS_PORT": "0",
+        "SWC_ALERTS": "false",
+    }
+    log = tmp_path / "ingest.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "swc_cli", "ingest"],
+        env=env,
+        cwd=Path(__file__).parents[2],
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for(lambda: "mqtt connected" in log.read_text(), timeout=30)
+        import time
+
+        time.sleep(0.5)
+        points = [(m, 2.0) for m in range(10)]
+        points[4] = (4, 3.6)
+        with Publisher(broker.url) as pub:
+            pub.publish_all([(f"{topic_root}/d1/telemetry", _message("d1", 1, points))])
+        wait_for(lambda: scalar(db, "SELECT count(*) FROM readings") == 10)
+        wait_for(
+            lambda: _flags(db)[4][0] == 4, timeout=30, what="the spike flagged by the QC process"
+        )
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
