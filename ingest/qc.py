@@ -5,8 +5,10 @@ Two stages, so that the writer stays fast and the flags end up right:
 1. **When written**, each reading gets the worst of the flag its logger sent
    and the gross-range test of its channel (``provisional_flags``; no
    neighbours needed, vectorised over the batch).
-2. **Re-evaluated with its neighbourhood** (``QCReevaluator``, on the
-   consumer's after-commit hook, in its own thread): for every stream a
+2. **Re-evaluated with its neighbourhood** (``QCReevaluator``, fed by the
+   consumer's after-commit hook, in a process of its own, ``QCProcess``,
+   paced to about a tenth of the time so that ingest keeps its throughput;
+   under heavy load the spans merge and flags follow with a delay): for every stream a
    batch touched, the readings around the batch's span are read back with
    enough history for every test (spike, rate of change, flat line), all
    tests are run, and only flags that changed are updated. Late data is
