@@ -14,9 +14,11 @@ from .events import Broadcaster
 from .routes import (
     alerts,
     devices,
+    exports,
     health,
     keys,
     readings,
+    research,
     rules,
     sites,
     surveys,
@@ -57,6 +59,8 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     errors.install(app)
-    for module in (health, sites, rules, alerts, devices, keys, webhooks, readings, surveys):
+    for module in (health, sites, rules, alerts, devices, keys, webhooks):
+        app.include_router(module.router)
+    for module in (readings, exports, research, surveys):  # researchers' data
         app.include_router(module.router)
     return app
