@@ -32,6 +32,11 @@ sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Roles: `viewer`
 reads; `engineer` also acknowledges and resolves alerts and edits rule
 thresholds; `admin` also manages sites, devices, keys and webhooks. Errors are
 JSON objects with a `message`. See docs/api.md.
+
+Researchers' data (docs/research.md): `/readings` (time series, raw or bucketed,
+cursor-paged), `/exports` (CSV, Parquet, NetCDF), `/research` (derived products)
+and `/surveys` (field surveys, attachments, sheet import; role `surveyor`, also
+engineer and admin, writes them).
 """
 
 
