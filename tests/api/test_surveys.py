@@ -292,3 +292,17 @@ def test_survey_time_is_kept_with_its_zone(api, sites, keys):
     r = api.post("/surveys", json=inspection(), headers=keys["surveyor"])
     t = datetime.fromisoformat(r.json()["surveyed_at"].replace("Z", "+00:00"))
     assert t == datetime(2027, 5, 2, 0, 30, tzinfo=UTC)
+
+
+def test_the_surveyor_role_is_outside_the_rank_chain(db):
+    from ingest.store.keys import ROLES, create_key
+
+    assert "surveyor" in ROLES
+    with psycopg.connect(db) as conn:
+        made = {role: create_key(conn, role)[0] for role in ROLES}
+    assert [r for r, k in made.items() if k.may("write_surveys")] == [
+        "surveyor", "engineer", "admin"]  # fmt: skip
+    assert made["surveyor"].allows("viewer") and not made["surveyor"].allows("engineer")
+    assert made["engineer"].allows("engineer") and made["admin"].allows("admin")
+    with pytest.raises(ValueError, match="may"):
+        made["viewer"].allows("surveyor")
