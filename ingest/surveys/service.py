@@ -161,7 +161,7 @@ def get_detail(conn: psycopg.Connection, survey_id: int) -> SurveyDetail:
     if row["kind"] == "sediment_survey":
         try:
             detail.deposit = deposit_comparison(conn, row)
-        except ResearchError as exc:
+        except ValueError as exc:  # ResearchError, or a curve the methods cannot use
             detail.deposit_error = str(exc)
     return detail
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import io
+import time
 from datetime import UTC, datetime, timedelta
 
 import psycopg
@@ -101,6 +102,12 @@ def test_a_large_csv_is_sent_in_chunks(api, db, data):
 
 def test_roles_validation_and_the_limit_of_exports_at_once(db, data):
     keys = role_keys(db)
+    with psycopg.connect(db) as conn:  # more than the pipe holds: the export waits for us
+        conn.execute(
+            "INSERT INTO readings (time, stream_id, value, quality, received_at) "
+            "SELECT %s + g * interval '1 s', %s, g, 1, now() FROM generate_series(1, 60000) g",
+            (T0 + timedelta(days=3), data["stage"]),
+        )
     settings = Settings(_env_file=None, database_url=db, export_max_concurrent=1)
     with TestClient(create_app(settings)) as api:
         assert api.get("/exports/readings.csv").status_code == 401
@@ -118,4 +125,13 @@ def test_roles_validation_and_the_limit_of_exports_at_once(db, data):
             assert r.status_code == 429 and "exports are running" in r.json()["message"]
             first.read()
         r = api.get("/exports/readings.csv", params=RANGE, headers=keys["viewer"])
+        assert r.status_code == 200
+        # a client that goes away after the first chunk frees its slot
+        with api.stream("GET", "/exports/readings.csv", headers=keys["viewer"]) as first:
+            next(first.iter_raw())
+        for _ in range(50):
+            r = api.get("/exports/readings.csv", params=RANGE, headers=keys["viewer"])
+            if r.status_code != 429:
+                break
+            time.sleep(0.1)
         assert r.status_code == 200

@@ -29,6 +29,7 @@ router = APIRouter(prefix="/exports", tags=["exports"])
 
 CHUNK = 256 << 10  # bytes per chunk sent
 QUEUE_CHUNKS = 8  # chunks written ahead of the client at most
+STALL_S = 300.0  # an export whose client reads nothing for this long is abandoned
 _DONE = object()
 _NETCDF_LOCK = threading.Lock()  # HDF5 is not thread-safe: one NetCDF file at a time
 _SLOTS_LOCK = threading.Lock()
@@ -103,14 +104,17 @@ class _Pipe(io.RawIOBase):
         return self._pos
 
     def _send(self, item) -> None:
+        waited = 0.0
         while True:
             if self._cancelled.is_set():
                 raise BrokenPipeError("the client went away")
+            if waited >= STALL_S:
+                raise BrokenPipeError(f"the client read nothing for {STALL_S:.0f} s")
             try:
                 self._q.put(item, timeout=0.5)
                 return
             except queue.Full:
-                continue
+                waited += 0.5
 
     def finish(self) -> None:
         if self._buf:
@@ -129,7 +133,8 @@ def _stream(
     filename: str,
 ) -> StreamingResponse:
     """Run ``write`` in a thread on its own connection (not the pool's: an export can
-    take minutes) and send what it writes as it comes."""
+    take minutes) and send what it writes as it comes. The export's slot is freed
+    when the thread ends: done, failed, or abandoned by its client."""
     slots = _slot(request)
     dsn = request.app.state.settings.database_url
     q: queue.Queue = queue.Queue(maxsize=QUEUE_CHUNKS)
@@ -149,6 +154,8 @@ def _stream(
             log.exception("export failed file=%s", filename)
             with contextlib.suppress(BrokenPipeError):
                 pipe._send(exc)
+        finally:
+            slots.release()
 
     worker = threading.Thread(target=produce, name=f"export {filename}", daemon=True)
     worker.start()
@@ -163,8 +170,7 @@ def _stream(
                     raise RuntimeError(f"export {filename} failed: {item}") from item
                 yield item
         finally:
-            cancelled.set()
-            slots.release()
+            cancelled.set()  # stops the thread at its next write
 
     return StreamingResponse(
         body(),
