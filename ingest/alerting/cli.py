@@ -9,6 +9,8 @@ from typing import Any
 import click
 import psycopg
 
+from ..store.keys import ROLES
+
 
 def _db(flags: dict[str, Any]):
     from ..cli import _require_db, load_settings
@@ -31,13 +33,11 @@ def _with_db(f):
 
 @click.group("keys")
 def keys() -> None:
-    """API keys of the HTTP API (roles: viewer, engineer, admin)."""
+    """API keys of the HTTP API (roles: viewer, surveyor, engineer, admin)."""
 
 
 @keys.command("create")
-@click.option(
-    "--role", type=click.Choice(["viewer", "engineer", "admin"]), required=True, help="role"
-)
+@click.option("--role", type=click.Choice(list(ROLES)), required=True, help="role")
 @click.option("--name", default="", help="who or what holds the key")
 @_with_db
 def keys_create(role: str, name: str, **flags: Any) -> None:

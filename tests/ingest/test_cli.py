@@ -93,3 +93,10 @@ def test_unreachable_database_is_a_clear_error():
     )
     assert result.exit_code == 1
     assert "cannot connect to the database" in result.output
+
+
+@pytest.mark.parametrize("role", ["viewer", "surveyor", "engineer", "admin"])
+def test_keys_create_accepts_every_role(db, role):
+    result = CliRunner().invoke(main, ["keys", "create", "--role", role, "--database-url", db])
+    assert result.exit_code == 0, result.output
+    assert f"role={role}" in result.output

@@ -15,7 +15,7 @@ from ..errors import errors
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
-Role = Literal["viewer", "engineer", "admin"]
+Role = Literal["viewer", "surveyor", "engineer", "admin"]  # = ingest.store.keys.ROLES
 
 
 class KeyOut(BaseModel):
