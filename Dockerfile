@@ -7,7 +7,8 @@ COPY analytics analytics
 COPY firmware_sim firmware_sim
 COPY gateway gateway
 COPY ingest ingest
-RUN pip install --no-cache-dir . && useradd --system --uid 1000 swc
+RUN pip install --no-cache-dir . && useradd --system --uid 1000 swc \
+    && mkdir /data && chown swc /data
 USER swc
 ENTRYPOINT []
 CMD ["swc", "--help"]
