@@ -30,7 +30,7 @@ from protocol.messages import ProtocolError, decode_telemetry
 from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetry_filter
 
 from .metrics import IngestMetrics
-from .qc import provisional_flags
+from .qc import merge_spans, provisional_flags
 from .settings import Settings
 from .store.readings import DeadLetterRow, ReadingRow, ReadingWriter
 from .store.registry import Rejected, StreamResolver
@@ -71,6 +71,10 @@ class CommittedBatch:
     committed_at: datetime
 
 
+def _dead_letter(item: Incoming, code: str, message: str) -> DeadLetterRow:
+    return (item.topic, item.payload, code, message[:_MAX_ERROR_CHARS], item.received_at)
+
+
 class DrainAbandoned(RuntimeError):
     """Shutdown gave up waiting for the database; unacknowledged messages stay at the broker."""
 
@@ -90,7 +94,6 @@ class Consumer:
         self._stop = threading.Event()
         self._generation = 0
         self._conn: psycopg.Connection | None = None
-        self._last_commit: CommittedBatch | None = None
         self._client = self._make_client()
         # Called in the writer thread after each committed batch has been
         # acknowledged. Keep them quick (hand work to your own thread); an
@@ -277,15 +280,10 @@ class Consumer:
             telemetry = decode_telemetry(item.payload)
         except (ProtocolError, TopicError) as exc:
             code = getattr(exc, "code", "bad_topic")
-            self._dead(batch, item, code, getattr(exc, "message", str(exc)))
+            batch.dead.append(_dead_letter(item, code, getattr(exc, "message", str(exc))))
             return
         batch.decoded.append((item, topic, telemetry))
         batch.readings += len(telemetry.rows)
-
-    def _dead(self, batch: _Batch, item: Incoming, code: str, message: str) -> None:
-        batch.dead.append(
-            (item.topic, item.payload, code, message[:_MAX_ERROR_CHARS], item.received_at)
-        )
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -298,7 +296,7 @@ class Consumer:
         delay = _BACKOFF_START_S
         while True:
             try:
-                self._write(batch)
+                committed = self._write(batch)
                 break
             except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
                 self.metrics.db_errors.inc()
@@ -318,14 +316,15 @@ class Consumer:
                 time.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
         self._acknowledge(batch)
-        if self.after_commit and self._last_commit is not None:
+        if committed is not None:
             for hook in self.after_commit:
                 try:
-                    hook(self._last_commit)
+                    hook(committed)
                 except Exception:
                     log.exception("after-commit hook %r failed", hook)
 
-    def _write(self, batch: _Batch) -> None:
+    def _write(self, batch: _Batch) -> CommittedBatch | None:
+        """Write and commit one batch; return what it touched when hooks want to know."""
         conn = self._connection()
         dead = list(batch.dead)
         rows: list[ReadingRow] = []
@@ -335,7 +334,7 @@ class Consumer:
             try:
                 self.resolver.check_owner(conn, topic.client_id, tel.device)
             except Rejected as exc:
-                dead.append((item.topic, item.payload, exc.code, exc.message, item.received_at))
+                dead.append(_dead_letter(item, exc.code, exc.message))
                 continue
             accepted.append((item, tel))
         channels = [{ch for _, ch, _, _ in tel.rows} for _, tel in accepted]
@@ -384,9 +383,8 @@ class Consumer:
             )
         except psycopg.DataError as exc:  # a value the database refuses: isolate the message
             log.error("batch refused by the database, writing message by message: %s", exc)
-            self._write_one_by_one(conn, batch)
-            return
-        self._last_commit = None
+            return self._write_one_by_one(conn, batch)
+        committed = None
         if self.after_commit and rows:
             spans: dict[int, tuple[datetime, datetime]] = {}
             for t, sid, *_ in rows:
@@ -395,9 +393,7 @@ class Consumer:
                     spans[sid] = (t, t)
                 elif t < span[0] or t > span[1]:
                     spans[sid] = (min(t, span[0]), max(t, span[1]))
-            self._last_commit = CommittedBatch(
-                spans, frozenset(devices_seen), len(rows), datetime.now(UTC)
-            )
+            committed = CommittedBatch(spans, frozenset(devices_seen), len(rows), datetime.now(UTC))
         m = self.metrics
         m.readings_received.inc(len(rows) + within_batch_dupes)
         m.readings_written.inc(result.written)
@@ -415,28 +411,28 @@ class Consumer:
             len(dead),
             (time.monotonic() - t0) * 1000,
         )
+        return committed
 
-    def _write_one_by_one(self, conn: psycopg.Connection, batch: _Batch) -> None:
+    def _write_one_by_one(self, conn: psycopg.Connection, batch: _Batch) -> CommittedBatch | None:
+        spans: dict[int, tuple[datetime, datetime]] = {}
+        devices: set[str] = set()
+        readings = 0
         for item in batch.messages:
             single = _Batch()
             self._add(single, item)
             try:
-                self._write(single)
+                committed = self._write(single)
             except psycopg.DataError as exc:
-                self.writer.write(
-                    conn,
-                    [],
-                    [
-                        (
-                            item.topic,
-                            item.payload,
-                            "store_error",
-                            str(exc)[:_MAX_ERROR_CHARS],
-                            item.received_at,
-                        )
-                    ],
-                )
+                self.writer.write(conn, [], [_dead_letter(item, "store_error", str(exc))])
                 self.metrics.dead_letters.labels(code="store_error").inc()
+                continue
+            if committed is not None:  # the hooks hear of every message that was stored
+                merge_spans(spans, committed.streams)
+                devices |= committed.devices
+                readings += committed.readings
+        if not spans:
+            return None
+        return CommittedBatch(spans, frozenset(devices), readings, datetime.now(UTC))
 
     def _acknowledge(self, batch: _Batch) -> None:
         generation = self._generation

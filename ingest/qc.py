@@ -77,6 +77,15 @@ CHANNEL_QC: dict[str, dict[str, Any]] = {
 }
 
 
+def merge_spans(
+    into: dict[int, tuple[datetime, datetime]], spans: dict[int, tuple[datetime, datetime]]
+) -> None:
+    """Widen ``into``'s (earliest, latest) time span per stream to cover ``spans``."""
+    for sid, (lo, hi) in spans.items():
+        old = into.get(sid)
+        into[sid] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+
+
 def lookback_s(config: dict[str, Any]) -> float:
     """History a reading's flag depends on (flat line), plus one neighbour's worth."""
     return float(config.get("flat_fail_s", 0.0)) if "flat_tolerance" in config else 0.0
@@ -161,8 +170,7 @@ class QCReevaluator:
                 self.updated += self._reevaluate(chosen)
             except psycopg.Error as exc:  # the database is away: try again later
                 log.warning("qc re-evaluation failed, will retry: %s", str(exc).strip()[:200])
-                for sid, span in chosen.items():
-                    self._merge(sid, span)
+                merge_spans(self._pending, chosen)
                 if self._conn is not None:
                     self._conn.close()
                     self._conn = None
@@ -182,16 +190,11 @@ class QCReevaluator:
             if spans is None:  # stop, after what is pending
                 self._stop.set()
                 return
-            for sid, span in spans.items():
-                self._merge(sid, span)
+            merge_spans(self._pending, spans)
             try:
                 spans = self._queue.get_nowait()
             except queue.Empty:
                 return
-
-    def _merge(self, sid: int, span: tuple[datetime, datetime]) -> None:
-        old = self._pending.get(sid)
-        self._pending[sid] = span if old is None else (min(old[0], span[0]), max(old[1], span[1]))
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed:
