@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -108,46 +107,17 @@ def do_migrate(settings: Settings, dsn: str) -> str:
 
 
 def run_consumer(settings: Settings, dsn: str) -> None:
-    """Run one consumer in the foreground until SIGTERM or SIGINT, then drain."""
-    from .consumer import Consumer, DrainAbandoned
+    """Run the consumer (or ``settings.workers`` of them) until SIGTERM or SIGINT, then drain."""
+    from .workers import run_one, run_workers
 
     if not settings.mqtt_url:
         raise click.UsageError("no broker: set SWC_MQTT_URL or --mqtt-url")
     if settings.workers > 1:
-        from .workers import run_workers
-
         try:
             sys.exit(run_workers(settings, dsn))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from None
-    consumer = Consumer(settings, dsn)
-    if settings.metrics_port:
-        consumer.metrics.serve(settings.metrics_port, settings.metrics_host)
-        log.info("metrics http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
-
-    def on_signal(signum, frame):
-        log.info("signal %s: draining", signal.Signals(signum).name)
-        consumer.stop()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
-    alerting = None
-    if settings.alerts:  # the alert engine on the consumer's after-commit hook
-        from .alerting import attach
-
-        alerting = attach(consumer, settings, dsn)
-    from . import qc
-
-    reevaluator = qc.attach(consumer, dsn)  # QC flags re-evaluated with their neighbours
-    try:
-        consumer.run()
-    except DrainAbandoned as exc:
-        log.error("%s", exc)
-        sys.exit(1)
-    finally:
-        reevaluator.stop()
-        if alerting is not None:
-            alerting.stop()
+    run_one(settings, dsn)
 
 
 def register(group: click.Group) -> None:

@@ -32,25 +32,25 @@ def worker_settings(settings: Settings, index: int) -> Settings:
     )
 
 
-def _worker_main(settings_data: dict[str, Any], dsn: str) -> None:
+def run_one(settings: Settings, dsn: str) -> None:
+    """One consumer in this process, with its QC re-evaluation and alert engine, until
+    SIGTERM or SIGINT; then it drains. Exits 1 if the drain had to give up."""
+    from . import qc
     from .consumer import Consumer, DrainAbandoned
-    from .logs import setup_logging
 
-    settings = Settings.model_validate(settings_data)
-    setup_logging(settings.log_level, settings.log_format)
     consumer = Consumer(settings, dsn)
     if settings.metrics_port:
         consumer.metrics.serve(settings.metrics_port, settings.metrics_host)
+        log.info("metrics http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
     def on_signal(signum, frame):
+        log.info("signal %s: draining", signal.Signals(signum).name)
         consumer.stop()
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    from . import qc
-
-    extras = [qc.attach(consumer, dsn)]
-    if settings.alerts:
+    extras = [qc.attach(consumer, dsn)]  # QC flags re-evaluated with their neighbours
+    if settings.alerts:  # the alert engine on the consumer's after-commit hook
         from .alerting import attach
 
         extras.append(attach(consumer, settings, dsn))
@@ -62,6 +62,14 @@ def _worker_main(settings_data: dict[str, Any], dsn: str) -> None:
     finally:
         for extra in extras:
             extra.stop()
+
+
+def _worker_main(settings_data: dict[str, Any], dsn: str) -> None:
+    from .logs import setup_logging
+
+    settings = Settings.model_validate(settings_data)
+    setup_logging(settings.log_level, settings.log_format)
+    run_one(settings, dsn)
 
 
 def run_workers(settings: Settings, dsn: str) -> int:

@@ -193,3 +193,37 @@ def test_sigterm_drains_and_commits_before_exit(db, broker, topic_root, tmp_path
     finally:
         if consumer.poll() is None:
             consumer.kill()
+
+
+def test_two_worker_processes_store_everything_and_drain(db, broker, topic_root, tmp_path):
+    env = {
+        **os.environ,
+        "SWC_DATABASE_URL": db,
+        "SWC_MQTT_URL": broker.url,
+        "SWC_TOPIC_ROOT": topic_root,
+        "SWC_CLIENT_ID": "wk",
+        "SWC_WORKERS": "2",
+        "SWC_METRICS_PORT": "0",
+    }
+    log = tmp_path / "ingest.log"
+    consumer = _spawn(env, log)
+    try:
+        wait_for(
+            lambda: all(f"mqtt connected client_id=wk-{i} " in log.read_text() for i in (1, 2)),
+            timeout=30,
+            what="both workers connected",
+        )
+        time.sleep(0.5)  # SUBACK
+        with Publisher(broker.url) as pub:
+            pub.publish_all(
+                (f"{topic_root}/w{i}/telemetry", json.dumps(row_message(f"w{i}", i)).encode())
+                for i in range(40)
+            )
+        wait_for(lambda: scalar(db, "SELECT count(*) FROM readings") == 40, what="40 readings")
+        text = log.read_text()
+        assert "client_id=wk-1" in text and "client_id=wk-2" in text
+        consumer.send_signal(signal.SIGTERM)
+        assert consumer.wait(60) == 0
+    finally:
+        if consumer.poll() is None:
+            consumer.kill()
