@@ -38,7 +38,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bench._common import REPO, percentile, result_line, scratch_database
 from ingest.broker import MosquittoProcess
 from ingest.store.migrate import migrate
-from ingest.store.readings import ReadingWriter
 
 T0 = datetime(2026, 7, 1, tzinfo=UTC)
 PER_MESSAGE = 60
@@ -134,7 +133,6 @@ def baseline_copy(dsn: str, n_readings: int, devices: int) -> float:
                 copy.write_row(row)
         elapsed = time.perf_counter() - t
         conn.execute("TRUNCATE readings")
-    _ = ReadingWriter  # the consumer's writer uses the same COPY path
     return len(rows) / elapsed
 
 
@@ -187,8 +185,6 @@ def latency_run(
     """Publish at a fixed rate; latency = first poll that sees the message's last reading - publish time."""
     msgs = make_messages(int(rate_readings_s * seconds), devices, t0)
     interval = PER_MESSAGE / rate_readings_s
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        sids = dict(conn.execute("SELECT device_id, id FROM streams").fetchall())
     published: dict[tuple[str, datetime], float] = {}
     latencies: list[float] = []
     done = threading.Event()
@@ -231,7 +227,6 @@ def latency_run(
         client.publish(topic, payload, qos=1)
     done.set()
     poller.join(120)
-    _ = sids
     return latencies
 
 
