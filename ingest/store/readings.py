@@ -95,7 +95,7 @@ class ReadingWriter:
             "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
         )
         _copy_rows(conn, "readings_staging", rows)
-        columns = _COLUMNS_6 if len(rows[0]) == 6 else _COLUMNS
+        columns, _ = _layout(rows)
         cur = conn.execute(
             f"INSERT INTO readings ({columns}) SELECT {columns} FROM readings_staging "
             "ON CONFLICT (stream_id, time) DO NOTHING"
@@ -103,8 +103,13 @@ class ReadingWriter:
         return cur.rowcount
 
 
+def _layout(rows: Sequence[ReadingRow]) -> tuple[str, list[str]]:
+    """Columns and COPY types of a batch: rows of six carry logger_quality."""
+    return (_COLUMNS_6, _TYPES_6) if len(rows[0]) == 6 else (_COLUMNS, _TYPES)
+
+
 def _copy_rows(conn: psycopg.Connection, table: str, rows: Sequence[ReadingRow]) -> None:
-    columns, types = (_COLUMNS_6, _TYPES_6) if len(rows[0]) == 6 else (_COLUMNS, _TYPES)
+    columns, types = _layout(rows)
     with conn.cursor().copy(f"COPY {table} ({columns}) FROM STDIN (FORMAT BINARY)") as copy:
         copy.set_types(types)
         for row in rows:
