@@ -219,9 +219,20 @@ def sites_load(file: Path, **flags: Any) -> None:
         spec = read_registry_file(file)
     except RegistryFileError as exc:
         raise click.ClickException(str(exc)) from None
+    from .alerting.coverage import uncovered
+
     with psycopg.connect(_require_db(settings)) as conn:
         counts = load_registry(conn, spec)
+        missing = uncovered(conn, [s.id for s in spec.sites])
     click.echo(", ".join(f"{n} {k}" for k, n in counts.items()))
+    for c in missing:
+        click.echo(f"warning: site {c.site_id} ({c.kind}) has no flood rule: {c.reason}", err=True)
+    if missing:
+        click.echo(
+            f"warning: {len(missing)} site(s) can raise no flood warning; add the design values "
+            "named above (docs/api.md, 'Rules')",
+            err=True,
+        )
 
 
 @click.group("protocol")

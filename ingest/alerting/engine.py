@@ -23,6 +23,7 @@ rule with no new data; a batch from a device clears it at once.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import queue
 import threading
@@ -39,6 +40,7 @@ from analytics.alerts import AlertEvent, AlertTracker, threshold_levels, track_a
 
 from ..settings import Settings
 from ..store import alerts as store
+from .context import SiteContext
 from .rules import RULES, Context, Rule, RuleConfig, effective_config
 
 log = logging.getLogger(__name__)
@@ -74,6 +76,7 @@ class AlertEngine:
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self._conns: list[psycopg.Connection] = []
+        self._site_context = SiteContext()
 
     # --- the consumer's hook -------------------------------------------------------
     def hook(self, batch) -> None:
@@ -239,12 +242,19 @@ class AlertEngine:
                     if rule.scope == "site" and primary.get(ch) != sid:
                         continue
                     tasks.append((rule.name, subject_of(rule, dev, ch), sid))
+            extras: dict | None = None
             for name, subject, sid in sorted(tasks):  # one lock order for every consumer
                 rule = RULES[name]
                 cfg = self._config(rule, ctx, overrides)
                 if cfg is None:
                     continue
-                n += self._evaluate_rule(conn, site_id, rule, subject, sid, cfg, ctx, spans, now)
+                rctx = ctx
+                if rule.context:
+                    if extras is None:  # other sites' data, read once per site evaluation
+                        until = spans[sid][1].timestamp()
+                        extras = self._site_context.extras(conn, site_id, until)
+                    rctx = dataclasses.replace(ctx, extras=extras)
+                n += self._evaluate_rule(conn, site_id, rule, subject, sid, cfg, rctx, spans, now)
         return n
 
     def _evaluate_rule(
@@ -268,7 +278,9 @@ class AlertEngine:
         t, v, q = self._window(conn, sid, start - lookback)
         if t.size == 0:
             return 0
-        raw, hold, value = rule.evaluate(t, v, q, cfg, ctx)
+        first_new = earliest if last is None else float(np.nextafter(last, np.inf))
+        ectx = dataclasses.replace(ctx, from_s=max(first_new, start), details={})
+        raw, hold, value = rule.evaluate(t, v, q, cfg, ectx)
         new = t >= earliest if last is None else t > last
         if last is None:
             new &= t >= start
@@ -281,6 +293,8 @@ class AlertEngine:
             )
             if alert_id is not None and tracker.level > 0 and t[-1] >= now - self._late_s:
                 n += self._go_live(conn, alert_id, tracker.level, t[-1], value[-1])
+            if alert_id is not None and ectx.details:
+                store.set_forecast(conn, alert_id, ectx.details[max(ectx.details)])
         if last is not None and earliest <= last:
             n += self._record_late(conn, site_id, rule, subject, sid, cfg, ctx, earliest, last)
         store.save_rule_state(conn, site_id, rule.name, subject, tracker.to_dict(), alert_id)

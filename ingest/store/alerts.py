@@ -15,7 +15,8 @@ CHANNEL = "swc_alerts"  # LISTEN/NOTIFY channel carrying every announced alert e
 ALERT_COLS = (
     "a.id, a.site_id, a.rule, a.subject, a.state, a.level, a.peak_level, a.opened_at, "
     "a.last_data_at, a.late, a.value, a.acknowledged_at, a.acknowledged_by, a.ack_note, "
-    "a.resolved_at, a.resolved_by, a.resolve_reason, a.resolve_note, a.created_at, a.updated_at"
+    "a.resolved_at, a.resolved_by, a.resolve_reason, a.resolve_note, a.created_at, a.updated_at, "
+    "a.forecast"
 )
 EVENT_COLS = (
     "e.id, e.alert_id, e.kind, e.level, e.previous_level, e.data_time, e.late, e.value, "
@@ -93,7 +94,7 @@ def event_payload(conn: psycopg.Connection, event_id: int) -> dict:
         conn,
         "SELECT e.id AS event_id, e.kind, e.level, e.previous_level, e.data_time, e.late, "
         "e.value, e.key_id, e.note, e.created_at, a.id AS alert_id, a.site_id, a.rule, "
-        "a.subject, a.state, a.peak_level, a.opened_at "
+        "a.subject, a.state, a.peak_level, a.opened_at, a.forecast "
         "FROM alert_events e JOIN alerts a ON a.id = e.alert_id WHERE e.id = %s",
         (event_id,),
     )[0]
@@ -117,6 +118,11 @@ def announce(conn: psycopg.Connection, event_id: int) -> dict:
         (event_id, payload["site_id"], payload["level"], payload["previous_level"]),
     )
     return payload
+
+
+def set_forecast(conn: psycopg.Connection, alert_id: int, forecast: dict) -> None:
+    """Record the latest pond forecast behind an alert (see ingest.alerting.rules)."""
+    conn.execute("UPDATE alerts SET forecast = %s WHERE id = %s", (Jsonb(forecast), alert_id))
 
 
 def insert_event(

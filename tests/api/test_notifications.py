@@ -34,7 +34,7 @@ from tests.api.support import (
 )
 from tests.support.waiting import wait_for
 
-DAM = {"spillway_crest_m": 5.0}
+DAM = {"dam_crest_m": 5.0, "design_freeboard_m": 0.3}
 
 
 def _dam(db):

@@ -23,7 +23,7 @@ def start_alerting(start_consumer):
 
 
 CREST = 5.0
-DAM = {"spillway_crest_m": CREST, "dam_crest_m": 7.0}
+DAM = {"spillway_crest_m": CREST - 1.0, "dam_crest_m": CREST}
 
 
 def _stage_alerts(db, site="dam-1"):

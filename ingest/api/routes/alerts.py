@@ -29,6 +29,26 @@ Note = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alert id")]
 
 
+class ForecastOut(BaseModel):
+    """The pond forecast of the ``overtopping`` rule (docs/science.md, "Pond forecast")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    time_to_crest_s: float | None = Field(
+        default=None, description="expected time from made_at to the dam crest [s]; null: not"
+    )
+    time_to_crest_low_s: float | None = Field(
+        default=None, description="early end of the band (inflow at +e) [s]"
+    )
+    time_to_crest_high_s: float | None = Field(
+        default=None, description="late end of the band (inflow at -e) [s]; null: not reached"
+    )
+    crest_at: float | None = Field(default=None, description="expected crest time [epoch s]")
+    peak_stage_m: float | None = Field(default=None, description="expected peak stage [m]")
+    crest_m: float | None = Field(default=None, description="the dam crest [m]")
+    made_at: float | None = Field(default=None, description="data time of the forecast [epoch s]")
+
+
 class AlertOut(BaseModel):
     id: int
     site_id: str
@@ -54,6 +74,9 @@ class AlertOut(BaseModel):
     resolve_note: str | None
     created_at: datetime
     updated_at: datetime
+    forecast: ForecastOut | None = Field(
+        default=None, description="the pond forecast behind an overtopping alert, as last evaluated"
+    )
 
 
 class AlertEventOut(BaseModel):

@@ -7,8 +7,9 @@ from typing import Literal
 
 import psycopg
 from fastapi import APIRouter, Request, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
+from ...alerting.coverage import uncovered
 from ...broker import port_open
 from ..deps import SettingsDep
 
@@ -26,12 +27,22 @@ class IngestHealth(BaseModel):
     dead_letters_last_hour: int
 
 
+class FloodRuleWarning(BaseModel):
+    site_id: str
+    kind: str
+    reason: str
+
+
 class HealthOut(BaseModel):
     status: Literal["ok", "degraded"]
     database: ComponentHealth
     broker: ComponentHealth
     ingest: IngestHealth | None
     storage_mode: str | None
+    sites_without_flood_rule: list[FloodRuleWarning] = Field(
+        default_factory=list,
+        description="sites that can raise no flood warning, with the reason (design values missing)",
+    )
 
 
 @router.get(
@@ -39,6 +50,7 @@ class HealthOut(BaseModel):
 )
 def health(request: Request, response: Response, settings: SettingsDep) -> HealthOut:
     db, ingest, mode = ComponentHealth(status="ok"), None, None
+    flood: list[FloodRuleWarning] = []
     try:
         with request.app.state.pool.connection(timeout=3) as conn:
             mode = conn.execute("SELECT value FROM swc_meta WHERE key = 'storage_mode'").fetchone()
@@ -53,6 +65,10 @@ def health(request: Request, response: Response, settings: SettingsDep) -> Healt
                 lag_s=float(lag) if lag is not None else None,
                 dead_letters_last_hour=dead,
             )
+            flood = [
+                FloodRuleWarning(site_id=c.site_id, kind=c.kind, reason=c.reason or "")
+                for c in uncovered(conn)
+            ]
     except (psycopg.Error, TimeoutError) as exc:
         db = ComponentHealth(status="down", detail=str(exc).strip().splitlines()[0][:200])
     if settings.mqtt_url:
@@ -72,4 +88,5 @@ def health(request: Request, response: Response, settings: SettingsDep) -> Healt
         broker=broker,
         ingest=ingest,
         storage_mode=mode,
+        sites_without_flood_rule=flood,
     )

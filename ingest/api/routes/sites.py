@@ -10,6 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
+from ...alerting.coverage import site_coverage
 from ...store.alerts import record_write
 from ..deps import AdminKey, ConnDep, CurrentKey
 from ..errors import errors
@@ -37,6 +38,12 @@ class SiteOut(BaseModel):
     active_alerts: int
     alert_level: int = Field(description="highest level of the site's active alerts, 0..4")
     last_seen: datetime | None = Field(description="last message from any of its devices")
+    flood_rules: list[str] = Field(
+        default_factory=list, description="the flood rules that can raise its warning"
+    )
+    flood_warning: str | None = Field(
+        default=None, description="why no flood rule applies (null: covered, or none needed)"
+    )
 
 
 class SiteCreate(BaseModel):
@@ -98,7 +105,13 @@ FROM sites s
 def _sites(conn, where: str = "", params: tuple = ()) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_SITE_SQL + where + " ORDER BY s.id", params)
-        return cur.fetchall()
+        rows = cur.fetchall()
+    cover = {c.site_id: c for c in site_coverage(conn, [r["id"] for r in rows])}
+    for r in rows:
+        c = cover.get(r["id"])
+        if c is not None:
+            r["flood_rules"], r["flood_warning"] = c.flood_rules, c.reason
+    return rows
 
 
 def _one(conn, site_id: str) -> dict:
