@@ -62,7 +62,7 @@ def vnotch_coefficients(angle_deg=90.0) -> tuple[np.ndarray, np.ndarray]:
     ``Ce = 0.607165 - 8.74467e-4 a + 6.10393e-6 a^2`` and
     ``kh[ft] = 0.0144903 - 3.39555e-4 a + 3.29819e-6 a^2 - 1.06215e-8 a^3``.
 
-    **Angle range.** The USBR manual (ch. 7, section 13, after Kulin and
+    **Angle range.** The USBR manual (ch. 7, section 7, after Kulin and
     Compton 1975) states the relation for 25-100 deg; ISO 1438:2017 gives
     the Kindsvater-Shen formula for pi/9 to 5 pi/9 rad, i.e. 20-100 deg.
     This function enforces the ISO range, 20-100 deg, so that the standard
@@ -72,7 +72,7 @@ def vnotch_coefficients(angle_deg=90.0) -> tuple[np.ndarray, np.ndarray]:
     References
     ----------
     US Bureau of Reclamation (2001) Water Measurement Manual, 3rd ed. rev.,
-    ch. 7, section 13 and figures 7-6a, 7-6b.
+    ch. 7, section 7 and figures 7-6a, 7-6b.
     ISO 1438:2017 Hydrometry - Open channel flow measurement using thin-plate
     weirs, Kindsvater-Shen formula for triangular-notch weirs.
     """
@@ -86,7 +86,7 @@ def vnotch_coefficients(angle_deg=90.0) -> tuple[np.ndarray, np.ndarray]:
     return ce, kh_ft * _FT
 
 
-#: Head limits [m] of V-notch ratings (USBR WMM ch. 7, section 13): 0.2 ft
+#: Head limits [m] of V-notch ratings (USBR WMM ch. 7, section 7): 0.2 ft
 #: minimum for both; 1.25 ft maximum fully contracted, 2.0 ft partially
 #: contracted (90 deg only).
 VNOTCH_HEAD_RANGE_M: dict[str, tuple[float, float]] = {
@@ -145,7 +145,7 @@ def vnotch_weir_m3_s(
 
     **Head range (deliberate choice).** Below 0.2 ft the head cannot be
     read precisely enough and the nappe may cling to the plate; above the
-    maximum the calibration does not apply (USBR WMM ch. 7 section 13,
+    maximum the calibration does not apply (USBR WMM ch. 7 section 7,
     precautions (c)-(e)). A head outside the range is a valid measurement of
     a real flow, not a bad argument, so a logger series must not fail on
     it: by default such heads give NaN ("no rated discharge", as
@@ -156,7 +156,7 @@ def vnotch_weir_m3_s(
     References
     ----------
     US Bureau of Reclamation (2001) Water Measurement Manual, 3rd ed. rev.,
-    ch. 7, section 13 (V-notch weirs, Kindsvater-Shen relation, figures
+    ch. 7, section 7 (V-notch weirs, Kindsvater-Shen relation, figures
     7-6a, 7-6b, 7-7).
     Kindsvater, C. E. and Shen, R. W. (1953), as reported there; ISO
     1438:2017.

@@ -44,7 +44,7 @@ def test_vnotch_edges():
 
 
 def test_vnotch_angle_range_is_iso_1438():
-    # USBR WMM ch. 7 section 13 states Kindsvater-Shen for 25-100 deg (Kulin and
+    # USBR WMM ch. 7 section 7 states Kindsvater-Shen for 25-100 deg (Kulin and
     # Compton 1975); ISO 1438:2017 for pi/9..5pi/9 rad = 20-100 deg. The ISO range
     # is enforced (so a 22.5 deg notch can be rated).
     for ok in (20.0, 22.5, 25.0, 100.0):
@@ -56,7 +56,7 @@ def test_vnotch_angle_range_is_iso_1438():
 
 
 def test_vnotch_head_range_fully_vs_partially_contracted():
-    # USBR WMM ch. 7 section 13, precautions (c)-(e): head >= 0.2 ft; at most
+    # USBR WMM ch. 7 section 7, precautions (c)-(e): head >= 0.2 ft; at most
     # 1.25 ft fully contracted (0.381 m), 2.0 ft for a partially contracted
     # 90-degree notch (0.610 m).
     assert_allclose(hy.VNOTCH_HEAD_RANGE_M["full"], [0.2 * FT, 1.25 * FT])
