@@ -109,6 +109,8 @@ class PondForecast:
     """Correction ``k`` of the modelled inflow by the observed rise [-]."""
     method: str
     """``"committed_runoff"`` or ``"persistence"`` (no rain or catchment data)."""
+    outflow_m3_s: np.ndarray | None = None
+    """Expected outflow at ``now, now + dt, ...`` over the horizon (``with_outflow``)."""
 
 
 def event_rain_steps_mm(
@@ -223,7 +225,8 @@ def released_volume_m3(times_s, stage_m, dam: CheckDam) -> float:
 
 
 def _route(dam: CheckDam, s0: float, inflow: np.ndarray, dt: float,
-           targets: tuple[float, float]) -> tuple[float, float, float]:  # fmt: skip
+           targets: tuple[float, float], outflow: list[float] | None = None,
+           ) -> tuple[float, float, float]:  # fmt: skip
     """Explicit Heun steps of the pond from storage ``s0`` with ``inflow`` at each step
     start; (time to the first target storage, time to the second, peak storage)."""
     out = dam.outflow_of_storage
@@ -233,21 +236,25 @@ def _route(dam: CheckDam, s0: float, inflow: np.ndarray, dt: float,
     o1 = out(s)
     ahead = np.maximum.accumulate(inflow[::-1])[::-1]  # the most inflow still to come
     flows = inflow.tolist()
+    if outflow is not None:
+        outflow.append(o1)
     for k in range(len(flows) - 1):
-        if k > 0 and ahead[k] <= o1:  # no inflow to come exceeds the outflow: past the peak
+        if outflow is None and k > 0 and ahead[k] <= o1:  # past the peak: nothing more to see
             break
         i1, i2 = flows[k], flows[k + 1]
         pred = max(s + (i1 - o1) * dt, 0.0)
         o2 = out(pred)
         s_new = max(s + (0.5 * (i1 + i2) - 0.5 * (o1 + o2)) * dt, 0.0)
         o1 = out(s_new)
+        if outflow is not None:
+            outflow.append(o1)
         if s_new > peak:
             peak = s_new
         for m, x in enumerate(targets):
             if times[m] == INF and s_new >= x:
                 times[m] = (k + ((x - s) / (s_new - s) if s_new > s else 1.0)) * dt
         s = s_new
-        if times[0] != INF and times[1] != INF and ahead[k] <= o1:
+        if outflow is None and times[0] != INF and times[1] != INF and ahead[k] <= o1:
             break
     return times[0], times[1], peak
 
@@ -264,6 +271,7 @@ def forecast_pond(
     dt_s: float = 60.0,
     upstream_release_m3_s: float = 0.0,
     upstream_volume_m3: float = 0.0,
+    upstream_inflow_m3_s=None,
     horizon_s: float = 6 * 3600.0,
     inflow_rel_error: float = 0.25,
     prior_volume_m3: float | None = None,
@@ -271,6 +279,7 @@ def forecast_pond(
     warning_stage_m: float | None = None,
     nowcast_s: float = 0.0,
     nowcast_window_s: float = 1800.0,
+    with_outflow: bool = False,
 ) -> PondForecast:
     """Forecast the pond of a check dam from the stage record and the event rain.
 
@@ -294,6 +303,9 @@ def forecast_pond(
         Current outflow of the dams upstream [m3/s], held over the horizon.
     upstream_volume_m3 : float
         What those dams released since the event started [m3].
+    upstream_inflow_m3_s : array_like or None
+        Their projected outflow at ``now, now + dt, ...`` [m3/s] (e.g. the
+        ``outflow_m3_s`` of their own forecasts); replaces the held release.
     horizon_s : float
         Longest projection [s].
     inflow_rel_error : float
@@ -378,7 +390,12 @@ def forecast_pond(
     n = max(future.size, 1)
     base = np.zeros(n + 1)
     base[1 : future.size + 1] = future
-    if upstream_release_m3_s > 0:
+    if upstream_inflow_m3_s is not None:
+        up = np.asarray(upstream_inflow_m3_s, dtype=float)[: n_h + 1]
+        if up.size > base.size:
+            base = np.concatenate([base, np.zeros(up.size - base.size)])
+        base[: up.size] += up
+    elif upstream_release_m3_s > 0:
         base = np.concatenate([base, np.zeros(max(0, n_h + 1 - base.size))])
         base = base + upstream_release_m3_s
     # inflow at the start of the first step: the model's value just before now
@@ -386,12 +403,17 @@ def forecast_pond(
     future_volume = float(np.sum(base[1:]) * dt_s)
 
     results = []
+    outflow: list[float] | None = [] if with_outflow else None
     for scale in (1.0, 1.0 + inflow_rel_error, 1.0 - inflow_rel_error):
         bound = s_now + scale * future_volume  # the storage with no outflow at all
-        if bound < warn_s and s_now < warn_s:
+        if bound < warn_s and s_now < warn_s and not (with_outflow and scale == 1.0):
             results.append((INF, INF, bound))  # cannot reach even the lower level
             continue
-        tc, tw, peak = _route(dam, s_now, scale * base, dt_s, (crest_s, warn_s))
+        flows = scale * base
+        if with_outflow and scale == 1.0 and flows.size < n_h + 1:
+            flows = np.concatenate([flows, np.zeros(n_h + 1 - flows.size)])
+        tc, tw, peak = _route(dam, s_now, flows, dt_s, (crest_s, warn_s),
+                              outflow if scale == 1.0 else None)  # fmt: skip
         results.append((tc, tw, peak))
     (tc, tw, peak), (tc_hi, tw_hi, peak_hi), (tc_lo, _, _) = results
     return PondForecast(
@@ -407,4 +429,5 @@ def forecast_pond(
         future_inflow_m3=future_volume,
         inflow_factor=k,
         method=method,
+        outflow_m3_s=None if outflow is None else np.asarray(outflow),
     )

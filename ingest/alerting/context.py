@@ -21,7 +21,12 @@ import psycopg
 
 from analytics.storage import CheckDam
 
-from .rules import FORECAST_RAIN_LOOKBACK_S, FORECAST_STAGE_LOOKBACK_S, check_dam_model
+from .rules import (
+    FORECAST_RAIN_LOOKBACK_S,
+    FORECAST_STAGE_LOOKBACK_S,
+    catchment_model,
+    check_dam_model,
+)
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +87,7 @@ class SiteContext:
                     continue
             cands.append((dist, sid, rsite))
         cands.sort()
-        upstream: list[tuple[int, CheckDam]] = []
+        upstream: list[tuple[int, CheckDam, Any]] = []
         for uid, uparams in conn.execute(
             "SELECT id, params FROM sites WHERE kind = 'check_dam' "
             "AND params->>'downstream_dam' = %s ORDER BY id",
@@ -99,7 +104,7 @@ class SiteContext:
                 (uid,),
             ).fetchone()
             if stage is not None:
-                upstream.append((stage[0], dam))
+                upstream.append((stage[0], dam, catchment_model(uparams or {})))
         return {"rain": [(c[1], c[0], c[2]) for c in cands[:RAIN_CANDIDATES]],
                 "upstream": upstream}  # fmt: skip
 
@@ -112,10 +117,10 @@ class SiteContext:
             if t.size:
                 out["rain"], out["rain_site"], out["rain_distance_km"] = (t, v), rsite, dist
                 break
-        for sid, dam in info["upstream"]:
+        for sid, dam, catchment in info["upstream"]:
             t, v = _series(conn, sid, until_s - FORECAST_STAGE_LOOKBACK_S, until_s)
             if t.size:
-                out["upstream"].append((dam, t, v))
+                out["upstream"].append((dam, catchment, t, v))
         return out
 
 

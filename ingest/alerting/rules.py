@@ -174,8 +174,8 @@ def _rainfall(t, v, q, cfg: RuleConfig, ctx: Context):
 #: SL/T 804-2020 ranges: key dams 1.0-1.5 m, medium 0.7-1.0 m, small 0.5 m.
 DESIGN_FREEBOARD_M = {"key": 1.0, "medium": 0.8, "small": 0.5}
 DEFAULT_FREEBOARD_M = 0.5
-#: Red on the stage alone: the water this close to the dam crest [m].
-RED_MARGIN_M = 0.1
+#: Red on the stage alone: the water this close to the dam crest, i.e. overtopping [m].
+RED_MARGIN_M = 0.03
 
 
 def design_freeboard_m(params: dict) -> float:
@@ -207,9 +207,10 @@ def _stage_defaults(ctx: Context) -> dict[str, Any]:
     """Freeboard left [m below the dam crest] per colour, from the dam's design.
 
     With a spillway: blue 0.8 m and yellow 0.3 m below the spillway crest,
-    orange when the spillway flows, red 0.1 m below the dam crest. Without
+    orange when the spillway flows, red 0.03 m below the dam crest (the
+    crest is being reached; the forecast rule warns ahead of it). Without
     one: blue and yellow 1.0 and 0.5 m below the design freeboard level,
-    orange at it, red 0.1 m below the dam crest.
+    orange at it, red 0.03 m below the dam crest.
     """
     p = ctx.params
     crest = _num(p.get("dam_crest_m"))
@@ -271,7 +272,7 @@ def check_dam_model(params: dict) -> CheckDam:
     )
 
 
-def _catchment(params: dict) -> F.Catchment | None:
+def catchment_model(params: dict) -> F.Catchment | None:
     area, cn, tc = (_num(params.get(k)) for k in ("catchment_area_km2", "curve_number", "tc_h"))
     if area is None or cn is None or tc is None or area <= 0 or tc <= 0 or not 0 < cn <= 100:
         return None
@@ -287,7 +288,7 @@ def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
     """Pond forecast (analytics.forecast) at each new reading; levels by time to crest."""
     p = ctx.params
     dam = check_dam_model(p)
-    catchment = _catchment(p)
+    catchment = catchment_model(p)
     warn = warning_stage_m(p)
     rain_t, rain_v = ctx.extras.get("rain") or (np.zeros(0), np.zeros(0))
     upstream = ctx.extras.get("upstream") or []
@@ -313,21 +314,33 @@ def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
         start, steps = F.event_rain_steps_mm(
             rain_t, rain_v, now, lookback_s=FORECAST_RAIN_LOOKBACK_S
         )
-        up_q = up_v = 0.0
-        for udam, ut, uh in upstream:
+        up_v = 0.0
+        up_flow = None
+        for udam, ucat, ut, uh in upstream:
             k = int(np.searchsorted(ut, now, side="right"))
             if k == 0:
                 continue
-            up_q += float(udam.outflow_m3_s(uh[k - 1 : k])[0])
             s0 = int(np.searchsorted(ut, start, side="left"))
             up_v += F.released_volume_m3(ut[s0:k], uh[s0:k], udam)
+            uf = F.forecast_pond(
+                udam, ut[s0:k], uh[s0:k], now, catchment=ucat, rain_start_s=start,
+                rain_steps_mm=steps if steps.size else None, with_outflow=True,
+            )  # fmt: skip
+            flow = uf.outflow_m3_s
+            if up_flow is None:
+                up_flow = flow
+            else:
+                m = max(up_flow.size, flow.size)
+                up_flow = np.pad(up_flow, (0, m - up_flow.size)) + np.pad(flow, (0, m - flow.size))
         f = F.forecast_pond(
             dam, tg[:j], vg[:j], now, catchment=catchment, rain_start_s=start,
-            rain_steps_mm=steps if steps.size else None, upstream_release_m3_s=up_q,
+            rain_steps_mm=steps if steps.size else None, upstream_inflow_m3_s=up_flow,
             upstream_volume_m3=up_v, warning_stage_m=warn,
         )  # fmt: skip
-        quantities = (f.time_to_warning_early_s, f.time_to_warning_s,
-                      f.time_to_crest_early_s, f.time_to_crest_s)  # fmt: skip
+        # blue: the warning stage possible (high inflow); yellow: the crest possible;
+        # orange: the warning stage (spillway flow) expected; red: the crest expected
+        quantities = (f.time_to_warning_early_s, f.time_to_crest_early_s,
+                      f.time_to_warning_s, f.time_to_crest_s)  # fmt: skip
         lv = hv = 0
         for k, (colour, x) in enumerate(zip(COLOURS, quantities, strict=True), start=1):
             limit = thr[colour]
@@ -461,7 +474,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "stage",
             "Pond stage against the freeboard left below the dam crest [m below the dam crest]; "
-            "red 0.1 m below the crest, orange when the spillway flows (or at the design "
+            "red 0.03 m below the crest, orange when the spillway flows (or at the design "
             "freeboard without a spillway)",
             ("stage_m",),
             "site",
@@ -493,9 +506,10 @@ RULES: dict[str, Rule] = {
         Rule(
             "overtopping",
             "Pond forecast from the committed runoff, the observed rise, the outlets and the "
-            "upstream dams: red when the expected time to the dam crest is within the window, "
-            "orange when the prudent (high-inflow) time is, yellow/blue for the warning stage "
-            "(spillway crest, or the design freeboard level) [s]",
+            "upstream dams, in time windows [s]: red when the dam crest is expected within it, "
+            "orange when the warning stage is (spillway crest, or the design freeboard level "
+            "without a spillway), yellow when the crest is possible (high end of the inflow "
+            "band), blue when the warning stage is possible",
             ("stage_m",),
             "site",
             "s",
