@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from protocol.messages import ProtocolError, decode_telemetry
+from protocol.messages import ProtocolError, decode_telemetry, refuse_future
 from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetry_filter
 
 from .metrics import IngestMetrics
@@ -281,6 +281,14 @@ class Consumer:
         except (ProtocolError, TopicError) as exc:
             code = getattr(exc, "code", "bad_topic")
             batch.dead.append(_dead_letter(item, code, getattr(exc, "message", str(exc))))
+            return
+        # a reading from the future (a wrong device clock) is refused, the rest kept
+        telemetry, refused = refuse_future(
+            telemetry, item.received_at, self.settings.future_tolerance_s
+        )
+        if refused is not None:
+            batch.dead.append(_dead_letter(item, refused.code, refused.message))
+        if telemetry is None:
             return
         batch.decoded.append((item, topic, telemetry))
         batch.readings += len(telemetry.rows)
