@@ -41,7 +41,10 @@ class AlertOut(BaseModel):
     peak_level_name: LevelName
     opened_at: datetime = Field(description="data time of the reading that opened it")
     last_data_at: datetime = Field(description="data time of the last transition")
-    late: bool = Field(description="raised from late data and not (yet) confirmed live")
+    late: bool = Field(
+        description="raised from late data: history only, recorded resolved (late_data) and "
+        "never announced"
+    )
     value: float | None
     acknowledged_at: datetime | None
     acknowledged_by: int | None = Field(description="API key id")
@@ -49,7 +52,8 @@ class AlertOut(BaseModel):
     resolved_at: datetime | None
     resolved_by: int | None = Field(description="API key id, for a manual resolve")
     resolve_reason: str | None = Field(
-        description="condition_cleared, manual, late_data or superseded"
+        description="condition_cleared, manual, late_data, stale (no data for "
+        "SWC_ALERT_STALE_AFTER_S), future_data (data dated after their arrival) or superseded"
     )
     resolve_note: str | None
     created_at: datetime

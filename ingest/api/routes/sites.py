@@ -10,7 +10,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...store.alerts import record_write
+from ...store.alerts import ACTIVE, record_write
 from ..deps import AdminKey, ConnDep, CurrentKey
 from ..errors import errors
 
@@ -34,8 +34,11 @@ class SiteOut(BaseModel):
     elevation_m: float | None
     params: dict[str, Any] = Field(description="design values: spillway_crest_m, ...")
     devices: int
-    active_alerts: int
-    alert_level: int = Field(description="highest level of the site's active alerts, 0..4")
+    active_alerts: int = Field(description="its open or acknowledged alerts (all live)")
+    alert_level: int = Field(
+        description="highest level of its open or acknowledged alerts, 0..4: the level of "
+        "/alerts?active=true&site_id=..., of the retained MQTT state and of the SSE events"
+    )
     last_seen: datetime | None = Field(description="last message from any of its devices")
 
 
@@ -83,13 +86,12 @@ class SiteDetail(SiteOut):
     latest: list[LatestReading]
 
 
-_SITE_SQL = """
+_SITE_SQL = f"""
 SELECT s.id, s.kind, s.name, s.latitude, s.longitude, s.elevation_m, s.params,
   (SELECT count(*) FROM devices d WHERE d.site_id = s.id) AS devices,
-  (SELECT count(*) FROM alerts a WHERE a.site_id = s.id AND a.state <> 'resolved'
-     AND NOT a.late) AS active_alerts,
-  coalesce((SELECT max(a.level) FROM alerts a WHERE a.site_id = s.id
-     AND a.state <> 'resolved' AND NOT a.late), 0) AS alert_level,
+  (SELECT count(*) FROM alerts a WHERE a.site_id = s.id AND {ACTIVE}) AS active_alerts,
+  coalesce((SELECT max(a.level) FROM alerts a WHERE a.site_id = s.id AND {ACTIVE}), 0)
+    AS alert_level,
   (SELECT max(d.last_seen) FROM devices d WHERE d.site_id = s.id) AS last_seen
 FROM sites s
 """
