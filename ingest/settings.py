@@ -97,7 +97,7 @@ class Settings(BaseSettings):
     future_tolerance_s: float = Field(
         default=300.0,
         ge=0,
-        le=86_400,
+        le=30 * 86_400,
         description="a reading dated more than this after its arrival is refused (future_time)",
     )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns metrics off")

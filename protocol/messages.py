@@ -21,6 +21,7 @@ field. The limits below are part of the contract (docs/protocol.md).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NotRequired
@@ -325,7 +326,7 @@ def refuse_future(
     )
     if not kept:
         return None, error
-    return Telemetry(tel.device, tel.seq, tel.sent_at, kept), error
+    return dataclasses.replace(tel, rows=kept), error
 
 
 def _rows_of(readings: list[dict]) -> list[tuple[datetime, str, float, int | None]]:
