@@ -682,20 +682,20 @@ class AlertEngine:
                 tracker = AlertTracker.from_dict(saved)
                 last = float(tracker.last_time_s)
                 if last > future:
-                    reason, clock = "future_data", None
+                    reason, clock, when = "future_data", None, now
                     note = (
                         f"its data were dated up to {_ts(last).isoformat()}, after their arrival; "
                         "the rule starts afresh"
                     )
                 elif tracker.level > 0 and last < old:
-                    reason, clock = "stale", last
+                    reason, clock, when = "stale", last, last
                     note = (
                         f"no data since {_ts(last).isoformat()} "
                         f"(more than {self._stale_s:g} s); the condition is no longer known"
                     )
                 else:
                     continue  # changed meanwhile
-                n += self._resolve_open(conn, site_id, rule, subject, reason, note, last)
+                n += self._resolve_open(conn, site_id, rule, subject, reason, note, when)
                 store.save_rule_state(
                     conn, site_id, rule, subject, _restarted(tracker, clock).to_dict(), None
                 )
@@ -729,9 +729,4 @@ def reset_tracker(saved: dict | None) -> dict:
     if not saved:
         return {}
     tracker = AlertTracker.from_dict(saved)
-    fresh = AlertTracker(
-        min_duration_s=tracker.min_duration_s,
-        escalate_duration_s=tracker.escalate_duration_s,
-        last_time_s=tracker.last_time_s,
-    )
-    return fresh.to_dict()
+    return _restarted(tracker, tracker.last_time_s).to_dict()
