@@ -17,6 +17,9 @@ CHANNEL = "swc_alerts"  # LISTEN/NOTIFY channel carrying every announced alert e
 # active alert is live and announced: /sites, /alerts?active=true, the
 # retained MQTT state and the SSE stream all count the same alerts.
 ACTIVE = "a.state <> 'resolved'"
+# The events that were announced (NOTIFY, webhooks): every event of an alert
+# that is not late; an SSE client replaying after Last-Event-ID gets these.
+ANNOUNCED = "NOT a.late"
 
 ALERT_COLS = (
     "a.id, a.site_id, a.rule, a.subject, a.state, a.level, a.peak_level, a.opened_at, "

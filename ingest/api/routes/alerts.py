@@ -197,7 +197,7 @@ async def stream(
                     with pool.connection(timeout=5) as conn:
                         ids = conn.execute(
                             "SELECT e.id FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
-                            "WHERE e.id > %s AND NOT a.late ORDER BY e.id LIMIT 1000",
+                            f"WHERE e.id > %s AND {store.ANNOUNCED} ORDER BY e.id LIMIT 1000",
                             (last_event_id,),
                         ).fetchall()
                         return [store.event_payload(conn, i) for (i,) in ids]
