@@ -118,7 +118,7 @@ class AlertEngine:
         interval = self.settings.alert_check_interval_s
         # staleness is a matter of hours: a tenth of the limit, at most every 5 min
         stale_interval = max(interval, min(self._stale_s / 10, 300.0))
-        next_check = next_stale = time.monotonic()
+        next_check = next_stale = started = time.monotonic()
         while not self._stop.is_set():
             timeout = max(0.0, next_check - time.monotonic())
             try:
@@ -142,8 +142,8 @@ class AlertEngine:
                     next_check = time.monotonic() + interval
                     self.check_offline()
                 if time.monotonic() >= next_stale:
+                    self.check_stale(full=next_stale == started)
                     next_stale = time.monotonic() + stale_interval
-                    self.check_stale()
             except psycopg.Error as exc:
                 log.warning("alert evaluation failed, retrying: %s", str(exc).strip()[:300])
                 if self._conn is not None:
@@ -657,21 +657,30 @@ class AlertEngine:
         return n
 
     # --- stale ---------------------------------------------------------------------
-    def check_stale(self, now: float | None = None) -> int:
+    def check_stale(self, now: float | None = None, full: bool = True) -> int:
         """Resolve as ``stale`` the episodes whose stream has had no data for too long.
 
-        Also restarts a rule whose clock a reading from the future had set
-        (readings stored before they were refused). Offline alerts are not
-        concerned: their rule is evaluated on the wall clock.
+        With ``full`` (the engine's first check after a start) it also
+        restarts every rule whose clock a reading from the future had set
+        (readings stored before they were refused); later checks look only at
+        open episodes (``alert_id`` set, a partial index). Offline alerts are
+        not concerned: their rule is evaluated on the wall clock.
         """
         conn = self._connection()
         now = time.time() if now is None else now
         old, future = now - self._stale_s, now + self.settings.future_tolerance_s
+        stale = (
+            "rule <> 'offline' AND (tracker->>'level')::int > 0 "
+            "AND (tracker->>'last_time_s')::float8 < %s"
+        )
+        if full:
+            sql = f"({stale}) OR (tracker->>'last_time_s')::float8 > %s"
+            params: tuple = (old, future)
+        else:
+            sql, params = f"alert_id IS NOT NULL AND {stale}", (old,)
         found = conn.execute(
-            "SELECT site_id, rule, subject FROM alert_rule_state WHERE rule <> 'offline' "
-            "AND (((tracker->>'level')::int > 0 AND (tracker->>'last_time_s')::float8 < %s) "
-            "OR (tracker->>'last_time_s')::float8 > %s) ORDER BY 1, 2, 3",
-            (old, future),
+            f"SELECT site_id, rule, subject FROM alert_rule_state WHERE {sql} ORDER BY 1, 2, 3",
+            params,
         ).fetchall()
         n = 0
         for site_id, rule, subject in found:

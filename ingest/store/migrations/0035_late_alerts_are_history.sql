@@ -7,3 +7,7 @@ UPDATE alerts
        resolve_note = 'raised from late data and never announced; closed by migration 0035',
        updated_at = now()
  WHERE late AND state <> 'resolved';
+
+-- The engine's periodic staleness check looks only at open episodes.
+CREATE INDEX alert_rule_state_open_idx ON alert_rule_state (site_id, rule, subject)
+    WHERE alert_id IS NOT NULL;
