@@ -155,6 +155,22 @@ def test_a_future_reading_already_stored_does_not_poison_the_rule(db):
     assert _announced(db) == [(alert_id, "open", 2, 0), (alert_id, "escalate", 4, 2)]
 
 
+def test_a_future_reading_already_stored_is_never_a_streams_latest(db):
+    from fastapi.testclient import TestClient
+
+    _dam(db)
+    real = minutes_ago(30)
+    insert_readings(db, SITE, "stage_m", [(real, CALM), (datetime(2099, 6, 1, tzinfo=UTC), RED)])
+    key = new_key(db, "viewer")
+    with TestClient(create_app(Settings(_env_file=None, database_url=db))) as api:
+        auth = {"Authorization": f"Bearer {key}"}
+        latest = api.get(f"/sites/{SITE}/latest", headers=auth).json()
+        detail = api.get(f"/sites/{SITE}", headers=auth).json()
+    assert [(r["channel"], r["value"]) for r in latest] == [("stage_m", CALM)]
+    assert datetime.fromisoformat(latest[0]["time"]) == real
+    assert detail["latest"] == latest
+
+
 def test_a_rule_whose_clock_a_future_reading_set_starts_afresh(db):
     """A state left by an older version: the tracker's clock in 2099 and an open red."""
     _dam(db)

@@ -11,7 +11,7 @@ from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...store.alerts import ACTIVE, record_write
-from ..deps import AdminKey, ConnDep, CurrentKey
+from ..deps import AdminKey, ConnDep, CurrentKey, SettingsDep
 from ..errors import errors
 
 router = APIRouter(prefix="/sites", tags=["sites"])
@@ -110,15 +110,20 @@ def _one(conn, site_id: str) -> dict:
     return rows[0]
 
 
-def _latest(conn, site_id: str) -> list[dict]:
+# A reading dated after its arrival (beyond the tolerance) is never a stream's
+# latest: ingest refuses them (future_time); this keeps out any stored before.
+_PLAUSIBLE = "r.time <= r.received_at + %s * interval '1 second'"
+
+
+def _latest(conn, site_id: str, tolerance_s: float) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT st.device_id, st.channel, st.unit, r.time, r.value, r.quality, r.received_at "
             "FROM streams st JOIN devices d ON d.id = st.device_id "
-            "CROSS JOIN LATERAL (SELECT time, value, quality, received_at FROM readings "
-            "  WHERE stream_id = st.id ORDER BY time DESC LIMIT 1) r "
+            "CROSS JOIN LATERAL (SELECT time, value, quality, received_at FROM readings r "
+            f"  WHERE stream_id = st.id AND {_PLAUSIBLE} ORDER BY time DESC LIMIT 1) r "
             "WHERE d.site_id = %s ORDER BY st.device_id, st.channel",
-            (site_id,),
+            (tolerance_s, site_id),
         )
         return cur.fetchall()
 
@@ -159,7 +164,9 @@ def create_site(body: SiteCreate, conn: ConnDep, key: AdminKey) -> SiteOut:
     summary="A site with its devices' health and latest readings",
     responses=errors(401, 404, 422),
 )
-def get_site(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> SiteDetail:
+def get_site(
+    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, settings: SettingsDep
+) -> SiteDetail:
     site = _one(conn, site_id)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
@@ -167,13 +174,14 @@ def get_site(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> SiteDetail:
             "AS silent_s, EXISTS (SELECT 1 FROM alerts a WHERE a.site_id = d.site_id "
             "  AND a.rule = 'offline' AND a.subject = d.id AND a.state <> 'resolved') AS offline, "
             "(SELECT r.value FROM streams st JOIN readings r ON r.stream_id = st.id "
-            "  WHERE st.device_id = d.id AND st.channel = 'battery_v' "
+            f"  WHERE st.device_id = d.id AND st.channel = 'battery_v' AND {_PLAUSIBLE} "
             "  ORDER BY r.time DESC LIMIT 1) AS battery_v "
             "FROM devices d WHERE d.site_id = %s ORDER BY d.id",
-            (site_id,),
+            (settings.future_tolerance_s, site_id),
         )
         health = cur.fetchall()
-    return SiteDetail(**site, device_health=health, latest=_latest(conn, site_id))
+    latest = _latest(conn, site_id, settings.future_tolerance_s)
+    return SiteDetail(**site, device_health=health, latest=latest)
 
 
 @router.get(
@@ -182,9 +190,11 @@ def get_site(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> SiteDetail:
     summary="The latest reading of each of the site's streams",
     responses=errors(401, 404, 422),
 )
-def latest(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> list[LatestReading]:
+def latest(
+    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, settings: SettingsDep
+) -> list[LatestReading]:
     _one(conn, site_id)
-    return [LatestReading(**r) for r in _latest(conn, site_id)]
+    return [LatestReading(**r) for r in _latest(conn, site_id, settings.future_tolerance_s)]
 
 
 @router.patch(
