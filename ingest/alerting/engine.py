@@ -10,10 +10,13 @@ persisted ``AlertTracker`` and writes the resulting transitions to
 ``alerts`` and ``alert_events``. A second consumer, or a restarted one,
 continues from the same state.
 
-Time. Every judgement is made against the arrival time of the batch (its
-commit), never against a device clock: readings dated after the arrival
-(beyond ``future_tolerance_s``; the consumer refuses them, and any that are
-stored anyway are ignored here) never advance a rule's clock.
+Time. Every judgement is made against the arrival time of the batch
+(``CommittedBatch.arrived_at``: when its newest message was received), never
+against a device clock nor against when the engine got to the batch.
+Readings dated after the arrival (beyond ``future_tolerance_s``; the consumer
+refuses them, and any stored anyway are ignored here) never advance a rule's
+clock. A replay that sets each message's receive time gets the same
+judgements as the live system did.
 
 Late data. A reading older than ``alert_late_after_s`` on arrival is late.
 Late data is history: an episode it opens is recorded as an alert that is
@@ -174,7 +177,7 @@ class AlertEngine:
         conn = self._connection()
         now = time.time()
         # data are judged against their arrival, not against when the engine got to them
-        arrival = min((b.committed_at.timestamp() for b in batches), default=now)
+        arrival = max((b.arrived_at.timestamp() for b in batches), default=now)
         n = 0
         if spans:
             rows = conn.execute(

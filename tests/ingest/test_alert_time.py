@@ -77,7 +77,7 @@ def _engine(db: str, **over) -> AlertEngine:
 
 def _arriving(batch, at: datetime):
     """The batch as if it had arrived (been committed) at ``at``."""
-    return dataclasses.replace(batch, committed_at=at)
+    return dataclasses.replace(batch, received_at=at)
 
 
 def _series(start: datetime, values: list[float], step_min: float = 1.0):

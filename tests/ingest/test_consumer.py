@@ -335,6 +335,9 @@ def test_after_commit_hooks_see_the_streams_and_times_of_each_batch(
     assert only.streams == {sid: (T0, T0 + timedelta(minutes=9))}
     assert only.devices == frozenset({"dam-9"})
     assert scalar(db, "SELECT count(*) FROM readings") == 10
+    # the arrival the alert engine judges late and future data against: the message's
+    received = scalar(db, "SELECT max(received_at) FROM readings")
+    assert only.arrived_at == only.received_at == received <= only.committed_at
 
 
 def test_retiring_a_consumer_stores_its_share_and_leaves_the_group(
