@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from protocol.messages import ProtocolError, decode_telemetry
+from protocol.messages import ProtocolError, decode_telemetry, refuse_future
 from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetry_filter
 
 from .metrics import IngestMetrics
@@ -69,6 +69,13 @@ class CommittedBatch:
     devices: frozenset[str]
     readings: int
     committed_at: datetime
+    # when its newest message arrived: late and future data are judged against it
+    # (None: the commit time)
+    received_at: datetime | None = None
+
+    @property
+    def arrived_at(self) -> datetime:
+        return self.received_at or self.committed_at
 
 
 def _dead_letter(item: Incoming, code: str, message: str) -> DeadLetterRow:
@@ -282,6 +289,14 @@ class Consumer:
             code = getattr(exc, "code", "bad_topic")
             batch.dead.append(_dead_letter(item, code, getattr(exc, "message", str(exc))))
             return
+        # a reading from the future (a wrong device clock) is refused, the rest kept
+        telemetry, refused = refuse_future(
+            telemetry, item.received_at, self.settings.future_tolerance_s
+        )
+        if refused is not None:
+            batch.dead.append(_dead_letter(item, refused.code, refused.message))
+        if telemetry is None:
+            return
         batch.decoded.append((item, topic, telemetry))
         batch.readings += len(telemetry.rows)
 
@@ -393,7 +408,10 @@ class Consumer:
                     spans[sid] = (t, t)
                 elif t < span[0] or t > span[1]:
                     spans[sid] = (min(t, span[0]), max(t, span[1]))
-            committed = CommittedBatch(spans, frozenset(devices_seen), len(rows), datetime.now(UTC))
+            received = max(item.received_at for item, _ in accepted)
+            committed = CommittedBatch(
+                spans, frozenset(devices_seen), len(rows), datetime.now(UTC), received
+            )
         m = self.metrics
         m.readings_received.inc(len(rows) + within_batch_dupes)
         m.readings_written.inc(result.written)
@@ -417,6 +435,7 @@ class Consumer:
         spans: dict[int, tuple[datetime, datetime]] = {}
         devices: set[str] = set()
         readings = 0
+        received: list[datetime] = []
         for item in batch.messages:
             single = _Batch()
             self._add(single, item)
@@ -430,9 +449,10 @@ class Consumer:
                 merge_spans(spans, committed.streams)
                 devices |= committed.devices
                 readings += committed.readings
+                received.append(committed.arrived_at)
         if not spans:
             return None
-        return CommittedBatch(spans, frozenset(devices), readings, datetime.now(UTC))
+        return CommittedBatch(spans, frozenset(devices), readings, datetime.now(UTC), max(received))
 
     def _acknowledge(self, batch: _Batch) -> None:
         generation = self._generation

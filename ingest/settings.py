@@ -94,6 +94,12 @@ class Settings(BaseSettings):
     batch_max_readings: int = Field(default=10_000, ge=1, le=1_000_000)
     batch_max_latency_ms: int = Field(default=100, ge=1, le=60_000)
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    future_tolerance_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=30 * 86_400,
+        description="a reading dated more than this after its arrival is refused (future_time)",
+    )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns metrics off")
     metrics_host: str = "127.0.0.1"
 
@@ -113,6 +119,11 @@ class Settings(BaseSettings):
     )
     alert_late_after_s: float = Field(
         default=3600.0, ge=0, description="readings older than this on arrival are late data"
+    )
+    alert_stale_after_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="an alert whose stream has had no data for this long is resolved as stale",
     )
     alert_min_duration_s: float = Field(
         default=1800.0, ge=0, description="default time a lower level must hold to drop"

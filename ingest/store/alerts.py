@@ -12,6 +12,15 @@ from psycopg.types.json import Jsonb
 
 CHANNEL = "swc_alerts"  # LISTEN/NOTIFY channel carrying every announced alert event
 
+# An active alert: open or acknowledged. The engine records an episode raised
+# from late data resolved from the start (late = true, 'late_data'), so every
+# active alert is live and announced: /sites, /alerts?active=true, the
+# retained MQTT state and the SSE stream all count the same alerts.
+ACTIVE = "a.state <> 'resolved'"
+# The events that were announced (NOTIFY, webhooks): every event of an alert
+# that is not late; an SSE client replaying after Last-Event-ID gets these.
+ANNOUNCED = "NOT a.late"
+
 ALERT_COLS = (
     "a.id, a.site_id, a.rule, a.subject, a.state, a.level, a.peak_level, a.opened_at, "
     "a.last_data_at, a.late, a.value, a.acknowledged_at, a.acknowledged_by, a.ack_note, "
@@ -224,10 +233,10 @@ def record_write(
 
 
 def active_site_alerts(conn: psycopg.Connection, site_id: str) -> list[dict]:
-    """Announced (not late) alerts of a site that are not resolved, highest level first."""
+    """Active alerts of a site (see ``ACTIVE``), highest level first."""
     return _dict(
         conn,
-        f"SELECT {ALERT_COLS} FROM alerts a WHERE a.site_id = %s AND a.state <> 'resolved' "
-        "AND NOT a.late ORDER BY a.level DESC, a.id",
+        f"SELECT {ALERT_COLS} FROM alerts a WHERE a.site_id = %s AND {ACTIVE} "
+        "ORDER BY a.level DESC, a.id",
         (site_id,),
     )

@@ -61,7 +61,10 @@ class AlertOut(BaseModel):
     peak_level_name: LevelName
     opened_at: datetime = Field(description="data time of the reading that opened it")
     last_data_at: datetime = Field(description="data time of the last transition")
-    late: bool = Field(description="raised from late data and not (yet) confirmed live")
+    late: bool = Field(
+        description="raised from late data: history only, recorded resolved (late_data) and "
+        "never announced"
+    )
     value: float | None
     acknowledged_at: datetime | None
     acknowledged_by: int | None = Field(description="API key id")
@@ -69,7 +72,8 @@ class AlertOut(BaseModel):
     resolved_at: datetime | None
     resolved_by: int | None = Field(description="API key id, for a manual resolve")
     resolve_reason: str | None = Field(
-        description="condition_cleared, manual, late_data or superseded"
+        description="condition_cleared, manual, late_data, stale (no data for "
+        "SWC_ALERT_STALE_AFTER_S), future_data (data dated after their arrival) or superseded"
     )
     resolve_note: str | None
     created_at: datetime
@@ -216,7 +220,7 @@ async def stream(
                     with pool.connection(timeout=5) as conn:
                         ids = conn.execute(
                             "SELECT e.id FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
-                            "WHERE e.id > %s AND NOT a.late ORDER BY e.id LIMIT 1000",
+                            f"WHERE e.id > %s AND {store.ANNOUNCED} ORDER BY e.id LIMIT 1000",
                             (last_event_id,),
                         ).fetchall()
                         return [store.event_payload(conn, i) for (i,) in ids]
