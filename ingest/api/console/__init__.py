@@ -1,0 +1,91 @@
+"""The web console at ``/`` and the API docs at ``/docs`` and ``/redoc``, all offline.
+
+The console is plain hand-written HTML, CSS and JavaScript in ``static/``; it
+talks to the same API with the key the user signs in with (kept in the
+browser's sessionStorage). Swagger UI and ReDoc come from the installed
+``fastapi-offline`` package, never from a CDN.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.staticfiles import StaticFiles
+
+from . import api
+
+STATIC_DIR = Path(__file__).parent / "static"
+ASSETS = "/console/static"
+VENDOR = "/console/vendor"
+
+__all__ = ["STATIC_DIR", "docs_assets_dir", "install"]
+
+
+def docs_assets_dir() -> Path:
+    """Folder of the Swagger UI and ReDoc files shipped in the fastapi-offline wheel."""
+    return Path(str(files("fastapi_offline") / "static"))
+
+
+class _Static(StaticFiles):
+    """Static files revalidated on every load (ETag), so an upgrade is seen at once."""
+
+    def file_response(self, *args, **kwargs):
+        resp = super().file_response(*args, **kwargs)
+        resp.headers.setdefault("Cache-Control", "no-cache")
+        return resp
+
+
+def install(app: FastAPI) -> None:
+    """Add the console page, its assets and JSON helpers, and the offline API docs.
+
+    The app must be created with ``docs_url=None, redoc_url=None``.
+    """
+    app.include_router(api.router)
+    app.mount(ASSETS, _Static(directory=STATIC_DIR), name="console-static")
+    app.mount(VENDOR, _Static(directory=docs_assets_dir()), name="console-vendor")
+
+    @app.get("/", include_in_schema=False)
+    def index() -> FileResponse:
+        return FileResponse(
+            STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"}
+        )
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+
+    @app.get("/docs", include_in_schema=False)
+    def swagger(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - Swagger UI",
+            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+            swagger_js_url=f"{root}{VENDOR}/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{VENDOR}/swagger-ui.css",
+            swagger_favicon_url=f"{root}/favicon.ico",
+            swagger_ui_parameters=app.swagger_ui_parameters,
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    def swagger_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc(request: Request) -> HTMLResponse:
+        root = request.scope.get("root_path", "")
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - ReDoc",
+            redoc_js_url=f"{root}{VENDOR}/redoc.standalone.js",
+            redoc_favicon_url=f"{root}/favicon.ico",
+            with_google_fonts=False,
+        )

@@ -1,0 +1,197 @@
+// The console: sign-in, the page frame, the hash router, the overview and the live stream.
+
+import { alertStream, api, getKey, setKey, whenUnauthorized } from "./api.js";
+import { alertList, renderAlertDetail } from "./alerts.js";
+import { applyLabels, durationText, lang, setLang, t } from "./i18n.js";
+import { drawMap, legend, recolour } from "./map.js";
+import { renderExport, renderHealth } from "./pages.js";
+import { renderSite } from "./site.js";
+import { crestIn, levelOf, loadAlerts, loadSites, onChange, state, applyEvent } from "./state.js";
+import { h, levelChip, timeEl } from "./util.js";
+
+const view = document.getElementById("view");
+const signin = document.getElementById("signin");
+const frame = document.getElementById("frame");
+let stream = null;
+let cleanup = () => {};
+
+// ------------------------------------------------------------------ overview
+function siteRows() {
+  const rows = state.sites.map((s) => ({ s, level: levelOf(s.id), crest: crestIn(s.id) }));
+  rows.sort((a, b) => b.level - a.level || (a.crest ?? Infinity) - (b.crest ?? Infinity) || a.s.id.localeCompare(b.s.id));
+  return rows.map(({ s, level, crest }) =>
+    h(
+      "tr",
+      { dataset: { site: s.id, level: String(level) }, class: `level-row-${level}` },
+      h("td", {}, levelChip(level)),
+      h("td", {}, h("a", { href: `#/site/${encodeURIComponent(s.id)}` }, s.name), h("div", { class: "muted small" }, s.id)),
+      h("td", { i18n: `kind.${s.kind}` }),
+      h("td", { class: "forecast" }, crest == null ? "" : durationText(crest)),
+      h("td", {}, timeEl(s.last_seen, state.config.timezone)),
+    ),
+  );
+}
+
+function renderOverview() {
+  const mapBox = h("div", { class: "map-box", id: "map" });
+  const tbody = h("tbody", {});
+  const alerts = alertList();
+  const counts = h("p", { class: "muted small counts" });
+  const unplaced = state.sites.filter((s) => !Number.isFinite(s.latitude) || !Number.isFinite(s.longitude)).length;
+  view.replaceChildren(
+    h(
+      "div",
+      { class: "overview" },
+      h(
+        "section",
+        { class: "panel map-panel" },
+        h("h2", { i18n: "overview.map" }),
+        mapBox,
+        h("details", { class: "legend-box", open: true }, h("summary", { i18n: "overview.legend" }), legend()),
+        unplaced ? h("p", { class: "muted small" }, t("overview.nocoords", { n: unplaced })) : null,
+      ),
+      h("section", { class: "panel alerts-panel" }, h("h2", { i18n: "overview.alerts" }), alerts.el),
+      h(
+        "section",
+        { class: "panel sites-panel" },
+        h("h2", { i18n: "overview.sites" }),
+        counts,
+        h(
+          "div",
+          { class: "scroll" },
+          h(
+            "table",
+            { class: "table sites", id: "site-list" },
+            h("thead", {}, h("tr", {}, ["col.level", "col.site", "col.kind", "col.forecast", "col.lastseen"].map((k) => h("th", { i18n: k })))),
+            tbody,
+          ),
+        ),
+      ),
+    ),
+  );
+  drawMap(mapBox, state.sites, levelOf, { tileUrl: state.config.tile_url, onOpen: (id) => (location.hash = `#/site/${encodeURIComponent(id)}`) });
+  const refresh = () => {
+    recolour(mapBox, levelOf);
+    tbody.replaceChildren(...siteRows());
+    alerts.update();
+    counts.textContent = t("overview.counts", { n: state.sites.length, a: state.alerts.size });
+  };
+  refresh();
+  return onChange((what) => (what === "sites" ? renderOverview() : refresh()));
+}
+
+function renderAlerts() {
+  const list = alertList();
+  view.replaceChildren(h("section", { class: "panel" }, h("h2", { i18n: "overview.alerts" }), list.el));
+  return onChange(() => list.update());
+}
+
+// ------------------------------------------------------------------ router
+async function route() {
+  cleanup();
+  cleanup = () => {};
+  const [path, qs] = (location.hash.slice(1) || "/").split("?");
+  const params = new URLSearchParams(qs || "");
+  const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
+  for (const a of document.querySelectorAll("nav a")) {
+    a.classList.toggle("on", a.getAttribute("href") === `#/${parts[0] || ""}`);
+  }
+  view.dataset.view = parts[0] || "overview";
+  delete view.dataset.ready;
+  try {
+    if (!parts.length) cleanup = renderOverview();
+    else if (parts[0] === "alerts") cleanup = renderAlerts();
+    else if (parts[0] === "alert") {
+      const id = Number(parts[1]);
+      const draw = () => renderAlertDetail(view, id);
+      await draw();
+      cleanup = onChange((what) => what && what.event && what.event.alert_id === id && draw());
+    } else if (parts[0] === "site") cleanup = await renderSite(view, parts[1], params);
+    else if (parts[0] === "health") cleanup = await renderHealth(view);
+    else if (parts[0] === "export") cleanup = renderExport(view);
+    else location.hash = "#/";
+  } catch (err) {
+    view.replaceChildren(h("p", { class: "error" }, t("error.generic", { m: err.message })));
+  }
+  view.dataset.ready = "true";
+}
+
+// ------------------------------------------------------------------ frame
+function setLive(s) {
+  const el = document.getElementById("live");
+  el.dataset.state = s;
+  el.dataset.i18n = `live.${s}`;
+  el.textContent = t(`live.${s}`);
+}
+
+function showRole() {
+  const el = document.getElementById("role");
+  el.dataset.i18n = `role.${state.config.role}`;
+  el.dataset.role = state.config.role;
+  el.textContent = t(`role.${state.config.role}`);
+  el.title = `${state.config.key_name || ""} ${state.config.key_prefix}…`;
+}
+
+async function start() {
+  state.config = await api("/console/config");
+  signin.hidden = true;
+  frame.hidden = false;
+  showRole();
+  await Promise.all([loadSites(), loadAlerts()]);
+  stream = alertStream({
+    onEvent: applyEvent,
+    onState: setLive,
+    onResync: () => loadAlerts().catch(() => {}),
+  });
+  window.addEventListener("hashchange", route);
+  await route();
+}
+
+function signOut() {
+  setKey(null);
+  if (stream) stream.stop();
+  stream = null;
+  window.removeEventListener("hashchange", route);
+  cleanup();
+  view.replaceChildren();
+  frame.hidden = true;
+  signin.hidden = false;
+  document.getElementById("key").value = "";
+}
+
+async function trySignIn(e) {
+  e.preventDefault();
+  const key = document.getElementById("key").value.trim();
+  const msg = document.getElementById("signin-error");
+  msg.textContent = "";
+  try {
+    await api("/console/config", { key });
+  } catch (err) {
+    msg.textContent = err.status === 401 ? t("signin.bad") : `${t("signin.error")}: ${err.message}`;
+    return;
+  }
+  setKey(key);
+  await start().catch((err) => (msg.textContent = `${t("signin.error")}: ${err.message}`));
+}
+
+function switchLang() {
+  setLang(lang() === "en" ? "zh-CN" : "en");
+  applyLabels(document);
+  if (!frame.hidden) route();
+}
+
+function boot() {
+  lang();
+  applyLabels(document);
+  document.getElementById("signin-form").addEventListener("submit", trySignIn);
+  document.getElementById("signout").addEventListener("click", signOut);
+  for (const b of document.querySelectorAll(".lang")) b.addEventListener("click", switchLang);
+  whenUnauthorized(signOut);
+  if (getKey()) {
+    start().catch(() => signOut());
+  } else {
+    signin.hidden = false;
+  }
+}
+
+boot();
