@@ -84,9 +84,9 @@ def publish_stage(stack, device: str, values: list[float], minutes: float = 1.0)
 
 
 def alert_id(db: str, site: str) -> int:
-    return rows(db, "SELECT id FROM alerts WHERE site_id = %s AND state <> 'resolved'", (site,))[
+    return rows(db, "SELECT id FROM alerts WHERE site_id = %s AND state <> 'resolved'", (site,))[0][
         0
-    ][0]
+    ]
 
 
 def test_a_red_crossing_turns_the_marker_and_the_alert_list_red_live(stack, console):
@@ -212,7 +212,9 @@ def test_site_page_draws_crests_thresholds_flags_and_rain_from_buckets(stack, co
     # a small dam without a spillway: only its dam crest
     page.goto(f"{stack.url}/#/site/dam-up?range=24h")
     page.wait_for_selector(".site-page[data-site='dam-up'][data-ready='true']")
-    keys = page.eval_on_selector_all("#main-chart line[data-line]", "els => els.map(e => e.dataset.line)")
+    keys = page.eval_on_selector_all(
+        "#main-chart line[data-line]", "els => els.map(e => e.dataset.line)"
+    )
     assert keys == ["dam_crest"]
     assert float(page.get_attribute("line[data-line='dam_crest']", "data-value")) == SMALL_DAM_CREST
 
@@ -285,9 +287,7 @@ def test_overview_screenshots_and_phone_layout(stack, console):
         "plot-1": "rect",
         "rg-1": "polygon",
     }
-    paint = page.evaluate(
-        "performance.getEntriesByType('paint').map(e => [e.name, e.startTime])"
-    )
+    paint = page.evaluate("performance.getEntriesByType('paint').map(e => [e.name, e.startTime])")
     print("overview paint timings (ms):", json.dumps(paint))
     page.screenshot(path=str(artifacts_dir() / "overview-en.png"), full_page=True)
 

@@ -54,9 +54,7 @@ def install(app: FastAPI) -> None:
 
     @app.get("/", include_in_schema=False)
     def index() -> FileResponse:
-        return FileResponse(
-            STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"}
-        )
+        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     @app.get("/favicon.ico", include_in_schema=False)
     def favicon() -> FileResponse:

@@ -209,9 +209,7 @@ def device_health(conn: ConnDep, key: CurrentKey) -> DeviceHealthOut:
     return DeviceHealthOut(
         generated_at=now,
         devices=devices,
-        devices_without_site=[
-            d.id for d in devices if d.site_id is None and d.kind != "gateway"
-        ],
+        devices_without_site=[d.id for d in devices if d.site_id is None and d.kind != "gateway"],
         sites_without_flood_rule=gaps,
         dead_letters_last_day=dead,
     )

@@ -50,8 +50,11 @@ function renderOverview() {
         h("details", { class: "legend-box", open: true }, h("summary", { i18n: "overview.legend" }), legend()),
         unplaced ? h("p", { class: "muted small" }, t("overview.nocoords", { n: unplaced })) : null,
       ),
-      h("section", { class: "panel alerts-panel" }, h("h2", { i18n: "overview.alerts" }), alerts.el),
       h(
+        "div",
+        { class: "side" },
+        h("section", { class: "panel alerts-panel" }, h("h2", { i18n: "overview.alerts" }), alerts.el),
+        h(
         "section",
         { class: "panel sites-panel" },
         h("h2", { i18n: "overview.sites" }),
@@ -66,6 +69,7 @@ function renderOverview() {
             tbody,
           ),
         ),
+      ),
       ),
     ),
   );

@@ -118,8 +118,17 @@ export function drawChart(container, spec) {
   }
 
   const refs = h("g", { class: "refs" });
-  for (const l of spec.lines || []) {
+  const placed = []; // labels drawn so far: [y, right edge, left edge]
+  const ordered = [...(spec.lines || [])].sort((a, b) => b.value - a.value);
+  for (const l of ordered) {
     const yy = y(l.value);
+    const text = `${l.label} ${l.value.toFixed(2)}`;
+    const width = text.length * 5.6 + 8;
+    let right = W - PAD.r - 4;
+    while (placed.some(([py, pr, pl]) => Math.abs(py - yy) < 11 && right > pl && right - width < pr)) {
+      right -= width;
+    }
+    placed.push([yy, right, right - width]);
     refs.append(
       h(
         "line",
@@ -130,7 +139,7 @@ export function drawChart(container, spec) {
         },
         h("title", {}, `${l.label}: ${l.value.toFixed(2)} ${spec.unit || ""}`),
       ),
-      h("text", { x: W - PAD.r - 4, y: yy - 3, class: `reflabel ${l.cls || ""}` }, `${l.label} ${l.value.toFixed(2)}`),
+      h("text", { x: Math.max(PAD.l + width, right), y: yy - 3, class: `reflabel ${l.cls || ""}` }, text),
     );
   }
   svg.append(refs);

@@ -58,6 +58,8 @@ export function drawMap(container, sites, levelOf, { tileUrl, onOpen } = {}) {
   svg.append(defs, h("rect", { x: 0, y: 0, width: W, height: H, class: "map-bg" }));
   container.replaceChildren(svg);
   if (!placed.length) return svg;
+  // markers keep a usable size on a phone, where the 800-unit map is ~350 px wide
+  const k = Math.min(2.4, Math.max(1, W / (container.clientWidth || W)));
 
   const pts = placed.map((s) => mercator(s.longitude, s.latitude));
   let [x0, y0, x1, y1] = [Infinity, Infinity, -Infinity, -Infinity];
@@ -104,14 +106,14 @@ export function drawMap(container, sites, levelOf, { tileUrl, onOpen } = {}) {
     const d = byId.get(down);
     const [bx, by] = proj(d.longitude, d.latitude);
     const len = Math.hypot(bx - ax, by - ay) || 1;
-    const k = Math.min(0.45, 12 / len);
+    const cut = Math.min(0.45, (12 * k) / len);
     links.append(
       h(
         "line",
         {
           class: "dam-link",
-          x1: ax + (bx - ax) * k, y1: ay + (by - ay) * k,
-          x2: bx - (bx - ax) * k, y2: by - (by - ay) * k,
+          x1: ax + (bx - ax) * cut, y1: ay + (by - ay) * cut,
+          x2: bx - (bx - ax) * cut, y2: by - (by - ay) * cut,
           "marker-end": "url(#arrow)",
           dataset: { from: s.id, to: down },
         },
@@ -138,9 +140,9 @@ export function drawMap(container, sites, levelOf, { tileUrl, onOpen } = {}) {
         onclick: () => onOpen && onOpen(s.id),
         onkeydown: (e) => e.key === "Enter" && onOpen && onOpen(s.id),
       },
-      level >= 3 ? h("circle", { r: 15, class: "halo" }) : null,
-      shape(s.kind, 8, { class: "mark", fill: LEVEL_COLOURS[level] }),
-      h("text", { y: 22, class: "map-label" }, s.id),
+      level >= 3 ? h("circle", { r: 15 * k, class: "halo" }) : null,
+      shape(s.kind, 8 * k, { class: "mark", fill: LEVEL_COLOURS[level] }),
+      h("text", { y: 22 * k, class: "map-label", "font-size": 9 * k }, s.id),
       h("title", {}, `${s.name} (${s.id}) · ${t(`kind.${s.kind}`)} · ${t(`level.${level}`)}`),
     );
     marks.append(g);
@@ -158,7 +160,8 @@ export function recolour(container, levelOf) {
     g.setAttribute("class", `marker level-${level}`);
     g.querySelector(".mark").setAttribute("fill", LEVEL_COLOURS[level]);
     const halo = g.querySelector(".halo");
-    if (level >= 3 && !halo) g.prepend(h("circle", { r: 15, class: "halo" }));
+    const r = +g.querySelector("text").getAttribute("font-size") / 9 || 1;
+    if (level >= 3 && !halo) g.prepend(h("circle", { r: 15 * r, class: "halo" }));
     if (level < 3 && halo) halo.remove();
     g.parentNode.append(g); // on top
   }

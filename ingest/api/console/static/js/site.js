@@ -210,7 +210,8 @@ export async function renderSite(view, siteId, params) {
   if (main) {
     jobs.push((async () => {
       const [series, flagged] = await Promise.all([
-        readings({ ...common, site_id: siteId, channel: main, agg: ["mean", "min", "max"] }),
+        // the line leaves out failed readings (flag 4); they are marked on it instead
+        readings({ ...common, site_id: siteId, channel: main, agg: ["mean", "min", "max"], max_quality: 3 }),
         readings({ start, end, site_id: siteId, channel: main, quality: [3, 4], limit: 2000 }, 1),
       ]);
       const lines = referenceLines(site, rules);
