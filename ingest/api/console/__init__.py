@@ -8,6 +8,7 @@ browser's sessionStorage). Swagger UI and ReDoc come from the installed
 
 from __future__ import annotations
 
+import hashlib
 from importlib.resources import files
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from fastapi.openapi.docs import (
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import FileResponse, HTMLResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 
 from . import api
@@ -43,22 +44,57 @@ class _Static(StaticFiles):
         return resp
 
 
+_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
+
+
+def _console_files() -> dict[str, tuple[bytes, str, str]]:
+    """The console's own files held in memory: relative path -> (body, ETag, type).
+    They are small (~100 KB in all) and served on every first paint."""
+    out = {}
+    for path in sorted(STATIC_DIR.rglob("*")):
+        if path.is_file() and path.suffix in _TYPES:
+            body = path.read_bytes()
+            etag = '"' + hashlib.sha256(body).hexdigest()[:20] + '"'
+            out[path.relative_to(STATIC_DIR).as_posix()] = (body, etag, _TYPES[path.suffix])
+    return out
+
+
+def _serve(files_: dict[str, tuple[bytes, str, str]], rel: str, request: Request) -> Response:
+    item = files_.get(rel)
+    if item is None:
+        return JSONResponse({"message": f"no console file {rel!r}"}, status_code=404)
+    body, etag, ctype = item
+    headers = {"ETag": etag, "Cache-Control": "no-cache"}
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type=ctype, headers=headers)
+
+
 def install(app: FastAPI) -> None:
     """Add the console page, its assets and JSON helpers, and the offline API docs.
 
     The app must be created with ``docs_url=None, redoc_url=None``.
     """
     app.include_router(api.router)
-    app.mount(ASSETS, _Static(directory=STATIC_DIR), name="console-static")
     app.mount(VENDOR, _Static(directory=docs_assets_dir()), name="console-vendor")
+    own = _console_files()
+
+    @app.get(ASSETS + "/{rel:path}", include_in_schema=False)
+    async def asset(rel: str, request: Request) -> Response:
+        return _serve(own, rel, request)
 
     @app.get("/", include_in_schema=False)
-    def index() -> FileResponse:
-        return FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
+    async def index(request: Request) -> Response:
+        return _serve(own, "index.html", request)
 
     @app.get("/favicon.ico", include_in_schema=False)
-    def favicon() -> FileResponse:
-        return FileResponse(STATIC_DIR / "favicon.svg", media_type="image/svg+xml")
+    async def favicon(request: Request) -> Response:
+        return _serve(own, "favicon.svg", request)
 
     @app.get("/docs", include_in_schema=False)
     def swagger(request: Request) -> HTMLResponse:

@@ -81,6 +81,7 @@ function renderOverview() {
     counts.textContent = t("overview.counts", { n: state.sites.length, a: state.alerts.size });
   };
   refresh();
+  if (!performance.getEntriesByName("swc-overview").length) performance.mark("swc-overview");
   return onChange((what) => (what === "sites" ? renderOverview() : refresh()));
 }
 
@@ -136,12 +137,25 @@ function showRole() {
   el.title = `${state.config.key_name || ""} ${state.config.key_prefix}…`;
 }
 
+/** The requests index.html started while the modules loaded, if made with this key. */
+function early() {
+  const e = window.swcEarly;
+  window.swcEarly = null;
+  if (!e || e.key !== getKey()) return null;
+  const json = (p) => p.then((r) => (r.ok ? r.json() : Promise.reject(new Error(String(r.status)))));
+  return { config: json(e.config), sites: json(e.sites), alerts: json(e.alerts) };
+}
+
 async function start() {
-  state.config = await api("/console/config");
+  const pre = early();
+  state.config = pre ? await pre.config.catch(() => api("/console/config")) : await api("/console/config");
   signin.hidden = true;
   frame.hidden = false;
   showRole();
-  await Promise.all([loadSites(), loadAlerts()]);
+  await Promise.all([
+    loadSites(pre && pre.sites.catch(() => null)),
+    loadAlerts(pre && pre.alerts.catch(() => null)),
+  ]);
   stream = alertStream({
     onEvent: applyEvent,
     onState: setLive,

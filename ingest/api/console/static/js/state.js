@@ -27,14 +27,14 @@ export function zoneOf(siteId) {
   return typeof z === "string" && z ? z : state.config.timezone;
 }
 
-export async function loadSites() {
-  state.sites = await api("/sites");
+export async function loadSites(given) {
+  state.sites = (given && (await given)) || (await api("/sites"));
   state.siteById = new Map(state.sites.map((s) => [s.id, s]));
   changed("sites");
 }
 
-export async function loadAlerts() {
-  const rows = await api("/alerts?active=true&late=false&limit=1000");
+export async function loadAlerts(given) {
+  const rows = (given && (await given)) || (await api("/alerts?active=true&late=false&limit=1000"));
   state.alerts = new Map(rows.map((a) => [a.id, a]));
   changed("alerts");
 }
