@@ -13,7 +13,7 @@ Figures (medians over the repeats):
 - ``year_page_ms``: navigation to the site page's charts drawn for range 1y;
 - ``year_points``: points in that chart's line (buckets, not 525,600 readings).
 
-    python bench/console.py [--quick] [--repeats N]
+    python bench/console.py [--quick] [--repeats N] [--screenshots DIR]
 
 Needs PostgreSQL (SWC_BENCH_DATABASE_URL, default the local server) and chromium.
 """
@@ -57,7 +57,9 @@ def year_of_stage(dsn: str, device: str, minutes: int) -> None:
         buf = io.StringIO()
         for i in range(minutes):
             t = start + timedelta(minutes=i)
-            buf.write(f"{t.isoformat()}\t{sid}\t{2.0 + (i % 1440) / 1440:.4f}\t1\t{t.isoformat()}\n")
+            buf.write(
+                f"{t.isoformat()}\t{sid}\t{2.0 + (i % 1440) / 1440:.4f}\t1\t{t.isoformat()}\n"
+            )
         buf.seek(0)
         with conn.cursor().copy(
             "COPY readings (time, stream_id, value, quality, received_at) FROM STDIN"
@@ -70,6 +72,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="3 repeats, a month of stage data")
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument("--screenshots", type=Path, default=None, help="save the pages here")
     args = ap.parse_args()
     repeats = args.repeats or (3 if args.quick else 7)
     minutes = 30 * 1440 if args.quick else YEAR_MINUTES
@@ -114,11 +117,16 @@ def main() -> None:
                 ready = page.evaluate(
                     "performance.getEntriesByName('swc-overview')[0].startTime"
                 )  # marked by app.js once the map and lists are drawn
+                if args.screenshots and i == repeats:
+                    args.screenshots.mkdir(parents=True, exist_ok=True)
+                    page.screenshot(path=str(args.screenshots / "county-overview.png"))
                 page.goto(f"{server.url}/#/site/{dam}?range=1y")
                 t = time.perf_counter()
                 page.wait_for_selector(".site-page[data-ready='true']", timeout=60000)
                 took = (time.perf_counter() - t) * 1000
                 points = int(page.get_attribute("#main-chart path.series", "data-points") or 0)
+                if args.screenshots and i == repeats:
+                    page.screenshot(path=str(args.screenshots / "county-site-year.png"))
                 if i:
                     fcp.append(paint.get("first-contentful-paint", float("nan")))
                     overview.append(ready)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -218,6 +219,18 @@ def test_site_page_draws_crests_thresholds_flags_and_rain_from_buckets(stack, co
     assert keys == ["dam_crest"]
     assert float(page.get_attribute("line[data-line='dam_crest']", "data-value")) == SMALL_DAM_CREST
 
+    # the export form downloads through /exports with the signed-in key
+    page.goto(f"{stack.url}/#/export")
+    page.wait_for_selector("#view[data-ready='true'] form.export-form")
+    page.select_option("select[name='site']", "dam-key")
+    page.select_option("select[name='format']", "csv")
+    page.select_option("select[name='quality']", "q3")  # without failed readings
+    with page.expect_download() as download:
+        page.click("form.export-form button[type='submit']")
+    lines = Path(download.value.path()).read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("time,") and len(lines) == 1 + 4320 + 1  # + the suspect one
+    assert not any(",9.5," in line for line in lines)
+
     phone = console(stack.viewer, "zh-CN", PHONE, "#/site/dam-key?range=3d")
     phone.wait_for_selector(".site-page[data-ready='true']")
     assert phone.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
@@ -330,3 +343,68 @@ def test_docs_render_with_the_network_blocked(stack, browser):
     # ReDoc's "API docs by Redocly" footer always tries its logo; the image hides itself
     assert [u for u in blocked if not u.endswith("/redoc/logo-mini.svg")] == []
     request_context_close()
+
+
+def test_time_to_crest_is_shown_and_sorts_when_alerts_carry_a_forecast(stack, console):
+    """The alert engine's forecast object (nullable) is shown and orders the site list;
+    its absence is tolerated (the other tests)."""
+    county(stack.db)
+    set_rule(stack.db, "cis-1", "cistern_overflow", {"min_duration_s": 0})
+    publish_stage(stack, "dam-key", [SPILLWAY - 0.3])  # yellow: 0.3 m below the crest
+    # yellow too: 0.1 m below the overflow
+    publish(stack.mqtt_url, messages("cis-1", stack.root, [(minutes_ago(1), "level_m", 2.9)]))
+    from tests.support.waiting import wait_for
+
+    wait_for(lambda: len(rows(stack.db, "SELECT 1 FROM alerts WHERE state = 'open'")) == 2, 20)
+    forecast = {"dam-key": 1200.0, "cis-1": 5400.0}  # not the order of the ids
+
+    def with_forecast(route):
+        body = route.fetch().json()
+        for a in body:
+            s = forecast[a["site_id"]]
+            a["forecast"] = {"time_to_crest_s": s, "time_to_crest_low_s": s * 0.5,
+                             "time_to_crest_high_s": s * 2, "crest_at": "2026-07-21T06:00:00Z",
+                             "peak_stage_m": 5.4, "crest_m": 6.2}  # fmt: skip
+        route.fulfill(json=body)
+
+    page = console(stack.engineer, path="#/health")  # any page: the data is loaded at start
+    page.route("**/alerts?active=true*", with_forecast)
+    page.reload()
+    page.wait_for_selector("#view[data-ready='true']")
+    page.goto(f"{stack.url}/#/")
+    page.wait_for_selector("#alert-list li[data-site='cis-1'] .forecast")
+    crest = page.get_attribute("#alert-list li[data-site='cis-1'] .forecast", "data-crest-s")
+    assert float(crest) == 5400.0
+    assert "1 h 30 min" in page.inner_text("#alert-list li[data-site='cis-1'] .forecast")
+    # same level (yellow): the sooner crest first, in the alert list and the site list
+    order = page.eval_on_selector_all("#alert-list li", "els => els.map(e => e.dataset.site)")
+    levels = page.eval_on_selector_all("#alert-list li", "els => els.map(e => e.dataset.level)")
+    assert levels == ["2", "2"] and order == ["dam-key", "cis-1"]
+    sites = page.eval_on_selector_all(
+        "#site-list tbody tr", "els => els.map(e => [e.dataset.site, e.dataset.level])"
+    )
+    assert sites[:2] == [["dam-key", "2"], ["cis-1", "2"]]
+    assert page.js_errors == []
+
+
+def test_sign_in_shows_the_role_and_sign_out_forgets_the_key(stack, browser):
+    context = browser.new_context(locale="en-US")
+    context.add_init_script("localStorage.setItem('swc.lang', 'en')")
+    page = context.new_page()
+    page.goto(stack.url + "/")
+    page.wait_for_selector("#signin-form")
+    page.fill("#key", "swc_not-a-key")
+    page.click("#signin-form button[type='submit']")
+    page.wait_for_selector("#signin-error:has-text('not valid')")
+    page.fill("#key", stack.engineer)
+    page.click("#signin-form button[type='submit']")
+    page.wait_for_selector("#view[data-ready='true']")
+    assert page.inner_text("#role") == "Engineer"
+    assert page.evaluate("sessionStorage.getItem('swc.key')") == stack.engineer
+    assert page.evaluate("localStorage.getItem('swc.key')") is None
+    page.click("#signout")
+    page.wait_for_selector("#signin-form")
+    assert page.evaluate("sessionStorage.getItem('swc.key')") is None
+    page.reload()
+    page.wait_for_selector("#signin-form")  # still signed out
+    context.close()

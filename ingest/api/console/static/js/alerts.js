@@ -105,15 +105,15 @@ function alertItem(a) {
   );
 }
 
-export function sortedAlerts() {
-  return [...state.alerts.values()].sort(
+export function sortedAlerts(keep = () => true) {
+  return [...state.alerts.values()].filter(keep).sort(
     (x, y) => y.level - x.level || (x.forecast?.time_to_crest_s ?? Infinity) - (y.forecast?.time_to_crest_s ?? Infinity) || String(y.opened_at).localeCompare(String(x.opened_at)),
   );
 }
 
 /** The list element; call update() when alerts change (keeps open note forms). */
-export function alertList() {
-  const ul = h("ul", { class: "alerts", "aria-live": "polite", id: "alert-list" });
+export function alertList(keep) {
+  const ul = h("ul", { class: "alerts", "aria-live": "polite", id: keep ? null : "alert-list" });
   const empty = h("p", { class: "muted empty", i18n: "alert.none" });
   const box = h("div", { class: "alert-box" }, ul, empty);
   function update() {
@@ -121,7 +121,7 @@ export function alertList() {
     for (const li of ul.children) {
       if (li.querySelector("form")) open.set(li.dataset.alert, li);
     }
-    const items = sortedAlerts().map((a) => {
+    const items = sortedAlerts(keep).map((a) => {
       const keep = open.get(String(a.id));
       if (keep && keep.dataset.state === a.state && keep.dataset.level === String(a.level)) return keep;
       return alertItem(a);

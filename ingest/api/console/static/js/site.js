@@ -4,7 +4,8 @@
 import { api, query, readings } from "./api.js";
 import { drawChart } from "./chart.js";
 import { t } from "./i18n.js";
-import { state, zoneOf, levelOf } from "./state.js";
+import { alertList } from "./alerts.js";
+import { levelOf, onChange, state, zoneOf } from "./state.js";
 import { COLOUR_NAMES, fmtNum, fromZoned, h, levelChip, timeEl, toZonedInput } from "./util.js";
 
 const RANGES = { "6h": 6, "24h": 24, "3d": 72, "7d": 168, "30d": 720, "1y": 8760 };
@@ -182,7 +183,8 @@ export async function renderSite(view, siteId, params) {
       h("tr", { class: r.quality >= 3 ? `q${r.quality}` : "" }, h("td", {}, r.channel), h("td", {}, `${fmtNum(r.value, 3)} ${r.unit || ""}`), h("td", {}, timeEl(r.time, zone))),
     )),
   );
-  const info = h("div", { class: "info" });
+  const info = h("div", { class: "info" }, h("p", { class: "muted" }, "…"));
+  const alerts = alertList((a) => a.site_id === siteId);
   const kindTitle = h("span", { class: "kind", i18n: `kind.${site.kind}` });
   view.replaceChildren(
     h(
@@ -190,6 +192,7 @@ export async function renderSite(view, siteId, params) {
       { class: "site-page", dataset: { site: siteId } },
       h("p", {}, h("a", { href: "#/", i18n: "site.back" })),
       h("h2", { class: "site-title" }, levelChip(level), " ", site.name, " ", h("span", { class: "muted" }, site.id), " ", kindTitle),
+      h("section", { class: "panel site-alerts" }, h("h3", { i18n: "overview.alerts" }), alerts.el),
       picker,
       h("p", { class: "muted small" }, t("zone.note", { z: zone }), " · ", t("site.bucket", { i: iv })),
       main ? h("h3", { i18n: main === "stage_m" ? "site.stage" : main === "level_m" ? "site.level" : `site.${main}` }) : null,
@@ -246,9 +249,19 @@ export async function renderSite(view, siteId, params) {
       drawChart(box, { t0, t1, zone, series: toSeries(s.rows), bucketMs, height: 150 });
     })());
   }
-  jobs.push(infoPanels(site, zone).then((panels) => info.replaceChildren(...panels)));
+  // retention can take seconds over a long record: it fills in after the charts
+  const page = view.querySelector(".site-page");
+  infoPanels(site, zone)
+    .then((panels) => info.replaceChildren(...panels))
+    .catch((err) => info.replaceChildren(h("p", { class: "error" }, t("error.generic", { m: err.message }))))
+    .finally(() => (page.dataset.infoReady = "true"));
   const results = await Promise.allSettled(jobs);
   for (const r of results) if (r.status === "rejected") console.error(r.reason);
-  view.querySelector(".site-page").dataset.ready = "true";
-  return () => {};
+  page.dataset.ready = "true";
+  return onChange(() => {
+    const chip = page.querySelector(".site-title .chip");
+    const level = levelOf(siteId);
+    if (chip && chip.dataset.level !== String(level)) chip.replaceWith(levelChip(level));
+    alerts.update();
+  });
 }
