@@ -4,8 +4,6 @@ import { alertStream, api, getKey, setKey, whenUnauthorized } from "./api.js";
 import { alertList, renderAlertDetail } from "./alerts.js";
 import { applyLabels, durationText, lang, setLang, t } from "./i18n.js";
 import { drawMap, legend, recolour } from "./map.js";
-import { renderExport, renderHealth } from "./pages.js";
-import { renderSite } from "./site.js";
 import { crestIn, levelOf, loadAlerts, loadSites, onChange, state, applyEvent } from "./state.js";
 import { h, levelChip, timeEl } from "./util.js";
 
@@ -111,10 +109,15 @@ async function route() {
       const draw = () => renderAlertDetail(view, id);
       await draw();
       cleanup = onChange((what) => what && what.event && what.event.alert_id === id && draw());
-    } else if (parts[0] === "site") cleanup = await renderSite(view, parts[1], params);
-    else if (parts[0] === "health") cleanup = await renderHealth(view);
-    else if (parts[0] === "export") cleanup = renderExport(view);
-    else location.hash = "#/";
+    } else if (parts[0] === "site") {
+      // pages other than the overview load their modules when first opened
+      const { renderSite } = await import("./site.js");
+      cleanup = await renderSite(view, parts[1], params);
+    } else if (parts[0] === "health") {
+      cleanup = await (await import("./pages.js")).renderHealth(view);
+    } else if (parts[0] === "export") {
+      cleanup = (await import("./pages.js")).renderExport(view);
+    } else location.hash = "#/";
   } catch (err) {
     view.replaceChildren(h("p", { class: "error" }, t("error.generic", { m: err.message })));
   }

@@ -25,7 +25,8 @@ function timeTicks(t0, t1, zone, W) {
   const off = zoneOffsetMs(new Date(t0), zone);
   const out = [];
   for (let v = Math.ceil((t0 + off) / step) * step - off; v <= t1; v += step) {
-    out.push({ v, label: zonedShort(new Date(v), zone, withDate) });
+    const label = zonedShort(new Date(v), zone, withDate);
+    out.push({ v, label: step >= 86400000 ? label.slice(0, 5) : label });
   }
   return out;
 }

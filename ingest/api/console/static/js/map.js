@@ -123,11 +123,31 @@ export function drawMap(container, sites, levelOf, { tileUrl, onOpen } = {}) {
   }
   svg.append(links);
 
+  // sites at (nearly) the same place, such as the plots of one runoff station, are
+  // spread on a small circle around it so that each stays visible and clickable
+  const where = new Map(placed.map((s) => [s.id, proj(s.longitude, s.latitude)]));
+  const groups = new Map();
+  for (const s of placed) {
+    const [x, y] = where.get(s.id);
+    const cell = `${Math.round(x / (6 * k))},${Math.round(y / (6 * k))}`;
+    if (!groups.has(cell)) groups.set(cell, []);
+    groups.get(cell).push(s.id);
+  }
+  for (const ids of groups.values()) {
+    if (ids.length < 2) continue;
+    const [x0, y0] = where.get(ids[0]);
+    const ring = 10 * k + ids.length * 2.5 * k;
+    ids.forEach((id, i) => {
+      const a = (2 * Math.PI * i) / ids.length - Math.PI / 2;
+      where.set(id, [x0 + ring * Math.cos(a), y0 + ring * Math.sin(a)]);
+    });
+  }
+
   const marks = h("g", { class: "markers" });
   // highest level drawn last, on top
   const ordered = [...placed].sort((a, b) => levelOf(a.id) - levelOf(b.id));
   for (const s of ordered) {
-    const [x, y] = proj(s.longitude, s.latitude);
+    const [x, y] = where.get(s.id);
     const level = levelOf(s.id);
     const g = h(
       "g",
