@@ -46,5 +46,5 @@ def open_console(browser, url: str, key: str, lang: str = "en", viewport=None, p
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.js_errors = errors  # type: ignore[attr-defined]
     page.goto(f"{url}/{path}")
-    page.wait_for_selector("#view[data-ready='true']", timeout=15000)
+    page.wait_for_selector("#view[data-ready='true']", timeout=30000)
     return page

@@ -90,37 +90,52 @@ function renderAlerts() {
 }
 
 // ------------------------------------------------------------------ router
+let routeSeq = 0;
+let doneSeq = 0;
+
+/** Draw the page the address names; returns its cleanup (listeners to remove). */
+async function draw(parts, params) {
+  if (!parts.length) return renderOverview();
+  if (parts[0] === "alerts") return renderAlerts();
+  if (parts[0] === "alert") {
+    const id = Number(parts[1]);
+    await renderAlertDetail(view, id);
+    return onChange((what) => what && what.event && what.event.alert_id === id && renderAlertDetail(view, id));
+  }
+  // pages other than the overview load their modules when first opened
+  if (parts[0] === "site") return (await import("./site.js")).renderSite(view, parts[1], params);
+  if (parts[0] === "health") return (await import("./pages.js")).renderHealth(view);
+  if (parts[0] === "export") return (await import("./pages.js")).renderExport(view);
+  location.hash = "#/";
+  return () => {};
+}
+
 async function route() {
   cleanup();
   cleanup = () => {};
+  const seq = ++routeSeq;
   const [path, qs] = (location.hash.slice(1) || "/").split("?");
-  const params = new URLSearchParams(qs || "");
   const parts = path.split("/").filter(Boolean).map(decodeURIComponent);
   for (const a of document.querySelectorAll("nav a")) {
     a.classList.toggle("on", a.getAttribute("href") === `#/${parts[0] || ""}`);
   }
   view.dataset.view = parts[0] || "overview";
   delete view.dataset.ready;
+  let mine = () => {};
   try {
-    if (!parts.length) cleanup = renderOverview();
-    else if (parts[0] === "alerts") cleanup = renderAlerts();
-    else if (parts[0] === "alert") {
-      const id = Number(parts[1]);
-      const draw = () => renderAlertDetail(view, id);
-      await draw();
-      cleanup = onChange((what) => what && what.event && what.event.alert_id === id && draw());
-    } else if (parts[0] === "site") {
-      // pages other than the overview load their modules when first opened
-      const { renderSite } = await import("./site.js");
-      cleanup = await renderSite(view, parts[1], params);
-    } else if (parts[0] === "health") {
-      cleanup = await (await import("./pages.js")).renderHealth(view);
-    } else if (parts[0] === "export") {
-      cleanup = (await import("./pages.js")).renderExport(view);
-    } else location.hash = "#/";
+    mine = (await draw(parts, new URLSearchParams(qs || ""))) || (() => {});
   } catch (err) {
     view.replaceChildren(h("p", { class: "error" }, t("error.generic", { m: err.message })));
   }
+  if (seq !== routeSeq) {
+    // another page was opened while this one loaded: drop it, and redraw the newer
+    // page if it finished first (this one drew over it)
+    mine();
+    if (doneSeq === routeSeq) route();
+    return;
+  }
+  cleanup = mine;
+  doneSeq = seq;
   view.dataset.ready = "true";
 }
 

@@ -54,6 +54,18 @@ export function referenceLines(site, rules) {
   return lines;
 }
 
+/** "blue 1 · yellow 0.5 · … m" of a rule's effective thresholds. */
+function thresholdText(r) {
+  const th = r.config.thresholds;
+  if (!th) return "";
+  const parts = [];
+  for (let i = 1; i <= 4; i++) {
+    const v = th[COLOUR_NAMES[i]];
+    if (v != null) parts.push(`${t(`level.${i}`)} ${v}`);
+  }
+  return parts.length ? `${parts.join(" · ")} ${r.unit}` : "";
+}
+
 function mainChannel(site, channels) {
   if (site.kind === "check_dam" && channels.has("stage_m")) return "stage_m";
   if (site.kind === "cistern" && channels.has("level_m")) return "level_m";
@@ -184,6 +196,15 @@ export async function renderSite(view, siteId, params) {
     )),
   );
   const info = h("div", { class: "info" }, h("p", { class: "muted" }, "…"));
+  const ruleRows = rules.map((r) =>
+    h(
+      "tr",
+      { dataset: { rule: r.rule, applies: String(r.applies) }, class: r.applies && r.config.enabled ? "" : "muted" },
+      h("td", { i18n: `rule.${r.rule}` }),
+      h("td", {}, r.applies ? (r.config.enabled ? "✓" : t("site.rule_disabled")) : "✗"),
+      h("td", { class: "small" }, r.applies ? thresholdText(r) : r.reason || ""),
+    ),
+  );
   const alerts = alertList((a) => a.site_id === siteId);
   const kindTitle = h("span", { class: "kind", i18n: `kind.${site.kind}` });
   view.replaceChildren(
@@ -201,6 +222,7 @@ export async function renderSite(view, siteId, params) {
       rainBox,
       sideBoxes.map(([c, box]) => [h("h3", { i18n: `site.${c}` }), box]),
       h("div", { class: "grid2" }, panel("site.devices", devices), panel("site.latest", latest)),
+      panel("site.rules", h("table", { class: "table rules" }, h("tbody", {}, ruleRows))),
       info,
     ),
   );
