@@ -252,7 +252,7 @@ def _labels(page) -> dict[str, set[str]]:
 
 def test_the_language_switch_changes_every_label_on_the_overview(stack, console):
     county(stack.db)
-    publish_stage(stack, "dam-key", [SPILLWAY - 0.3])  # an orange alert, so the list has one
+    publish_stage(stack, "dam-key", [SPILLWAY - 0.3])  # a yellow alert, so the list has one
     page = console(stack.engineer)
     page.wait_for_selector("#alert-list li", timeout=10000)
     english = _labels(page)
