@@ -4,6 +4,7 @@ live stack: PostgreSQL, Mosquitto, the consumer with the alert engine, the API."
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -11,9 +12,19 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from ingest.api import create_app
+from ingest.settings import Settings
 from ingest.store.registry import RegistryFile, load_registry
-from tests.api.support import insert_readings, messages, minutes_ago, publish, rows, set_rule
-from tests.console.support import LIVE_TIMEOUT_MS, PHONE, artifacts_dir
+from tests.api.support import (
+    ServerThread,
+    insert_readings,
+    messages,
+    minutes_ago,
+    publish,
+    rows,
+    set_rule,
+)
+from tests.console.support import LIVE_TIMEOUT_MS, PHONE, artifacts_dir, open_console
 
 RED = "#d7191c"
 SPILLWAY, DAM_CREST = 5.0, 6.2
@@ -413,3 +424,32 @@ def test_sign_in_shows_the_role_and_sign_out_forgets_the_key(stack, browser):
     page.reload()
     page.wait_for_selector("#signin-form")  # still signed out
     context.close()
+
+
+def test_map_tiles_come_from_the_tile_url_setting(stack, browser):
+    county(stack.db)
+    tiles = "/favicon.ico?z={z}&x={x}&y={y}"  # any local URL with {z}, {x} and {y}
+    settings = Settings(_env_file=None, database_url=stack.db, console_tile_url=tiles)
+    with ServerThread(create_app(settings)) as server:
+        page = open_console(browser, server.url, stack.viewer)
+        try:
+            hrefs = page.eval_on_selector_all(
+                "g.tiles image", "els => els.map(e => e.getAttribute('href'))"
+            )
+            assert page.js_errors == []
+        finally:
+            page.context.close()
+    found = [re.fullmatch(r"/favicon\.ico\?z=(\d+)&x=(\d+)&y=(\d+)", h) for h in hrefs]
+    assert hrefs and all(found)
+    zooms = {int(m[1]) for m in found}
+    assert len(zooms) == 1
+    z = zooms.pop()
+    xs = {int(m[2]) for m in found}
+    ys = {int(m[3]) for m in found}
+    # every site's tile is among those drawn
+    for lat, lon in ((37.560, 110.250), (37.540, 110.270), (37.548, 110.236)):
+        n = 2**z
+        tx = int((lon + 180) / 360 * n)
+        s = math.sin(math.radians(lat))
+        ty = int((0.5 - math.log((1 + s) / (1 - s)) / (4 * math.pi)) * n)
+        assert tx in xs and ty in ys
