@@ -170,6 +170,11 @@ export async function renderAlertDetail(view, id) {
         h("span", { class: `state state-${a.state}`, i18n: `state.${a.state}` }),
         a.late ? h("span", { class: "muted", i18n: "alert.late" }) : null,
       ),
+      forecastText(a.forecast)
+        ? h("p", { class: "forecast" }, forecastText(a.forecast),
+          Number.isFinite(a.forecast.peak_stage_m) ? ` · ${t("alert.peak", { v: fmtNum(a.forecast.peak_stage_m, 2), t: "" })}` : "",
+          a.forecast.crest_at ? timeEl(a.forecast.crest_at, zone) : null)
+        : null,
       a.state !== "resolved" ? actions(a, slot) : null,
       slot,
       h(

@@ -4,7 +4,7 @@ import { alertStream, api, getKey, setKey, whenUnauthorized } from "./api.js";
 import { alertList, renderAlertDetail } from "./alerts.js";
 import { applyLabels, durationText, lang, setLang, t } from "./i18n.js";
 import { drawMap, legend, recolour } from "./map.js";
-import { crestIn, levelOf, loadAlerts, loadSites, onChange, state, applyEvent } from "./state.js";
+import { applyEvent, crestIn, levelOf, loadAlerts, loadSites, onChange, state, zoneOf } from "./state.js";
 import { h, levelChip, timeEl } from "./util.js";
 
 const view = document.getElementById("view");
@@ -25,7 +25,7 @@ function siteRows() {
       h("td", {}, h("a", { href: `#/site/${encodeURIComponent(s.id)}` }, s.name), h("div", { class: "muted small" }, s.id)),
       h("td", { i18n: `kind.${s.kind}` }),
       h("td", { class: "forecast" }, crest == null ? "" : durationText(crest)),
-      h("td", {}, timeEl(s.last_seen, state.config.timezone)),
+      h("td", {}, timeEl(s.last_seen, zoneOf(s.id))),
     ),
   );
 }

@@ -2,7 +2,7 @@
 
 import { api, getKey, query } from "./api.js";
 import { t } from "./i18n.js";
-import { state } from "./state.js";
+import { state, zoneOf } from "./state.js";
 import { bytesText, fmtNum, fromZoned, h, timeEl } from "./util.js";
 
 function table(heads, rows) {
@@ -31,7 +31,7 @@ export async function renderHealth(view) {
       { dataset: { device: d.id }, class: d.offline ? "offline" : "" },
       h("td", {}, d.id, d.kind === "gateway" ? " (gw)" : ""),
       h("td", {}, d.site_id ? h("a", { href: `#/site/${encodeURIComponent(d.site_id)}` }, d.site_id) : "—"),
-      h("td", {}, d.last_seen ? [timeEl(d.last_seen, zone), h("span", { class: "muted" }, ` ${silent(d.silent_s)}`)] : h("span", { i18n: "health.never" }),
+      h("td", {}, d.last_seen ? [timeEl(d.last_seen, d.site_id ? zoneOf(d.site_id) : zone), h("span", { class: "muted" }, ` ${silent(d.silent_s)}`)] : h("span", { i18n: "health.never" }),
         d.offline ? h("span", { class: "badge bad", i18n: "health.offline" }) : null),
       h("td", { class: d.battery_v != null && d.battery_v < 11.8 ? "warn" : "" }, d.battery_v == null ? "—" : `${fmtNum(d.battery_v, 2)} V`),
       h("td", {}, d.rssi_dbm == null ? "—" : `${fmtNum(d.rssi_dbm, 0)} dBm`),
