@@ -169,7 +169,8 @@ def test_acknowledge_shows_on_a_second_page_and_viewers_cannot_act(stack, consol
     engineer.fill(f"{item} input.note", "water below the crest, gauge checked")
     engineer.click(f"{item} [data-action='resolve-confirm']")
     viewer.wait_for_selector(item, state="detached", timeout=10000)
-    viewer.goto(f"{stack.url}/#/alert/{aid}")
+    viewer.goto(f"{stack.url}/#/alerts")
+    viewer.click(f"#past-alerts tr[data-alert='{aid}'] a[href='#/alert/{aid}']")
     viewer.wait_for_selector("#view[data-ready='true'] tr[data-event='resolve']")
     kinds = viewer.eval_on_selector_all("tr[data-event]", "els => els.map(e => e.dataset.event)")
     assert kinds == ["open", "acknowledge", "resolve"]

@@ -85,8 +85,42 @@ function renderOverview() {
 
 function renderAlerts() {
   const list = alertList();
-  view.replaceChildren(h("section", { class: "panel" }, h("h2", { i18n: "overview.alerts" }), list.el));
-  return onChange(() => list.update());
+  const past = h("tbody", {});
+  const drawPast = async () => {
+    const rows = await api("/alerts?state=resolved&limit=50");
+    past.replaceChildren(
+      ...rows.map((a) => {
+        const site = state.siteById.get(a.site_id);
+        const zone = zoneOf(a.site_id);
+        return h(
+          "tr",
+          { dataset: { alert: String(a.id) } },
+          h("td", {}, levelChip(a.peak_level)),
+          h("td", {}, h("a", { href: `#/site/${encodeURIComponent(a.site_id)}` }, site ? site.name : a.site_id)),
+          h("td", { i18n: `rule.${a.rule}` }),
+          h("td", {}, timeEl(a.opened_at, zone)),
+          h("td", {}, timeEl(a.resolved_at, zone)),
+          h("td", {}, h("a", { href: `#/alert/${a.id}`, i18n: "alert.history" })),
+        );
+      }),
+    );
+  };
+  view.replaceChildren(
+    h("section", { class: "panel" }, h("h2", { i18n: "overview.alerts" }), list.el),
+    h(
+      "section",
+      { class: "panel" },
+      h("h2", { i18n: "alert.past" }),
+      h("div", { class: "scroll" }, h("table", { class: "table", id: "past-alerts" },
+        h("thead", {}, h("tr", {}, ["alert.peak_level", "col.site", "col.rule", "col.since", "alert.resolved_at", "alert.history"].map((k) => h("th", { i18n: k })))),
+        past)),
+    ),
+  );
+  drawPast().catch(() => {});
+  return onChange((what) => {
+    list.update();
+    if (what && what.event && what.event.state === "resolved") drawPast().catch(() => {});
+  });
 }
 
 // ------------------------------------------------------------------ router
