@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -155,8 +156,41 @@ class Settings(BaseSettings):
         default=4, ge=1, le=64, description="exports streamed at once by the API (more: 429)"
     )
 
+    # the web console at /
+    console_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA zone the console shows times in (a site's params.timezone overrides)",
+    )
+    console_tile_url: str | None = Field(
+        default=None,
+        description="map tiles under the overview, e.g. http://tiles.local/{z}/{x}/{y}.png; "
+        "unset: a plain projected map",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("console_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone such as Asia/Shanghai") from None
+        return v
+
+    @field_validator("console_tile_url")
+    @classmethod
+    def _tiles(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("http://", "https://", "/")) or not all(
+            f"{{{k}}}" in v for k in "zxy"
+        ):
+            raise ValueError(
+                f"tile URL {v!r} must be http(s):// or /path with {{z}}, {{x}} and {{y}}"
+            )
+        return v
 
     @field_validator("topic_root")
     @classmethod

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from psycopg_pool import ConnectionPool
 
 from ..settings import Settings
-from . import errors
+from . import console, errors
 from .events import Broadcaster
 from .routes import (
     alerts,
@@ -62,10 +62,13 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.2.0",
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # console.install serves /docs and /redoc from local files
+        redoc_url=None,
     )
     errors.install(app)
     for module in (health, sites, rules, alerts, devices, keys, webhooks):
         app.include_router(module.router)
     for module in (readings, exports, research, surveys):  # researchers' data
         app.include_router(module.router)
+    console.install(app)  # the web console at /, offline API docs
     return app
