@@ -41,7 +41,7 @@ from tests.api.support import (
 from tests.support.waiting import wait_for
 
 SITE = "dam-1"
-CREST = 5.0  # spillway crest [m]; the stage rule is red at the crest
+CREST = 5.0  # dam crest [m]; the stage rule is red at the crest
 RED, YELLOW, CALM, EMPTY = 5.1, 4.6, 3.0, 0.4  # stage [m]
 
 
@@ -52,7 +52,7 @@ def start_alerting(start_consumer):
 
 def _dam(db: str) -> None:
     """A check dam whose only rule is the stage rule (yellow 0.5 m, orange 0.2 m, red 0)."""
-    setup_site(db, SITE, "check_dam", {"spillway_crest_m": CREST, "dam_crest_m": 7.0},
+    setup_site(db, SITE, "check_dam", {"spillway_crest_m": CREST - 1.0, "dam_crest_m": CREST},
                {SITE: ["stage_m"]})  # fmt: skip
     for name in RULES:
         if name != "stage":
