@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Literal
 
@@ -10,7 +11,9 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel
 
 from ...broker import port_open
-from ..deps import SettingsDep
+from ..deps import OptionalKey, SettingsDep
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -37,7 +40,11 @@ class HealthOut(BaseModel):
 @router.get(
     "/health", response_model=HealthOut, summary="Health of the database, broker and ingest"
 )
-def health(request: Request, response: Response, settings: SettingsDep) -> HealthOut:
+def health(
+    request: Request, response: Response, settings: SettingsDep, key: OptionalKey
+) -> HealthOut:
+    """Without a valid key: the status of each part only. With one: also the broker's
+    address and the database's error text."""
     db, ingest, mode = ComponentHealth(status="ok"), None, None
     try:
         with request.app.state.pool.connection(timeout=3) as conn:
@@ -54,12 +61,14 @@ def health(request: Request, response: Response, settings: SettingsDep) -> Healt
                 dead_letters_last_hour=dead,
             )
     except (psycopg.Error, TimeoutError) as exc:
-        db = ComponentHealth(status="down", detail=str(exc).strip().splitlines()[0][:200])
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        log.warning("health: database down: %s", text)
+        db = ComponentHealth(status="down", detail=text if key else None)
     if settings.mqtt_url:
         target = settings.mqtt
         up = port_open(target.host, target.port, timeout=1.0)
         broker = ComponentHealth(
-            status="ok" if up else "down", detail=f"{target.host}:{target.port}"
+            status="ok" if up else "down", detail=f"{target.host}:{target.port}" if key else None
         )
     else:
         broker = ComponentHealth(status="not_configured")
