@@ -6,10 +6,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from psycopg_pool import ConnectionPool
 
 from ..settings import Settings
 from . import errors
+from .dbpool import CheckedPool
 from .events import Broadcaster
 from .guard import RequestGuard
 from .routes import (
@@ -55,13 +55,12 @@ def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         exports.sweep_stale_files(settings.export_tmp_path)
-        pool = ConnectionPool(
+        pool = CheckedPool(
             settings.database_url,
             min_size=1,
             max_size=settings.api_pool_size,
             timeout=settings.api_pool_wait_s,
             max_waiting=settings.api_pool_size * 16,  # more waiting: 503 at once
-            check=ConnectionPool.check_connection,  # a dead one (database restart) is replaced
             kwargs={"options": f"-c statement_timeout={_default_timeout_ms(settings)}"},
             open=False,
         )
