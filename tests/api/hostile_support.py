@@ -98,14 +98,14 @@ def meanwhile(client_calls: Callable[[], None], threads: int = 1):
     assert not errors, errors
 
 
-def raise_alert(db: str, site_id: str, level: int = 3) -> int:
+def raise_alert(db: str, site_id: str, level: int = 3, rule: str = "stage") -> int:
     """Open an alert and announce its event, as the engine does; returns the event id."""
     now = datetime.now(UTC)
     with psycopg.connect(db) as conn:
         alert_id = conn.execute(
             "INSERT INTO alerts (site_id, rule, subject, level, peak_level, opened_at, "
-            "last_data_at, value) VALUES (%s, 'stage', '', %s, %s, %s, %s, 1.0) RETURNING id",
-            (site_id, level, level, now, now),
+            "last_data_at, value) VALUES (%s, %s, '', %s, %s, %s, %s, 1.0) RETURNING id",
+            (site_id, rule, level, level, now, now),
         ).fetchone()[0]
         event_id = store.insert_event(conn, alert_id, "open", level, 0, data_time=now, value=1.0)
         store.announce(conn, event_id)
