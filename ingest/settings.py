@@ -161,6 +161,16 @@ class Settings(BaseSettings):
         default_factory=lambda: {"viewer": 10.0, "surveyor": 30.0, "engineer": 30.0, "admin": 60.0},
         description="longest SQL statement per key role [s] (JSON object)",
     )
+    api_key_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="requests of one key (or one address without a "
+        "key) handled at once by an API process; the others wait their turn",
+    )
+    api_key_queue: int = Field(
+        default=32, ge=0, le=100_000, description="requests of one key waiting at most (more: 429)"
+    )
     api_key_recheck_s: float = Field(
         default=15.0, gt=0, le=3600, description="open event streams re-check their key every N s"
     )

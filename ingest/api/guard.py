@@ -1,4 +1,4 @@
-"""The API's first line: a request body is refused before it is read.
+"""The API's first line: fair shares per key, and a request body refused before it is read.
 
 A pure ASGI middleware, in front of FastAPI (which reads and parses a JSON
 body before any dependency runs):
@@ -6,14 +6,22 @@ body before any dependency runs):
 * a request with a body and no API key gets 401 without one byte of the body
   read; with a key, the key is checked first (the route then reuses it);
 * each route has a body limit: a larger ``Content-Length`` gets 413 at once,
-  and a chunked body is cut off with 413 as soon as it passes the limit.
+  and a chunked body is cut off with 413 as soon as it passes the limit;
+* one key (or one client address without a key) has at most
+  ``api_key_concurrency`` requests handled at once; the others wait their turn
+  (holding no thread or connection), and beyond ``api_key_queue`` waiting get
+  429: one credential cannot take the whole process from the others.
+  Event streams are long-lived and do not count.
 """
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
 import logging
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from psycopg_pool import PoolTimeout, TooManyRequests
 from starlette.concurrency import run_in_threadpool
@@ -62,12 +70,69 @@ def _key_of(headers: dict[bytes, bytes]) -> str | None:
     return key or None
 
 
+# Long-lived responses that would hold a key's place for long (exports have their
+# own limit, SWC_EXPORT_MAX_CONCURRENT).
+UNSHARED_PATHS: frozenset[str] = frozenset({"/alerts/stream"})
+UNSHARED_PREFIXES: tuple[str, ...] = ("/exports/",)
+
+
+@dataclass
+class _Share:
+    sem: asyncio.Semaphore
+    users: int = 0  # running or waiting
+    waiting: int = 0
+
+
+def _bucket(scope: Scope, headers: dict[bytes, bytes]) -> str:
+    """A key's bucket (by a hash of what was sent: no database needed), else the
+    client's address."""
+    key = _key_of(headers)
+    if key:
+        return "key:" + hashlib.sha256(key.encode("utf-8", "replace")).hexdigest()[:24]
+    client = scope.get("client")
+    return f"addr:{client[0] if client else '?'}"
+
+
 class RequestGuard:
     def __init__(self, app: ASGIApp, settings: Settings, pool_of: Callable[[], object]):
         self.app = app
+        self._shares: dict[str, _Share] = {}
         self.settings = settings
         self.pool_of = pool_of  # the pool is opened in the lifespan, after this is built
         self.limits = body_limits(settings)
+
+    async def take_share(self, bucket: str) -> _Share:
+        """Wait for one of the bucket's places (429 when too many already wait)."""
+        s = self.settings
+        share = self._shares.get(bucket)
+        if share is None:
+            share = self._shares[bucket] = _Share(asyncio.Semaphore(s.api_key_concurrency))
+        if share.sem.locked() and share.waiting >= s.api_key_queue:
+            raise Problem(
+                429,
+                "Too many requests at once",
+                f"{s.api_key_concurrency} requests of this key are running and "
+                f"{share.waiting} waiting; wait for some to finish",
+                "too-many-requests",
+                {"Retry-After": "1"},
+            )
+        share.users += 1
+        share.waiting += 1
+        try:
+            await share.sem.acquire()
+        except BaseException:
+            self._leave(bucket, share, acquired=False)
+            raise
+        finally:
+            share.waiting -= 1
+        return share
+
+    def _leave(self, bucket: str, share: _Share, acquired: bool = True) -> None:
+        if acquired:
+            share.sem.release()
+        share.users -= 1
+        if share.users == 0 and self._shares.get(bucket) is share:
+            del self._shares[bucket]
 
     def limit_for(self, path: str) -> int:
         for pattern, limit in self.limits:
@@ -81,6 +146,23 @@ class RequestGuard:
             return
         headers = dict(scope["headers"])
         path = scope["path"]
+        if path in UNSHARED_PATHS or path.startswith(UNSHARED_PREFIXES):
+            await self._guarded(scope, receive, send, headers, path)
+            return
+        bucket = _bucket(scope, headers)
+        try:
+            share = await self.take_share(bucket)
+        except Problem as p:
+            await self._refuse(p, send)
+            return
+        try:
+            await self._guarded(scope, receive, send, headers, path)
+        finally:
+            self._leave(bucket, share)
+
+    async def _guarded(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], path: str
+    ) -> None:
         limit = self.limit_for(path)
         length = headers.get(b"content-length")
         chunked = b"chunked" in headers.get(b"transfer-encoding", b"").lower()

@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from ...store import timeseries as store
@@ -249,7 +249,7 @@ def use_hourly(q: ReadingsParams, interval: timedelta | None, aggs: list[str]) -
     summary="Readings of streams, sites and channels: raw or in buckets, paged by a cursor",
     responses=errors(401, 422),
 )
-def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query()]) -> ReadingsPage:
+def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query()]) -> Response:
     """Rows are ordered by stream, then time. Follow `next` until it is null.
 
     Bucketed rows (`interval`) carry `count` and the aggregates asked for
@@ -279,7 +279,7 @@ def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query(
         rows = rows[: q.limit]
         nxt = encode_cursor(rows[-1]["stream_id"], rows[-1]["time"], fp)
     kept = q.qualities()
-    return ReadingsPage(
+    page = ReadingsPage(
         source="readings_hourly" if hourly else "readings",
         interval=format_interval(interval) if interval else None,
         aggregates=aggs,
@@ -290,3 +290,6 @@ def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query(
         rows=[ReadingRow(**r) for r in rows],
         next=nxt,
     )
+    # rendered here, in the worker thread: a page of 10,000 rows is not serialized
+    # on the event loop, where every other client would wait for it
+    return Response(page.model_dump_json(), media_type="application/json")

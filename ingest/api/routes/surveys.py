@@ -32,7 +32,7 @@ from ...surveys.models import (
     SurveyIn,
     SurveyOut,
 )
-from ...surveys.sheets import SheetError, read_sheet, write_sheet
+from ...surveys.sheets import SheetError, write_sheet
 from ...surveys.upload import UploadError, receive
 from ..deps import ConnDep, CurrentKey, StreamKey, pooled, statement_timeout
 from ..errors import ErrorOut, errors
@@ -220,8 +220,8 @@ async def import_surveys(
     finally:
         upload.close()
     fmt = _sheet_format(format, upload.content_type, upload.filename, data[:64])
-    try:  # read and grouped in a worker thread, holding no database connection
-        sheet = await run_in_threadpool(read_sheet, data, fmt)  # type: ignore[arg-type]
+    try:  # read and grouped in a worker process, holding no database connection
+        sheet = await request.app.state.sheet_readers.read(data, fmt)
     except SheetError as exc:
         raise HTTPException(422, f"the sheet cannot be read: {exc}") from None
     del data
