@@ -151,3 +151,41 @@ def test_health_tells_details_only_to_a_key(db):
         assert r.status_code == 503
         assert r.json()["database"] == {"status": "down", "detail": None}
         assert "does_not_exist" not in r.text
+
+
+def test_one_key_cannot_take_the_whole_api(db):
+    site(db)
+    k = keys(db)
+    with (
+        api(db, api_key_concurrency=1, api_key_queue=1) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        conn, _ = _lock_sites(db)
+        try:
+            with concurrent.futures.ThreadPoolExecutor(2) as ex:
+
+                def slow():
+                    return httpx.get(f"{server.url}/sites", headers=auth(k["admin"]), timeout=60)
+
+                def refused() -> bool:
+                    try:
+                        r = httpx.get(f"{server.url}/alerts", headers=auth(k["admin"]), timeout=1)
+                    except httpx.TimeoutException:
+                        return False  # queued: the queue was not full yet
+                    return r.status_code == 429
+
+                running = ex.submit(slow)
+                wait_for(lambda: _waiting_on_lock(db) >= 1, 20, what="a request on the lock")
+                queued = ex.submit(slow)
+                wait_for(refused, 20, what="the key's queue to fill")
+                r = client.get("/alerts", headers=auth(k["admin"]))
+                p = assert_problem(r, 429, "too-many-requests")
+                assert r.headers["Retry-After"] == "1" and "this key" in p["detail"]
+                # another key is served meanwhile
+                assert client.get("/alerts", headers=auth(k["viewer"])).status_code == 200
+                conn.rollback()
+                assert running.result().status_code == 200
+                assert queued.result().status_code == 200
+        finally:
+            conn.close()
+        assert client.get("/alerts", headers=auth(k["admin"])).status_code == 200
