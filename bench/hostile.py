@@ -29,6 +29,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -226,24 +227,27 @@ def main() -> None:
         port = free_port()
         env = {**os.environ, "SWC_DATABASE_URL": dsn, "SWC_LOG_LEVEL": "ERROR"}
         env.pop("SWC_MQTT_URL", None)
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (read on failure)
         server = subprocess.Popen(
             [sys.executable, "-m", "swc_cli", "api", "--port", str(port)],
             cwd=REPO,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
+            stderr=log,
         )
         base = f"http://127.0.0.1:{port}"
         try:
-            deadline = time.monotonic() + 30
+            deadline = time.monotonic() + 90
             while True:
                 try:
-                    httpx.get(f"{base}/health", timeout=2)
+                    httpx.get(f"{base}/health", timeout=5)
                     break
                 except httpx.HTTPError:
-                    if time.monotonic() > deadline:
-                        raise SystemExit("swc api did not start") from None
-                    time.sleep(0.1)
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        log.seek(0)
+                        tail = log.read().decode(errors="replace")[-2000:]
+                        raise SystemExit(f"swc api did not start:\n{tail}") from None
+                    time.sleep(0.2)
             httpx.post(  # warm-up: the sheet readers start on first use
                 f"{base}/surveys/import?dry_run=true",
                 content=b"site_id,kind,surveyed_at\n",
