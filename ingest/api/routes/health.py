@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime
 from typing import Literal
 
@@ -11,7 +12,9 @@ from pydantic import BaseModel, Field
 
 from ...alerting.coverage import uncovered
 from ...broker import port_open
-from ..deps import SettingsDep
+from ..deps import OptionalKey, SettingsDep
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(tags=["health"])
 
@@ -48,7 +51,11 @@ class HealthOut(BaseModel):
 @router.get(
     "/health", response_model=HealthOut, summary="Health of the database, broker and ingest"
 )
-def health(request: Request, response: Response, settings: SettingsDep) -> HealthOut:
+def health(
+    request: Request, response: Response, settings: SettingsDep, key: OptionalKey
+) -> HealthOut:
+    """Without a valid key: the status of each part only. With one: also the broker's
+    address and the database's error text."""
     db, ingest, mode = ComponentHealth(status="ok"), None, None
     flood: list[FloodRuleWarning] = []
     try:
@@ -70,12 +77,14 @@ def health(request: Request, response: Response, settings: SettingsDep) -> Healt
                 for c in uncovered(conn)
             ]
     except (psycopg.Error, TimeoutError) as exc:
-        db = ComponentHealth(status="down", detail=str(exc).strip().splitlines()[0][:200])
+        text = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        log.warning("health: database down: %s", text)
+        db = ComponentHealth(status="down", detail=text if key else None)
     if settings.mqtt_url:
         target = settings.mqtt
         up = port_open(target.host, target.port, timeout=1.0)
         broker = ComponentHealth(
-            status="ok" if up else "down", detail=f"{target.host}:{target.port}"
+            status="ok" if up else "down", detail=f"{target.host}:{target.port}" if key else None
         )
     else:
         broker = ComponentHealth(status="not_configured")
