@@ -69,8 +69,20 @@ class Client:
 def secured(db, tmp_path, topic_root):
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed")
-    setup_site(db, "dam-1", "check_dam", {"spillway_crest_m": 4.0, "dam_crest_m": 5.0}, {"dam-1": ["stage_m"]})
-    setup_site(db, "dam-2", "check_dam", {"spillway_crest_m": 4.0, "dam_crest_m": 5.0}, {"dam-2": ["stage_m"]})
+    setup_site(
+        db,
+        "dam-1",
+        "check_dam",
+        {"spillway_crest_m": 4.0, "dam_crest_m": 5.0},
+        {"dam-1": ["stage_m"]},
+    )
+    setup_site(
+        db,
+        "dam-2",
+        "check_dam",
+        {"spillway_crest_m": 4.0, "dam_crest_m": 5.0},
+        {"dam-2": ["stage_m"]},
+    )
     with psycopg.connect(db) as conn:
         pw = {
             "dam-1": add_device(conn, "dam-1", site_id="dam-1"),
