@@ -125,8 +125,13 @@ def _iso_seconds(start: datetime, t_s: np.ndarray) -> list[str]:
 
 
 def generate_messages(scenario: Scenario, result: SimResult, root: str = DEFAULT_ROOT,
-                      seed: int | None = None) -> dict[str, LoggerOutput]:  # fmt: skip
-    """Sample every logger over the run and build its telemetry messages (ordered by seq)."""
+                      seed: int | None = None, replace: bool = False
+                      ) -> dict[str, LoggerOutput]:  # fmt: skip
+    """Sample every logger over the run and build its telemetry messages (ordered by seq).
+
+    ``replace`` marks every message ``"replace": true`` (the receiver overwrites the
+    values it holds at the same times; docs/protocol.md).
+    """
     start = scenario.start
     rng_master = np.random.default_rng(scenario.seed if seed is None else seed)
     base_dt = result.base_dt_s
@@ -251,6 +256,8 @@ def generate_messages(scenario: Scenario, result: SimResult, root: str = DEFAULT
                 seq += 1
                 sent_at = _iso_seconds(start, np.array([drift_of(send_s)]))[0]
                 body = {"device": site.id, "seq": seq, "sent_at": sent_at, "readings": readings}
+                if replace:
+                    body["replace"] = True
                 payload = json.dumps(body, separators=(",", ":")).encode()
                 out.messages.append(
                     Message(
