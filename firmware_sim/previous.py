@@ -124,7 +124,11 @@ def retained_runs(url: str, root: str, devices: list[str],
         if prev is not None:
             found[device] = prev
 
+    def on_connect_fail(c, userdata):
+        refused.append("connection failed")
+
     client.on_connect = on_connect
+    client.on_connect_fail = on_connect_fail
     client.on_subscribe = on_subscribe
     client.on_message = on_message
     try:
@@ -134,7 +138,7 @@ def retained_runs(url: str, root: str, devices: list[str],
         while not subscribed.is_set() and not refused and time.monotonic() < deadline:
             time.sleep(0.02)
         if refused:
-            raise ConnectionError(f"the broker at {u.host}:{u.port} refused: {refused[0]}")
+            raise ConnectionError(f"cannot use the broker at {u.host}:{u.port}: {refused[0]}")
         if not subscribed.is_set():
             raise ConnectionError(
                 f"no answer from the broker at {u.host}:{u.port} in {timeout_s:g} s"
@@ -169,7 +173,7 @@ def check_overlap(previous: dict[str, PreviousRun], start: datetime, end: dateti
     runs = sorted({p.run_id for p in hits.values()})
     first = min(p.data_start for p in hits.values())
     last = max(p.data_end for p in hits.values())
-    names = ", ".join(list(hits)[:8]) + (f" and {len(hits) - 8} more" if len(hits) > 8 else "")
+    names = ", ".join(hits)
     raise RunRefused(
         f"refused: {len(hits)} device(s) already hold data of an earlier run "
         f"({', '.join(runs)}) over {_span_text(first, last)}, which this run "

@@ -211,10 +211,10 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
     sim_total = schedule[-1].send_s if schedule else 0.0
     wall0 = time.monotonic()
     # speed <= 1 ties the run to the wall clock: the run's clock starts at its start (a
-    # start in the past means a backlog that goes at once), never ahead of the present
+    # start in the past is a backlog that goes at once), never ahead of the present
     anchor = wall0
     if 0 < cfg.speed <= 1:
-        anchor = min(wall0, wall0 + scenario.start.timestamp() - time.time())
+        anchor = wall0 + scenario.start.timestamp() - time.time()
     last_report = 0.0
     sent_until: dict[str, float] = {}  # device -> last sample time handed over [s]
     interrupted = False
