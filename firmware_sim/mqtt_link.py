@@ -9,6 +9,10 @@ replayed in sequence order; the payloads are the original bytes, so the
 replayed readings keep their sample times and ``sent_at``. Messages that were
 in flight when the link dropped are retransmitted by paho itself (same
 packet id, DUP flag), so they are not replayed twice.
+
+The status's ``details`` carry ``run_info`` (the run's ``run_id``,
+``data_start``, ``data_end``), by which a later run sees what this one wrote
+(firmware_sim/previous.py).
 """
 
 from __future__ import annotations

@@ -167,6 +167,8 @@ def run(cfg: RunConfig, progress: Progress | None = None,
             output.publish = publish(scenario, loggers, cfg, progress, stop)
             timings["publish_s"] = time.perf_counter() - t
     timings["total_s"] = time.perf_counter() - t0
+    if cfg.mqtt_url:  # an interrupted run protects only the times it sent
+        record["data_end"] = output.publish.get("data_end") or record["data_start"]
     record.update({"timings_s": timings, "publish": output.publish})
     (out / "run.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
     return output
@@ -276,6 +278,12 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
         "connects": sum(k.connects for k in links.values()),
         "unacked_at_end": outbox.count(),
         "wall_s": time.monotonic() - wall0,
+        # the last sample time handed over (None: nothing was sent)
+        "data_end": (
+            iso(scenario.start + timedelta(seconds=max(sent_until.values())))
+            if sent_until
+            else None
+        ),
     }
     for link in links.values():
         link.stop()

@@ -201,7 +201,10 @@ def test_real_time_never_publishes_a_message_before_its_send_time(
     assert done["out"].publish["messages"] > len(got)  # stopped early: not all were sent
     # the offline status says how far the data of the stopped run reaches
     seen = retained_runs(broker.url, topic_root, [s.id for s in done["out"].scenario.sites()])
-    assert max(p.data_end for p in seen.values()) < start + timedelta(hours=4)
+    reached = max(p.data_end for p in seen.values())
+    assert reached < start + timedelta(hours=4)
+    rec = json.loads((tmp_path / "run.json").read_text())
+    assert rec["data_end"] == reached.isoformat().replace("+00:00", "Z")  # not the planned 48 h
 
 
 def test_publish_table_is_a_small_table():
