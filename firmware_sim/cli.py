@@ -163,6 +163,13 @@ def run_cmd(scenario, storm, days, start_text, speed, overwrite, out_dir, mqtt_u
             "timings: " + ", ".join(f"{k} {v:.2f}" for k, v in out.timings_s.items()), err=True
         )
     click.echo(f"run id: {out.run_id}", err=True)
+    if out.publish.get("interrupted"):
+        click.echo(
+            f"interrupted: {out.publish['published']} of {out.publish['messages']} messages "
+            f"sent, data up to {out.publish['data_end'] or 'none'}",
+            err=True,
+        )
+        sys.exit(130)
 
 
 def publish_table(stats: dict) -> str:

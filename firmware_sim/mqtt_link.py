@@ -232,11 +232,11 @@ class LoggerLink:
     def unacked(self) -> int:
         return self.outbox.count(self.device)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0, reason: str = "end of run") -> None:
         """Say offline (retained), then disconnect cleanly (no last will)."""
         if self.connected.is_set():
             info = self.client.publish(
-                self.status_topic, self._status("offline", reason="end of run"), qos=1, retain=True
+                self.status_topic, self._status("offline", reason=reason), qos=1, retain=True
             )
             deadline = time.monotonic() + timeout_s
             while not info.is_published() and time.monotonic() < deadline:

@@ -161,8 +161,10 @@ def _span_text(start: datetime, end: datetime) -> str:
 
 
 def _suggest_start(after: datetime) -> str:
+    """A --start that clears ``after``: ``now`` if the present does, else a time."""
     nxt = (after + timedelta(minutes=1)).replace(second=0, microsecond=0)
-    return iso(nxt)
+    now = datetime.now(UTC).replace(second=0, microsecond=0)  # --start now >= this
+    return "now" if now > after else iso(nxt)
 
 
 def check_overlap(previous: dict[str, PreviousRun], start: datetime, end: datetime) -> None:
@@ -179,8 +181,8 @@ def check_overlap(previous: dict[str, PreviousRun], start: datetime, end: dateti
         f"({', '.join(runs)}) over {_span_text(first, last)}, which this run "
         f"({_span_text(start, end)}) overlaps: {names}. The receiving database keeps the "
         f"first value at each time, so the two runs would mix. Move this run with --start "
-        f"(e.g. --start now, or --start {_suggest_start(last)}), or pass --overwrite to "
-        "replace the earlier values."
+        f"(e.g. --start {_suggest_start(last)}), or pass --overwrite to replace the earlier "
+        "values."
     )
 
 
@@ -199,8 +201,8 @@ def check_out_dir(run_json: Path, scenario_name: str, broker: str, start: dateti
         raise RunRefused(
             f"refused: {run_json} records run {run_id} of {scenario_name!r} to {broker} over "
             f"{_span_text(p_start, p_end)}, which this run ({_span_text(start, end)}) overlaps. "
-            f"Move this run with --start (e.g. --start now, or --start "
-            f"{_suggest_start(p_end)}), use another --out, or pass --overwrite."
+            f"Move this run with --start (e.g. --start {_suggest_start(p_end)}), use another "
+            "--out, or pass --overwrite."
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import threading
 import time
 import uuid
@@ -220,6 +221,7 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
     last_report = 0.0
     sent_until: dict[str, float] = {}  # device -> last sample time handed over [s]
     interrupted = False
+    previous_handler = None
     sent = 0
     try:
         for i, msg in enumerate(schedule):
@@ -254,6 +256,7 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
                 progress("publish", msg.send_s, sim_total)
     except KeyboardInterrupt:  # Ctrl-C: stop sending, say so in the retained status
         interrupted = True
+        previous_handler = _ignore_sigint()  # a second Ctrl-C must not cut the status short
         log.warning("interrupted: stopping after %d of %d messages", sent, total)
     # drain: wait for every acknowledgement (replaying after any outage)
     deadline = time.monotonic() + (5.0 if interrupted else cfg.drain_timeout_s)
@@ -278,6 +281,7 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
         "connects": sum(k.connects for k in links.values()),
         "unacked_at_end": outbox.count(),
         "wall_s": time.monotonic() - wall0,
+        "interrupted": interrupted,
         # the last sample time handed over (None: nothing was sent)
         "data_end": (
             iso(scenario.start + timedelta(seconds=max(sent_until.values())))
@@ -285,11 +289,25 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
             else None
         ),
     }
-    for link in links.values():
-        link.stop()
-    outbox.close()
+    try:
+        for link in links.values():
+            if interrupted:
+                link.stop(timeout_s=2.0, reason="interrupted")
+            else:
+                link.stop()
+    finally:
+        outbox.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGINT, previous_handler)
     log.info("published %s", stats)
     return stats
+
+
+def _ignore_sigint():
+    """Ignore Ctrl-C (main thread only); return the handler to restore, or None."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _sample_span(start: datetime, lg: LoggerOutput) -> dict[str, str]:
