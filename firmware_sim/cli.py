@@ -39,6 +39,13 @@ def parse_start(text: str, now: datetime | None = None) -> datetime:
     return t.astimezone(UTC)
 
 
+def resolve_speed(speed: float | None, end: datetime, now: datetime | None = None) -> float:
+    """``--speed`` as given, else 1 (real time) for a run that ends after ``now``, else 0."""
+    if speed is not None:
+        return speed
+    return 1.0 if end > (now or datetime.now(UTC)) else 0.0
+
+
 def _hhmm(seconds: float) -> str:
     m = round(seconds / 60.0)
     return f"{m // 60:02d}:{m % 60:02d}"
@@ -108,7 +115,7 @@ def run_cmd(scenario, storm, days, start_text, speed, overwrite, out_dir, mqtt_u
         rain = make_rain(base, cfg)
         end = start + timedelta(seconds=rain.rain_mm.shape[1] * rain.base_dt_s)
         reaches_future = end > datetime.now(UTC)
-        cfg.speed = speed if speed is not None else (1.0 if reaches_future else 0.0)
+        cfg.speed = resolve_speed(speed, end)
         if reaches_future and (cfg.speed == 0 or cfg.speed > 1):
             click.echo(
                 f"warning: --speed {cfg.speed:g} publishes readings dated up to "

@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from protocol.topics import DEFAULT_ROOT
 
 from .loggers import LoggerOutput, generate_messages, merged_schedule
@@ -39,7 +41,7 @@ Progress = Callable[[str, float, float], None]
 
 @dataclass
 class RunConfig:
-    scenario: Path | None = None  # None: the default county
+    scenario: Path | Scenario | None = None  # a file, a Scenario, or None: the default county
     storm: str | None = "50y"  # design storm return period, or None for a stochastic season
     days: float | None = None  # stochastic season length (used when storm is None)
     out_dir: Path = Path("sim-out")
@@ -102,7 +104,8 @@ def run(cfg: RunConfig, progress: Progress | None = None,
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     cfg = replace(cfg, run_id=cfg.run_id or str(uuid.uuid4()))
-    scenario = shifted(load_scenario(cfg.scenario), cfg.start)
+    given = cfg.scenario if isinstance(cfg.scenario, Scenario) else None
+    scenario = shifted(given or load_scenario(cfg.scenario), cfg.start)
     rain = make_rain(scenario, cfg)
     timings["rain_s"] = time.perf_counter() - t0
     out = Path(cfg.out_dir)
@@ -133,11 +136,13 @@ def run(cfg: RunConfig, progress: Progress | None = None,
     }
     summary = write_truth(truth_table(result, scenario), out, run_info)
     (out / "sites.yaml").write_text(registry_yaml(scenario), encoding="utf-8")
-    src = cfg.scenario
-    (out / "scenario.yaml").write_text(
-        Path(src).read_text(encoding="utf-8") if src else load_default_text(),
-        encoding="utf-8",
-    )
+    src = None if given else cfg.scenario
+    if given is not None:
+        text = yaml.safe_dump(given.model_dump(mode="json", exclude_none=True), sort_keys=False,
+                              allow_unicode=True, width=100)  # fmt: skip
+    else:
+        text = Path(src).read_text(encoding="utf-8") if src else load_default_text()
+    (out / "scenario.yaml").write_text(text, encoding="utf-8")
     timings["truth_s"] = time.perf_counter() - t
     output = RunOutput(scenario, rain, result, summary, timings_s=timings, run_id=cfg.run_id)
     record = {

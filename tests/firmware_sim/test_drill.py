@@ -15,7 +15,7 @@ import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware_sim.cli import parse_start, publish_table
+from firmware_sim.cli import parse_start, publish_table, resolve_speed
 from firmware_sim.previous import PreviousRun, RunRefused, check_overlap, retained_runs
 from firmware_sim.run import RunConfig, run
 from firmware_sim.scenario import load_scenario
@@ -35,6 +35,14 @@ def test_start_now_is_the_next_full_minute_and_times_need_a_zone():
         parse_start("2026-11-29T07:40:00")
     with pytest.raises(Exception, match="expected 'now'"):
         parse_start("yesterday")
+
+
+def test_default_speed_is_real_time_for_a_run_reaching_past_the_present():
+    now = datetime(2026, 11, 29, 7, 40, tzinfo=UTC)
+    assert resolve_speed(None, now + timedelta(hours=48), now) == 1.0  # --start now
+    assert resolve_speed(None, now - timedelta(minutes=1), now) == 0.0  # all in the past
+    assert resolve_speed(600.0, now + timedelta(hours=48), now) == 600.0
+    assert resolve_speed(0.0, now + timedelta(hours=48), now) == 0.0
 
 
 def test_start_moves_the_run_and_the_storm_keeps_its_place(small_scenario, tmp_path):
@@ -227,3 +235,11 @@ def test_out_dir_check_ignores_other_brokers(tmp_path: Path):
     check_out_dir(tmp_path / "run.json", "other", "mqtt://a:1883/swc/v1", JULY, JULY)
     with pytest.raises(RunRefused, match="r1"):
         check_out_dir(tmp_path / "run.json", "S", "mqtt://a:1883/swc/v1", JULY, JULY)
+
+
+def test_a_scenario_object_can_be_run_and_is_written_out(small_scenario, tmp_path):
+    sc = load_scenario(small_scenario())
+    out = run(RunConfig(scenario=sc, storm="2y", out_dir=tmp_path))
+    assert out.scenario == sc
+    assert load_scenario(tmp_path / "scenario.yaml") == sc
+    assert json.loads((tmp_path / "run.json").read_text())["scenario"] == sc.name
