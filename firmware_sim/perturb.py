@@ -130,6 +130,7 @@ def perturb_county(
     for dam in data["check_dams"]:
         plan[dam["id"]] = _perturb_dam(dam, rng, strength)
     _perturb_sensors(data, rng, strength)
+    data["faults"] = [f for f in data.get("faults", []) if _fault_applies(f, data)]
     design = _tune(data, plan)
     if faults:
         data["faults"] = [*data.get("faults", []), *_faults(data, rng)]
@@ -233,6 +234,16 @@ def _dams_without_rain(data: dict[str, Any]) -> list[str]:
     return [
         d["id"] for d in data["check_dams"] if not any(_km(d, s) <= NO_RAIN_RADIUS_KM for s in rain)
     ]
+
+
+def _fault_applies(fault: dict[str, Any], data: dict[str, Any]) -> bool:
+    """Whether a base fault's device (and channel) are still there after the perturbation."""
+    for kind in ("rain_gauges", "check_dams", "cisterns", "runoff_plots"):
+        for site in data.get(kind, []):
+            if site["id"] == fault["device"]:
+                channels = {x["channel"] for x in site.get("sensors", [])}
+                return fault.get("channel") in (None, "battery_v", "rssi_dbm", *channels)
+    return False
 
 
 def _faults(data: dict[str, Any], rng: np.random.Generator) -> list[dict[str, Any]]:

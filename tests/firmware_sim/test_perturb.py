@@ -150,3 +150,19 @@ def test_fifty_counties_are_valid_and_no_dam_overtops_in_a_two_year_storm(seed):
 def test_hundred_year_storm_overtops_some_dam_in_most_of_fifty_counties():
     hit = [bool(_overtopped(_county(s).scenario, "100y")) for s in MANY]
     assert sum(hit) >= 0.8 * len(MANY)
+
+
+def test_base_faults_on_removed_sensors_are_dropped_with_them():
+    data = BASE.model_dump(mode="json", exclude_none=True)
+    turbid = [d["id"] for d in data["check_dams"] if any(s["model"] == "turbidity"
+                                                         for s in d["sensors"])]  # fmt: skip
+    data["faults"] = [
+        {"device": d, "kind": "fouling", "channel": "turbidity_ntu", "magnitude": 0.1}
+        for d in turbid
+    ] + [{"device": g["id"], "kind": "stuck", "channel": "rain_mm"} for g in data["rain_gauges"]]
+    base = Scenario.model_validate(data)
+    sc = perturbed_scenario(base, 2, strength=0.5)
+    for f in sc.faults:
+        site = next(s for s in sc.sites() if s.id == f.device)
+        assert f.channel in {s.channel for s in site.sensors}
+    assert 0 < len(sc.faults) < len(base.faults)  # some sensors went, with their faults
