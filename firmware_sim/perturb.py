@@ -11,7 +11,8 @@ the layout (sites, gullies, dam systems) of its base but not its numbers:
   ``firmware_sim/scenarios/make_default.py`` but drawn per dam: the dam crest is the
   peak stage of a design flood plus a freeboard of U(0.3, 1.0) m, with the design
   return period drawn per dam (small 20, 30 or 50 years, medium 50, key 200 or
-  300); spillway crests are the peak stage (without spillway flow) of a 10-year
+  300; about one small dam in seven is an old, silted-up one built for 10 years,
+  which overtops in a 20-year flood or so); spillway crests are the peak stage (without spillway flow) of a 10-year
   (medium) or 20-year (key) flood. Dams are tuned in order of return period, so a
   dam's design flood includes what the dams upstream release or spill at it;
 * sensors: each turbidity sensor is dropped with probability 0.3, each rain gauge
@@ -48,6 +49,8 @@ __all__ = [
 
 # design return periods [y] per dam class: dam crest (drawn), spillway crest
 CREST_RETURN_PERIODS_Y = {"small": (20.0, 30.0, 50.0), "medium": (50.0,), "key": (200.0, 300.0)}
+WEAK_RETURN_PERIOD_Y = 10.0  # old, silted-up small dams with little flood storage left
+P_WEAK_SMALL = 0.15
 SPILLWAY_RETURN_PERIOD_Y = {"small": 10.0, "medium": 10.0, "key": 20.0}
 FREEBOARD_M = (0.3, 1.0)
 MIN_SPILLWAY_CREST_M = 1.5
@@ -172,8 +175,11 @@ def _perturb_dam(dam: dict[str, Any], rng: np.random.Generator, strength: float)
             )
     dam["dam_crest_m"] = _UNSET_M
     choices = CREST_RETURN_PERIODS_Y.get(cls, CREST_RETURN_PERIODS_Y["small"])
+    crest_t = float(choices[int(rng.integers(len(choices)))])
+    if cls == "small" and rng.random() < P_WEAK_SMALL * min(strength, 1.0):
+        crest_t = WEAK_RETURN_PERIOD_Y
     return {
-        "crest_t": float(choices[int(rng.integers(len(choices)))]),
+        "crest_t": crest_t,
         "freeboard": round(float(rng.uniform(*FREEBOARD_M)), 2),
         "spill_t": SPILLWAY_RETURN_PERIOD_Y.get(cls) if "spillway" in dam else None,
     }
