@@ -64,8 +64,12 @@ def test_start_moves_the_run_and_the_storm_keeps_its_place(small_scenario, tmp_p
 def test_overlap_is_judged_on_closed_spans():
     p = PreviousRun("r1", JULY, JULY + timedelta(hours=48))
     check_overlap({"dam-c01": p}, JULY + timedelta(hours=48, minutes=1), JULY + timedelta(days=5))
-    with pytest.raises(RunRefused, match=r"dam-c01.*--start 2026-07-22T00:01:00Z"):
+    with pytest.raises(RunRefused, match=r"dam-c01.*--start now"):  # July is past
         check_overlap({"dam-c01": p}, JULY + timedelta(hours=48), JULY + timedelta(days=5))
+    future = datetime(2099, 7, 20, tzinfo=UTC)  # an earlier run reaching past the present
+    f = PreviousRun("r2", future, future + timedelta(hours=48))
+    with pytest.raises(RunRefused, match=r"r2.*--start 2099-07-22T00:01:00Z"):
+        check_overlap({"rg-05": f}, future, future + timedelta(hours=1))
 
 
 def _cli(*args: str):
