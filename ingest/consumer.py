@@ -40,6 +40,10 @@ log = logging.getLogger(__name__)
 _MAX_ERROR_CHARS = 2000
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 10.0
+_REPLACE_NOT_ALLOWED = (
+    '"replace": true is accepted only from the device itself (topic client = device), '
+    "not for readings forwarded by a gateway"
+)
 
 
 @dataclass(slots=True)
@@ -351,6 +355,9 @@ class Consumer:
             except Rejected as exc:
                 dead.append(_dead_letter(item, exc.code, exc.message))
                 continue
+            if tel.replace and topic.client_id != tel.device:
+                dead.append(_dead_letter(item, "replace_not_allowed", _REPLACE_NOT_ALLOWED))
+                continue
             accepted.append((item, tel))
         channels = [{ch for _, ch, _, _ in tel.rows} for _, tel in accepted]
         pairs = {
@@ -363,9 +370,11 @@ class Consumer:
         seen_keys: set[tuple[int, datetime]] = set()
         within_batch_dupes = 0
         channel_of_row: list[str] = []
+        replacing: set[int] = set()  # indexes of rows from messages marked "replace"
         for (item, tel), chs in zip(accepted, channels, strict=True):
             sid_of = {ch: ids[(tel.device, ch)] for ch in chs}
             received = item.received_at
+            n_before = len(rows)
             if messages_per_device[tel.device] == 1:
                 rows.extend([(t, sid_of[ch], v, q, received) for t, ch, v, q in tel.rows])
                 channel_of_row.extend([ch for _, ch, _, _ in tel.rows])
@@ -378,6 +387,8 @@ class Consumer:
                     seen_keys.add(key)
                     rows.append((t, key[0], v, q, received))
                     channel_of_row.append(ch)
+            if tel.replace:
+                replacing.update(range(n_before, len(rows)))
             last = devices_seen.get(tel.device)
             if last is None or tel.seq > last[1]:
                 devices_seen[tel.device] = (received, tel.seq)
@@ -394,7 +405,11 @@ class Consumer:
         t0 = time.monotonic()
         try:
             result = self.writer.write(
-                conn, rows, dead, [(d, seen, seq) for d, (seen, seq) in devices_seen.items()]
+                conn,
+                [r for i, r in enumerate(rows) if i not in replacing] if replacing else rows,
+                dead,
+                [(d, seen, seq) for d, (seen, seq) in devices_seen.items()],
+                replace=[rows[i] for i in sorted(replacing)],
             )
         except psycopg.DataError as exc:  # a value the database refuses: isolate the message
             log.error("batch refused by the database, writing message by message: %s", exc)

@@ -84,6 +84,10 @@ class Reading(TypedDict):
 _DEVICE = Field(description="id of the device that took the readings")
 _SEQ = Field(description="the device's message sequence number, increasing by one")
 _SENT_AT = Field(description="device clock at sending, RFC 3339 with a zone")
+_REPLACE = Field(
+    description="true: the readings replace values stored at the same channel and time "
+    "(only for the sender's own readings, not a gateway's; default false: kept first)"
+)
 
 
 @with_config(_STRICT)
@@ -94,6 +98,7 @@ class RowTelemetry(TypedDict):
     seq: Annotated[Seq, _SEQ]
     sent_at: Annotated[TimeText, _SENT_AT]
     readings: Annotated[list[Reading], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+    replace: NotRequired[Annotated[bool, _REPLACE]]
 
 
 @with_config(_STRICT)
@@ -116,6 +121,7 @@ class ColumnarTelemetry(TypedDict):
             description="one array per channel; null marks a missing sample",
         ),
     ]
+    replace: NotRequired[Annotated[bool, _REPLACE]]
 
 
 def _form_of(data: Any) -> str | None:
@@ -155,6 +161,7 @@ class Telemetry:
     seq: int
     sent_at: datetime
     rows: list[tuple[datetime, str, float, int | None]]
+    replace: bool = False  # the sender asks to overwrite stored values at these times
 
 
 class ProtocolError(ValueError):
@@ -268,7 +275,13 @@ def decode_telemetry(payload: bytes | bytearray | memoryview) -> Telemetry:
             raise _describe(exc) from None
     sent_at = _utc(msg["sent_at"], "sent_at")
     rows = _rows_of(msg["readings"]) if "readings" in msg else _columns_of(msg)
-    return Telemetry(device=msg["device"], seq=msg["seq"], sent_at=sent_at, rows=rows)
+    return Telemetry(
+        device=msg["device"],
+        seq=msg["seq"],
+        sent_at=sent_at,
+        rows=rows,
+        replace=msg.get("replace", False),
+    )
 
 
 _parse_iso = datetime.fromisoformat

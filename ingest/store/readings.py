@@ -5,6 +5,8 @@ A batch is written in one transaction. The fast path COPYs straight into
 key, the savepoint is rolled back and the batch goes through a temporary
 staging table and ``INSERT ... ON CONFLICT DO NOTHING``. Redelivered batches
 come in runs, so after a conflict the staging path is kept for a while.
+Rows of messages marked ``"replace": true`` are upserted instead (``ON CONFLICT
+DO UPDATE``): they overwrite the value, flags and arrival time stored there.
 """
 
 from __future__ import annotations
@@ -54,10 +56,14 @@ class ReadingWriter:
         rows: Sequence[ReadingRow],
         dead_letters: Sequence[DeadLetterRow] = (),
         devices_seen: Sequence[DeviceSeen] = (),
+        replace: Sequence[ReadingRow] = (),
     ) -> WriteResult:
-        """Write one batch and commit. Rows must be unique on (stream_id, time)."""
+        """Write one batch and commit. Rows must be unique on (stream_id, time);
+        ``replace`` rows (likewise unique) overwrite what is stored at their key."""
         with conn.transaction():
             written = self._write_readings(conn, rows) if rows else 0
+            if replace:
+                written += _upsert(conn, replace)
             if dead_letters:
                 with conn.cursor().copy(
                     "COPY dead_letters (topic, payload, error_code, error, received_at) FROM STDIN"
@@ -76,7 +82,7 @@ class ReadingWriter:
                         [d[2] for d in devices_seen],
                     ),
                 )
-        return WriteResult(written, len(rows) - written, len(dead_letters))
+        return WriteResult(written, len(rows) + len(replace) - written, len(dead_letters))
 
     def _write_readings(self, conn: psycopg.Connection, rows: Sequence[ReadingRow]) -> int:
         if self._staging_left <= 0:
@@ -101,6 +107,21 @@ class ReadingWriter:
             "ON CONFLICT (stream_id, time) DO NOTHING"
         )
         return cur.rowcount
+
+
+def _upsert(conn: psycopg.Connection, rows: Sequence[ReadingRow]) -> int:
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS readings_replace "
+        "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    _copy_rows(conn, "readings_replace", rows)
+    columns, _ = _layout(rows)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns.split(", ")[2:])
+    cur = conn.execute(
+        f"INSERT INTO readings ({columns}) SELECT {columns} FROM readings_replace "
+        f"ON CONFLICT (stream_id, time) DO UPDATE SET {updates}"
+    )
+    return cur.rowcount
 
 
 def _layout(rows: Sequence[ReadingRow]) -> tuple[str, list[str]]:
