@@ -54,7 +54,7 @@ from ingest.store.registry import RegistryFile, load_registry
 
 ROOT = "skill/v1"
 FLOOD_RULES = tuple(sorted(name for name, r in RULES.items() if r.flood))
-REPLAY_STEP_S = 900.0  # messages sent within this much simulated time form one batch
+REPLAY_STEP_S = 1800.0  # messages sent within this much simulated time form one batch
 
 
 @dataclass

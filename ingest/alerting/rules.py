@@ -175,7 +175,7 @@ def _rainfall(t, v, q, cfg: RuleConfig, ctx: Context):
 DESIGN_FREEBOARD_M = {"key": 1.0, "medium": 0.8, "small": 0.5}
 DEFAULT_FREEBOARD_M = 0.5
 #: Red on the stage alone: the water this close to the dam crest, i.e. overtopping [m].
-RED_MARGIN_M = 0.03
+RED_MARGIN_M = 0.01
 
 
 def design_freeboard_m(params: dict) -> float:
@@ -207,10 +207,10 @@ def _stage_defaults(ctx: Context) -> dict[str, Any]:
     """Freeboard left [m below the dam crest] per colour, from the dam's design.
 
     With a spillway: blue 0.8 m and yellow 0.3 m below the spillway crest,
-    orange when the spillway flows, red 0.03 m below the dam crest (the
+    orange when the spillway flows, red 0.01 m below the dam crest (the
     crest is being reached; the forecast rule warns ahead of it). Without
     one: blue and yellow 1.0 and 0.5 m below the design freeboard level,
-    orange at it, red 0.03 m below the dam crest.
+    orange at it, red 0.01 m below the dam crest.
     """
     p = ctx.params
     crest = _num(p.get("dam_crest_m"))
@@ -474,7 +474,7 @@ RULES: dict[str, Rule] = {
         Rule(
             "stage",
             "Pond stage against the freeboard left below the dam crest [m below the dam crest]; "
-            "red 0.03 m below the crest, orange when the spillway flows (or at the design "
+            "red 0.01 m below the crest, orange when the spillway flows (or at the design "
             "freeboard without a spillway)",
             ("stage_m",),
             "site",
