@@ -34,6 +34,7 @@ from .qc import merge_spans, provisional_flags
 from .settings import Settings
 from .store.readings import DeadLetterRow, ReadingRow, ReadingWriter
 from .store.registry import Rejected, StreamResolver
+from .subscription import SubscriptionPlan, plan_for
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,17 @@ class DrainAbandoned(RuntimeError):
 class Consumer:
     """One ingest consumer. ``run()`` blocks until ``stop()``; see the module docstring."""
 
-    def __init__(self, settings: Settings, dsn: str, metrics: IngestMetrics | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        dsn: str,
+        metrics: IngestMetrics | None = None,
+        plan: SubscriptionPlan | None = None,
+    ):
+        """``plan``: the subscription to hold; None chooses it in ``run()`` for one consumer
+        (``settings.workers`` of them), reading the broker's version only if it may share."""
         self.settings = settings
+        self.plan = plan
         self.dsn = dsn
         self.metrics = metrics or IngestMetrics()
         self.inbox: queue.Queue[Incoming] = queue.Queue()
@@ -93,6 +103,7 @@ class Consumer:
         self.subscribed = threading.Event()  # SUBACK received: messages will be delivered
         self._stop = threading.Event()
         self._generation = 0
+        self._retire_mid: int | None = None
         self._conn: psycopg.Connection | None = None
         self._client = self._make_client()
         # Called in the writer thread after each committed batch has been
@@ -125,34 +136,45 @@ class Consumer:
         client.on_unsubscribe = self._on_unsubscribe
         return client
 
-    def _subscription(self) -> str:
+    def _retired_filters(self) -> list[str]:
+        """Every filter a session of this consumer may hold, plain or shared."""
         root, group = self.settings.topic_root, self.settings.shared_group
-        return shared_telemetry_filter(root, group) if group else telemetry_filter(root)
+        filters = [telemetry_filter(root)]
+        if group:
+            filters.append(shared_telemetry_filter(root, group))
+        return filters
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("mqtt connect refused reason=%s", reason_code)
             return
         self._generation += 1
+        plan = self.plan
         log.info(
             "mqtt connected client_id=%s broker=%s session_present=%s subscription=%s",
             self.settings.client_id,
             self.settings.mqtt.url(),
             flags.session_present,
-            self._subscription(),
+            "retire" if plan is None else f"{plan.mode}:{plan.filter}",
         )
-        if self.settings.retire:
-            # leave the group: no new messages; what the session holds still comes
-            client.unsubscribe(self._subscription())
+        if plan is None:  # retiring: no new messages; what the session holds still comes
+            self._retire_mid = client.unsubscribe(self._retired_filters())[1]
         else:
-            client.subscribe(self._subscription(), qos=1)
+            if plan.warning:
+                log.warning("UNSAFE SUBSCRIPTION: %s", plan.warning)
+            client.subscribe(plan.filter, qos=1)
+            if plan.stale != plan.filter and flags.session_present:
+                # a session kept from the other mode would get every message twice
+                client.unsubscribe(plan.stale)
         self.connected.set()
 
     def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        log.info(
-            "left the shared group client_id=%s; draining its session", self.settings.client_id
-        )
-        self.subscribed.set()
+        if self.plan is None and mid == self._retire_mid:
+            log.info(
+                "left the subscription client_id=%s; draining its session",
+                self.settings.client_id,
+            )
+            self.subscribed.set()
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         failed = [rc for rc in reason_codes if rc.is_failure]
@@ -198,7 +220,14 @@ class Consumer:
         self._stop.set()
 
     def run(self) -> None:
-        """Consume until ``stop()``; then drain and disconnect."""
+        """Consume until ``stop()``; then drain and disconnect.
+
+        Raises ``SubscriptionRefused`` before connecting when the subscription this
+        consumer would need can lose messages on a broker restart."""
+        if self.plan is None and not self.settings.retire:
+            self.plan = plan_for(self.settings, self.settings.workers)
+        if self.plan is not None:
+            self.plan.log()
         self.start_mqtt()
         log.info(
             "ingest consumer started client_id=%s batch_max_readings=%d batch_max_latency_ms=%d",
