@@ -52,7 +52,7 @@ def test_central_broker_restart_with_the_gateway_back_before_the_consumer(
         data_dir=tmp_path,
     )
     consumer = start_consumer(settings, db)
-    #  # the default for one consumer
+    assert consumer.consumer.plan.mode == "plain"  # the default for one consumer
     gw = Gateway(
         GatewayConfig.model_validate(
             gateway_options(tmp_path, "gw-central", root, local.port, central.port)
