@@ -108,7 +108,8 @@ def write_broker_files(
     ``{root}/{its id}/`` and read only its own config (a gateway also the
     config of the loggers it forwards for). The service user (the ingest
     consumer and alert engine) reads every client's telemetry, directly and
-    through shared subscriptions, and writes the alerts topics.
+    through shared subscriptions, and the broker's version (whether a shared
+    subscription survives a broker restart), and writes the alerts topics.
     """
     validate_root(root)
     rows = conn.execute(
@@ -128,6 +129,7 @@ def write_broker_files(
             f"topic read {root}/+/telemetry",
             f"topic read {root}/+/status",
             "topic read $share/#",
+            "topic read $SYS/broker/version",  # may it share? (ingest/subscription.py)
             f"topic readwrite {root}/alerts/#",
             f"topic readwrite {root}/+/config",
             "",
