@@ -19,6 +19,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import psycopg
 import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
@@ -345,3 +346,44 @@ def test_a_broker_that_cannot_write_its_persistence_file_does_not_start(tmp_path
     with pytest.raises(RuntimeError, match="cannot write its persistence file"):
         broker.start()
     assert broker.proc is None
+
+
+# --- the alert-state publisher -------------------------------------------------------
+def test_alert_state_is_retained_again_after_a_broker_lost_it(tmp_path, db, topic_root):
+    """The notifier only publishes; after a restart that lost the retained messages (a crash
+    between autosaves, a lost data folder) it republishes every site's state on reconnect."""
+    from ingest.alerting.notify import Notifier
+
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO sites (id, kind, name) VALUES ('dam-a', 'check_dam', 'A'), "
+            "('dam-b', 'check_dam', 'B')"
+        )
+        broker = MosquittoProcess(tmp_path / "central").start()
+    notifier = Notifier(_settings(broker.url, topic_root, tmp_path), db).start()
+    try:
+        for site in ("dam-a", "dam-b"):
+            assert _retained(broker.port, f"{topic_root}/alerts/{site}")["level"] == 0
+        broker.stop()
+        broker.db_path.unlink()  # the broker comes back without any retained message
+        broker.start()
+        for site in ("dam-a", "dam-b"):
+            assert _retained(broker.port, f"{topic_root}/alerts/{site}")["site_id"] == site
+    finally:
+        notifier.stop()
+        broker.stop()
+
+
+def _retained(port: int, topic: str) -> dict:
+    got: dict = {}
+    client = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    client.on_message = lambda c, u, msg: got.setdefault("m", json.loads(msg.payload))
+    client.on_connect = lambda c, u, f, rc, p: c.subscribe(topic, qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        wait_for(lambda: "m" in got, 20, what=f"a retained message on {topic}")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got["m"]
