@@ -2,20 +2,26 @@
 
 A broker restores the sessions it persisted, with their subscriptions, when it
 restarts. Messages that arrive before a consumer reconnects are queued in its
-session, but only if a subscription of that session matches them. Mosquitto
-before 2.0.19 restores plain subscriptions and not shared ones
-(``$share/group/...``): with a shared subscription every message published
-between a broker restart and the consumers' re-subscription matches nothing
-and is dropped. Debian 12 ships Mosquitto 2.0.11.
+session, but only if a subscription of that session matches them. Mosquitto's
+own persistence file (``persistence true``) keeps plain subscriptions and not
+shared ones (``$share/group/...``) in every release up to 2.1.2: its writer
+walks the plain subscribers of each topic node and never the shared ones.
+With a shared subscription every message published between a broker restart
+and the consumers' re-subscription therefore matches nothing and is dropped.
+Mosquitto 2.1's persist-sqlite plugin does restore them (checked against
+2.0.11, 2.0.22 and 2.1.2; tests/ingest/test_broker_restart.py).
 
 So the consumer holds
 
 * a plain persistent-session subscription when one consumer runs (every
   broker restores it);
 * a shared subscription only when several consumers split the load, and only
-  on a broker known to restore it (read from ``$SYS/broker/version``); on any
-  other broker the combination is refused with the fix in the message, unless
-  the operator accepts the loss (``SWC_ALLOW_UNSAFE_SHARED``).
+  on a broker known to restore it. ``$SYS/broker/version`` rules out
+  Mosquitto 2.0; a 2.1 broker cannot be told apart from its version alone
+  (the plugin is configuration), so the operator says so with
+  ``SWC_SUBSCRIPTION=shared``. Any other combination is refused with the fix
+  in the message, unless the operator accepts the loss
+  (``SWC_ALLOW_UNSAFE_SHARED``).
 """
 
 from __future__ import annotations
@@ -37,18 +43,21 @@ from .settings import MqttTarget, Settings
 log = logging.getLogger(__name__)
 
 VERSION_TOPIC = "$SYS/broker/version"
-# The first Mosquitto that restores shared subscriptions from its persistence file.
-MOSQUITTO_PERSISTS_SHARED = (2, 0, 19)
+# The first Mosquitto that can restore shared subscriptions: 2.1, and only with its
+# persist-sqlite plugin; no 2.0 release can.
+MOSQUITTO_PERSIST_PLUGIN = (2, 1, 0)
 _MOSQUITTO = re.compile(r"^mosquitto version (\d+)\.(\d+)\.(\d+)")
 
 _LOSS = (
     "messages that arrive after a broker restart and before the consumers subscribe again "
     "match no subscription and are dropped"
 )
-_FIX_BROKER = (
-    "run Mosquitto {v} or later (docker-compose.yml pins one), or run a single consumer "
-    "(no --workers: a plain persistent subscription, restored by every broker)"
-).format(v=".".join(map(str, MOSQUITTO_PERSISTS_SHARED)))
+_FIX = (
+    "Fix: run a single consumer (no --workers: a plain persistent subscription, which every "
+    "broker restores), or run Mosquitto 2.1 or later with its persist-sqlite plugin "
+    "(docs/architecture.md) and say so with SWC_SUBSCRIPTION=shared, or accept the loss "
+    "with SWC_ALLOW_UNSAFE_SHARED=true."
+)
 
 
 class SubscriptionRefused(ValueError):
@@ -83,11 +92,13 @@ def mosquitto_version(text: str | None) -> tuple[int, int, int] | None:
 
 def broker_persists_shared(version_text: str | None) -> bool | None:
     """Whether a broker of this ``$SYS/broker/version`` restores shared subscriptions after a
-    restart: True or False for Mosquitto, None when unknown (another broker, or no version)."""
+    restart: False for Mosquitto 2.0 and older, None when the version cannot tell (Mosquitto
+    2.1 or later: only with the persist-sqlite plugin; another broker; no version). Never
+    True: no version string proves it."""
     version = mosquitto_version(version_text)
-    if version is None:
+    if version is None or version >= MOSQUITTO_PERSIST_PLUGIN:
         return None
-    return version >= MOSQUITTO_PERSISTS_SHARED
+    return False
 
 
 def read_broker_version(
@@ -190,43 +201,35 @@ def plan_subscription(
         raise SubscriptionRefused("a shared subscription needs a group name: set SWC_SHARED_GROUP")
     text = broker_version()
     persists = broker_persists_shared(text)
-    if persists:
-        return SubscriptionPlan(
-            "shared",
-            shared,
-            plain,
-            f"{why}; the broker ({text}) restores shared subscriptions after a restart",
-        )
-    if persists is False:
-        problem = (
-            f"the broker ({text}) does not restore shared subscriptions after a restart "
-            f"(Mosquitto fixed this in {'.'.join(map(str, MOSQUITTO_PERSISTS_SHARED))})"
-        )
-    else:
-        seen = "unreadable" if text is None else f"{text!r}"
-        problem = (
-            "cannot tell whether the broker restores shared subscriptions after a restart "
-            f"({VERSION_TOPIC} is {seen}; let the service user read it)"
-        )
-    fix = f"Fix: {_FIX_BROKER}"
-    if persists is None:
-        fix += (
-            "; if your broker does restore shared subscriptions after a restart, "
-            "say so with SWC_SUBSCRIPTION=shared"
-        )
-    fix += "; or accept the loss with SWC_ALLOW_UNSAFE_SHARED=true."
-    message = f"{why}: {problem}: {_LOSS}. {fix}"
-    if settings.allow_unsafe_shared:
-        return SubscriptionPlan(
-            "shared", shared, plain, f"{why}; loss on a broker restart accepted", message
-        )
     if persists is None and settings.subscription == "shared":
         return SubscriptionPlan(
             "shared",
             shared,
             plain,
-            f"{why}: the operator says the broker restores shared subscriptions",
-            message,
+            f"{why}: the operator says the broker ({text or 'version unknown'}) restores "
+            "shared subscriptions after a restart (Mosquitto 2.1 with its persist-sqlite "
+            "plugin does; its version cannot tell)",
+        )
+    if persists is False:
+        problem = (
+            f"the broker ({text}) does not restore shared subscriptions after a restart "
+            "(no Mosquitto 2.0 does)"
+        )
+    elif text is None:
+        problem = (
+            "cannot tell whether the broker restores shared subscriptions after a restart "
+            f"({VERSION_TOPIC} is unreadable: $SYS off, or the ACL does not let the service "
+            "user read it)"
+        )
+    else:
+        problem = (
+            f"cannot tell whether the broker ({text}) restores shared subscriptions after a "
+            "restart (Mosquitto 2.1 does only with its persist-sqlite plugin)"
+        )
+    message = f"{why}: {problem}: {_LOSS}. {_FIX}"
+    if settings.allow_unsafe_shared:
+        return SubscriptionPlan(
+            "shared", shared, plain, f"{why}; loss on a broker restart accepted", message
         )
     raise SubscriptionRefused(message)
 

@@ -20,16 +20,31 @@ BROKER_USER = "mosquitto"  # the user mosquitto drops to when started as root
 log = logging.getLogger(__name__)
 
 
+SQLITE_DB = "mosquitto.sqlite3"  # the persist-sqlite plugin's database in the data folder
+
+
 def render_mosquitto_conf(
-    port: int, data_dir: Path, bind: str = "127.0.0.1", extra: str = ""
+    port: int,
+    data_dir: Path,
+    bind: str = "127.0.0.1",
+    extra: str = "",
+    persist_plugin: str | None = None,
 ) -> str:
-    """The shipped config with its listener moved to ``bind:port`` and persistence to ``data_dir``."""
+    """The shipped config with its listener moved to ``bind:port`` and persistence to ``data_dir``.
+
+    ``persist_plugin``: the path of Mosquitto 2.1's ``mosquitto_persist_sqlite.so``, which
+    replaces the built-in persistence file (and, unlike it, restores shared subscriptions).
+    """
     text = CONF_PATH.read_text()
     text = re.sub(r"^listener .*$", f"listener {port} {bind}", text, flags=re.M)
     location = str(data_dir).rstrip("/") + "/"
     text = re.sub(
         r"^persistence_location .*$", f"persistence_location {location}", text, flags=re.M
     )
+    if persist_plugin:
+        text = re.sub(r"^persistence true$", "persistence false", text, flags=re.M)
+        # the plugin keeps {persistence_location}/mosquitto.sqlite3
+        text += f"\nplugin {persist_plugin}\nplugin_opt_flush_period 1\n"
     return text + ("\n" + extra + "\n" if extra else "")
 
 
@@ -110,8 +125,10 @@ class MosquittoProcess:
         port: int | None = None,
         extra_conf: str = "",
         binary: str | None = None,
+        persist_plugin: str | None = None,
     ):
         self.binary = binary or mosquitto_binary()
+        self.persist_plugin = persist_plugin
         if self.binary is None:
             raise FileNotFoundError("mosquitto is not installed")
         self.data_dir = Path(data_dir)
@@ -130,7 +147,11 @@ class MosquittoProcess:
         extra = self.extra_conf
         if os.geteuid() == 0 and not re.search(r"^user ", extra, flags=re.M):
             extra = (extra + "\n" + prepare_for_broker_user(self.data_dir)).strip()
-        self.conf.write_text(render_mosquitto_conf(self.port, self.data_dir, extra=extra))
+        self.conf.write_text(
+            render_mosquitto_conf(
+                self.port, self.data_dir, extra=extra, persist_plugin=self.persist_plugin
+            )
+        )
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [self.binary, "-c", str(self.conf)], stdout=log, stderr=subprocess.STDOUT
@@ -149,11 +170,19 @@ class MosquittoProcess:
 
     @property
     def db_path(self) -> Path:
-        return self.data_dir / "mosquitto.db"
+        return self.data_dir / (SQLITE_DB if self.persist_plugin else "mosquitto.db")
 
     def check_persistence(self, timeout: float = 10.0) -> None:
         """Ask the broker to save now (SIGUSR1) and raise if it cannot write its file."""
         assert self.proc is not None
+        if self.persist_plugin:  # the plugin opens its database when it starts
+            if not self.db_path.exists():
+                self.stop()
+                raise RuntimeError(
+                    f"mosquitto's persist-sqlite plugin did not create {self.db_path}: "
+                    f"{self.log_path.read_text()[-500:]}"
+                )
+            return
         before = self.db_path.stat().st_mtime_ns if self.db_path.exists() else None
         offset = self.log_path.stat().st_size
         self.proc.send_signal(signal.SIGUSR1)

@@ -81,10 +81,11 @@ def _count(db: str) -> int:
     ("text", "expected"),
     [
         ("mosquitto version 2.0.11", False),
-        ("mosquitto version 2.0.18", False),
-        ("mosquitto version 2.0.19", True),
-        ("mosquitto version 2.1.0", True),
-        ("mosquitto version 10.0.0", True),
+        ("mosquitto version 2.0.19", False),
+        ("mosquitto version 2.0.22", False),
+        ("mosquitto version 1.6.12", False),
+        ("mosquitto version 2.1.2", None),  # only with the persist-sqlite plugin
+        ("mosquitto version 10.0.0", None),
         ("EMQX 5.8.0", None),
         ("", None),
         (None, None),
@@ -97,6 +98,7 @@ def test_which_brokers_restore_shared_subscriptions(text, expected):
 def test_version_is_parsed_as_numbers_not_text():
     assert mosquitto_version("mosquitto version 2.0.9") == (2, 0, 9)
     assert mosquitto_version("mosquitto version 2.0.9") < (2, 0, 19)
+    assert broker_persists_shared("mosquitto version 2.0.100") is False
 
 
 def _plan(version: str | None, consumers: int = 1, **overrides):
@@ -121,45 +123,52 @@ def test_one_consumer_holds_a_plain_subscription_without_asking_the_broker():
     assert "one consumer" in plan.reason
 
 
-def test_several_consumers_share_on_a_broker_that_restores_shared_subscriptions():
-    plan, _ = _plan("mosquitto version 2.0.20", consumers=3)
+def test_several_consumers_are_refused_on_a_broker_that_drops_shared_subscriptions():
+    with pytest.raises(SubscriptionRefused) as err:
+        _plan("mosquitto version 2.0.11", consumers=2)
+    text = str(err.value)
+    for needed in (
+        "2 consumers split the load",
+        "2.0.11",
+        "dropped",
+        "--workers",
+        "persist-sqlite",
+        "SWC_ALLOW_UNSAFE_SHARED=true",
+    ):
+        assert needed in text
+    # saying "shared" does not make a 2.0 broker keep them
+    with pytest.raises(SubscriptionRefused, match=r"no Mosquitto 2\.0 does"):
+        _plan("mosquitto version 2.0.22", consumers=2, subscription="shared")
+
+
+def test_accepting_the_loss_shares_and_warns():
+    plan, _ = _plan("mosquitto version 2.0.11", consumers=2, allow_unsafe_shared=True)
+    assert plan.mode == "shared" and "dropped" in plan.warning
+
+
+def test_where_the_version_cannot_tell_the_operator_decides():
+    with pytest.raises(SubscriptionRefused, match=r"\$SYS/broker/version is unreadable"):
+        _plan(None, consumers=2)
+    with pytest.raises(SubscriptionRefused, match="only with its persist-sqlite plugin"):
+        _plan("mosquitto version 2.1.2", consumers=2)
+    with pytest.raises(SubscriptionRefused, match="SWC_SUBSCRIPTION=shared"):
+        _plan("EMQX 5.8.0", consumers=2)
+    plan, _ = _plan("mosquitto version 2.1.2", consumers=3, subscription="shared")
     assert (plan.mode, plan.filter, plan.stale) == (
         "shared",
         "$share/ingest/r/v1/+/telemetry",
         "r/v1/+/telemetry",
     )
-    assert "3 consumers" in plan.reason and "2.0.20" in plan.reason and plan.warning is None
-
-
-def test_several_consumers_are_refused_on_a_broker_that_drops_shared_subscriptions():
-    with pytest.raises(SubscriptionRefused) as err:
-        _plan("mosquitto version 2.0.11", consumers=2)
-    text = str(err.value)
-    for needed in ("2.0.11", "2.0.19", "dropped", "--workers", "SWC_ALLOW_UNSAFE_SHARED=true"):
-        assert needed in text
-
-
-def test_accepting_the_loss_shares_and_warns():
-    plan, _ = _plan("mosquitto version 2.0.11", consumers=2, allow_unsafe_shared=True)
-    assert plan.mode == "shared" and "2.0.19" in plan.warning
-
-
-def test_an_unknown_broker_is_refused_unless_the_operator_says_it_keeps_shared_subscriptions():
-    with pytest.raises(SubscriptionRefused, match=r"\$SYS/broker/version is unreadable"):
-        _plan(None, consumers=2)
-    with pytest.raises(SubscriptionRefused, match="SWC_SUBSCRIPTION=shared"):
-        _plan("EMQX 5.8.0", consumers=2)
-    plan, _ = _plan(None, consumers=2, subscription="shared")
-    assert plan.mode == "shared" and "cannot tell" in plan.warning
+    assert "operator says" in plan.reason and plan.warning is None
 
 
 def test_a_shared_subscription_needs_a_group_and_a_plain_one_a_single_consumer():
-    plan, _ = _plan("mosquitto version 2.0.20", consumers=1, shared_group="")
-    assert plan.mode == "plain"
-    with pytest.raises(SubscriptionRefused, match="group"):
-        _plan("mosquitto version 2.0.20", subscription="shared", shared_group="")
     with pytest.raises(SubscriptionRefused, match="each store every message"):
-        _plan("mosquitto version 2.0.20", consumers=2, subscription="plain")
+        _plan("mosquitto version 2.1.2", consumers=2, shared_group="")  # auto: plain
+    with pytest.raises(SubscriptionRefused, match="group"):
+        _plan("mosquitto version 2.1.2", subscription="shared", shared_group="")
+    with pytest.raises(SubscriptionRefused, match="each store every message"):
+        _plan("mosquitto version 2.1.2", consumers=2, subscription="plain")
 
 
 def test_the_version_is_read_from_the_broker(broker):
@@ -182,33 +191,54 @@ def _restart_with_consumers_away(broker, proxy, consumers, root: str, lost_windo
     wait_for(lambda: all(c.consumer.subscribed.is_set() for c in consumers), 20, what="back")
 
 
+def _mosquittos() -> list:
+    """This machine's mosquitto (built-in persistence), and the brokers named in
+    SWC_TEST_MOSQUITTO_BINARIES: entries separated by ':', each a mosquitto binary or
+    ``binary+plugin.so`` for Mosquitto 2.1's persist-sqlite plugin, e.g. ones built from
+    source: ``/src/2.0.22/mosquitto:/src/2.1.2/mosquitto+/src/2.1.2/persist_sqlite.so``."""
+    params = [pytest.param(None, None, id="installed")]
+    for i, entry in enumerate(
+        e for e in os.environ.get("SWC_TEST_MOSQUITTO_BINARIES", "").split(":") if e
+    ):
+        binary, _, plugin = entry.partition("+")
+        name = f"{i}-{Path(binary).parent.name}" + ("-persist-sqlite" if plugin else "")
+        params.append(pytest.param(binary, plugin or None, id=name))
+    return params
+
+
+@pytest.mark.parametrize(("binary", "plugin"), _mosquittos())
 def test_two_consumers_share_only_where_a_broker_restart_keeps_their_subscription(
-    tmp_path, db, topic_root, start_consumer
+    tmp_path, db, topic_root, start_consumer, binary, plugin
 ):
-    """On a broker that restores shared subscriptions, two consumers split the load through
-    a restart and store everything once. On one that does not (Mosquitto < 2.0.19, as on
-    Debian 12) they are refused, and the loss the refusal prevents is real."""
-    broker = MosquittoProcess(tmp_path / "central").start()
+    """Two consumers split the load through a broker restart and store everything once on
+    a broker that restores shared subscriptions (Mosquitto 2.1 with persist-sqlite, which
+    the operator declares: SWC_SUBSCRIPTION=shared). Elsewhere (every Mosquitto 2.0, as on
+    Debian 12, and 2.1's built-in persistence) they are refused, and the loss the refusal
+    prevents is real."""
+    broker = MosquittoProcess(tmp_path / "central", binary=binary, persist_plugin=plugin).start()
     proxy = HoldingProxy(broker.port)
     try:
         settings = _settings(proxy.url, topic_root, tmp_path, client_id="pair", workers=2)
         version = read_broker_version(MqttTarget.from_url(broker.url))
-        if broker_persists_shared(version):
+        if plugin:
+            settings = settings.model_copy(update={"subscription": "shared"})
             plan = plan_for(settings, 2)
-            assert plan.mode == "shared"
+            assert plan.mode == "shared" and plan.warning is None
             pair = [start_consumer(worker_settings(settings, i), db) for i in (1, 2)]
-            assert all(c.consumer.plan == plan for c in pair)
+            assert all(c.consumer.plan.filter == plan.filter for c in pair)
             with Publisher(broker.url) as pub:
                 pub.publish_all(_messages(topic_root, 0, 200))
             wait_for(lambda: _count(db) == 200, 30, what="the first 200")
             _restart_with_consumers_away(broker, proxy, pair, topic_root, range(200, 600))
             wait_for(lambda: _count(db) == 600, 30, what="all 600 readings")
             assert scalar(db, "SELECT count(DISTINCT (stream_id, time)) FROM readings") == 600
+            received = [c.consumer.metrics.snapshot()["messages_received"] for c in pair]
+            assert all(n > 0 for n in received)  # the load was split
             return
 
         with pytest.raises(SubscriptionRefused) as err:
             plan_for(settings, 2)
-        assert version in str(err.value) and "2.0.19" in str(err.value)
+        assert version in str(err.value) and "persist-sqlite" in str(err.value)
 
         # What the refusal prevents: a shared subscription (one member, accepted loss)
         # matches nothing after the restart, so the window's messages are dropped.
@@ -221,7 +251,9 @@ def test_two_consumers_share_only_where_a_broker_restart_keeps_their_subscriptio
             allow_unsafe_shared=True,
         )
         member = start_consumer(unsafe, db)
-        assert member.consumer.plan.warning
+        assert member.consumer.plan.mode == "shared"
+        if broker_persists_shared(version) is False:  # a 2.0 broker: the loss is known
+            assert member.consumer.plan.warning
         with Publisher(broker.url) as pub:
             pub.publish_all(_messages(topic_root, 0, 50))
         wait_for(lambda: _count(db) == 50, 30, what="the first 50")
@@ -242,9 +274,8 @@ def test_two_consumers_share_only_where_a_broker_restart_keeps_their_subscriptio
 def test_swc_ingest_refuses_workers_on_a_broker_that_drops_shared_subscriptions(
     broker, db, topic_root
 ):
-    version = read_broker_version(MqttTarget.from_url(broker.url))
-    if broker_persists_shared(version):
-        pytest.skip(f"{version} restores shared subscriptions: workers are allowed")
+    """No broker's version proves it keeps shared subscriptions: `--workers 2` is refused
+    before any worker starts, with the fix."""
     result = CliRunner().invoke(
         ingest_cmd,
         [
@@ -262,7 +293,9 @@ def test_swc_ingest_refuses_workers_on_a_broker_that_drops_shared_subscriptions(
     )
     assert result.exit_code == 2, result.output
     assert "2 consumers split the load" in result.output
-    assert "2.0.19" in result.output and "SWC_ALLOW_UNSAFE_SHARED" in result.output
+    assert "dropped" in result.output and "persist-sqlite" in result.output
+    assert "SWC_ALLOW_UNSAFE_SHARED" in result.output
+    assert "worker started" not in result.output
 
 
 def test_a_publisher_that_keeps_publishing_through_a_broker_restart_loses_nothing(
