@@ -142,8 +142,8 @@ def start_consumer(
     # Each configuration gets its own shared group: mosquitto keeps handing an
     # offline member's share to its persistent session, so earlier runs' sessions
     # must not be in the group. One consumer holds a plain subscription; several
-    # share, which Mosquitto < 2.0.19 allows only with the loss on a restart
-    # accepted (the bench restarts no broker).
+    # share, which Mosquitto 2.0 allows only with the loss on a restart accepted
+    # (the bench restarts no broker).
     env = {
         "SWC_WORKERS": str(workers),
         "SWC_SHARED_GROUP": name,
