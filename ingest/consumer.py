@@ -100,10 +100,12 @@ class Consumer:
         self.resolver = StreamResolver(settings.auto_register)
         self.writer = ReadingWriter()
         self.connected = threading.Event()
-        self.subscribed = threading.Event()  # SUBACK received: messages will be delivered
+        # SUBACK (and UNSUBACK of a stale filter) received: the session holds exactly the
+        # planned subscription, so messages published from now on will be delivered
+        self.subscribed = threading.Event()
         self._stop = threading.Event()
         self._generation = 0
-        self._retire_mid: int | None = None
+        self._awaiting: set[int] = set()  # (UN)SUBSCRIBE packet ids not yet acknowledged
         self._conn: psycopg.Connection | None = None
         self._client = self._make_client()
         # Called in the writer thread after each committed batch has been
@@ -157,31 +159,43 @@ class Consumer:
             flags.session_present,
             "retire" if plan is None else f"{plan.mode}:{plan.filter}",
         )
+        awaiting = set()
         if plan is None:  # retiring: no new messages; what the session holds still comes
-            self._retire_mid = client.unsubscribe(self._retired_filters())[1]
+            awaiting.add(client.unsubscribe(self._retired_filters())[1])
         else:
             if plan.warning:
                 log.warning("UNSAFE SUBSCRIPTION: %s", plan.warning)
-            client.subscribe(plan.filter, qos=1)
+            awaiting.add(client.subscribe(plan.filter, qos=1)[1])
             if plan.stale != plan.filter and flags.session_present:
                 # a session kept from the other mode would get every message twice
-                client.unsubscribe(plan.stale)
+                awaiting.add(client.unsubscribe(plan.stale)[1])
+        self._awaiting = awaiting
         self.connected.set()
 
+    def _acknowledged(self, mid: int) -> None:
+        self._awaiting.discard(mid)
+        if not self._awaiting:
+            self.subscribed.set()
+
     def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        if self.plan is None and mid == self._retire_mid:
+        if self.plan is None:
             log.info(
                 "left the subscription client_id=%s; draining its session",
                 self.settings.client_id,
             )
-            self.subscribed.set()
+        self._acknowledged(mid)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         failed = [rc for rc in reason_codes if rc.is_failure]
         if failed:
-            log.error("mqtt subscription refused reason=%s", failed[0])
+            log.error(
+                "mqtt subscription to %s refused reason=%s: the broker's ACL must let this "
+                "user read it (swc broker acl --service-user)",
+                self.plan.filter if self.plan else "?",
+                failed[0],
+            )
             return
-        self.subscribed.set()
+        self._acknowledged(mid)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()

@@ -420,3 +420,30 @@ def _retained(port: int, topic: str) -> dict:
         client.disconnect()
         client.loop_stop()
     return got["m"]
+
+
+def test_a_session_kept_from_the_shared_mode_drops_its_shared_filter(
+    db, broker, topic_root, tmp_path, start_consumer
+):
+    """A consumer that ran with the former default (shared) and now runs plain under the same
+    client id unsubscribes the shared filter: it does not get every message twice."""
+    old = start_consumer(
+        _settings(
+            broker.url,
+            topic_root,
+            tmp_path,
+            client_id="upgraded",
+            subscription="shared",
+            allow_unsafe_shared=True,
+        ),
+        db,
+    )
+    old.stop()
+    new = start_consumer(_settings(broker.url, topic_root, tmp_path, client_id="upgraded"), db)
+    assert new.consumer.plan.mode == "plain"
+    with Publisher(broker.url) as pub:
+        pub.publish_all(_messages(topic_root, 0, 100))
+        wait_for(lambda: _count(db) == 100, 30, what="100 readings")
+        pub.publish_all(_messages(topic_root, 100, 101))  # a last one, after the first 100
+    wait_for(lambda: _count(db) == 101, 30, what="the last reading")
+    assert new.consumer.metrics.snapshot()["messages_received"] == 101
