@@ -68,6 +68,18 @@ def mosquitto_binary() -> str | None:
     )
 
 
+_DYNSEC_PATHS = (
+    "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so",  # Debian, Ubuntu
+    "/usr/lib/aarch64-linux-gnu/mosquitto_dynamic_security.so",
+    "/usr/lib/mosquitto_dynamic_security.so",  # the eclipse-mosquitto image
+)
+
+
+def dynsec_plugin() -> str | None:
+    """Where Mosquitto's dynamic-security plugin is installed, if it is."""
+    return next((p for p in _DYNSEC_PATHS if Path(p).exists()), None)
+
+
 def reachable_by(path: Path, uid: int, gids: set[int]) -> bool:
     """Whether user ``uid`` (groups ``gids``) may enter ``path`` and every folder above it."""
     for folder in [path, *path.parents]:

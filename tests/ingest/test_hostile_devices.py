@@ -1,0 +1,209 @@
+"""Hostile devices at the broker (issue 11): an attacker with one valid device credential
+cannot take a share of others' messages, take over the consumer's session, or write where
+it may not. The broker runs Mosquitto's dynamic-security plugin with the configuration
+`swc broker acl` writes from the registry; refusals come at subscribe or connect time,
+with MQTT 5 reason codes (docs/protocol.md)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import uuid
+
+import paho.mqtt.client as mqtt
+import psycopg
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from ingest.broker import MosquittoProcess, dynsec_plugin, mosquitto_binary
+from ingest.store.credentials import add_device, write_dynsec_config
+from tests.api.support import messages, minutes_ago, setup_site
+from tests.support.waiting import scalar, wait_for
+
+NOT_AUTHORIZED = 0x87
+BAD_USER_OR_PASSWORD = 0x86
+
+
+class Device:
+    """An MQTT 5 client that records its CONNACK, SUBACK and PUBACK reason codes."""
+
+    def __init__(self, port: int, user: str | None, password: str | None, client_id: str):
+        self.c = mqtt.Client(
+            callback_api_version=CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv5,
+        )
+        if user:
+            self.c.username_pw_set(user, password)
+        self.connack: list[int] = []
+        self.subacks: list[list[int]] = []
+        self.received: list[str] = []
+        self._connected = threading.Event()
+        self._subacked = threading.Event()
+        self.c.on_connect = self._on_connect
+        self.c.on_subscribe = self._on_subscribe
+        self.c.on_message = lambda c, u, m: self.received.append(m.topic)
+        self.c.reconnect_delay_set(30, 30)  # no quick retries after a refusal
+        self.c.connect("127.0.0.1", port)
+        self.c.loop_start()
+        assert self._connected.wait(10), "no CONNACK"
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        self.connack.append(reason_code.value)
+        self._connected.set()
+
+    def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
+        self.subacks.append([rc.value for rc in reason_codes])
+        self._subacked.set()
+
+    def subscribe(self, topic: str) -> list[int]:
+        self._subacked.clear()
+        self.c.subscribe(topic, qos=1)
+        assert self._subacked.wait(10), "no SUBACK"
+        return self.subacks[-1]
+
+    def publish(self, topic: str, payload: bytes) -> None:
+        self.c.publish(topic, payload, qos=1).wait_for_publish(10)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def dynsec(db, tmp_path, topic_root):
+    """A Mosquitto with dynamic security from the registry: dam-1, dam-2, gateway gw-1
+    with its logger dam-3, and the service user."""
+    if mosquitto_binary() is None or dynsec_plugin() is None:
+        pytest.skip("mosquitto with its dynamic-security plugin is not installed")
+    for dam in ("dam-1", "dam-2"):
+        setup_site(db, dam, "check_dam", {"spillway_crest_m": 5.0}, {dam: ["stage_m"]})
+    with psycopg.connect(db) as conn:
+        pw = {
+            "dam-1": add_device(conn, "dam-1", site_id="dam-1"),
+            "dam-2": add_device(conn, "dam-2", site_id="dam-2"),
+            "gw-1": add_device(conn, "gw-1", kind="gateway"),
+        }
+        pw["dam-3"] = add_device(conn, "dam-3", site_id="dam-2", gateway_id="gw-1")
+        path = write_dynsec_config(
+            conn,
+            tmp_path / "access",
+            root=topic_root,
+            service_user="swc-ingest",
+            service_password="svc-secret",
+        )
+    extra = f"allow_anonymous false\nplugin {dynsec_plugin()}\nplugin_opt_config_file {path}"
+    proc = MosquittoProcess(tmp_path / "mq", extra_conf=extra).start()
+    yield proc, pw
+    proc.stop()
+
+
+def _service_url(proc: MosquittoProcess) -> str:
+    return f"mqtt://swc-ingest:svc-secret@127.0.0.1:{proc.port}"
+
+
+def _readings(db: str, device: str) -> int:
+    return scalar(
+        db,
+        "SELECT count(*) FROM readings r JOIN streams s ON s.id = r.stream_id "
+        "WHERE s.device_id = %s",
+        (device,),
+    )
+
+
+def _batch(device: str, root: str, n: int) -> list[tuple[str, bytes]]:
+    return [
+        messages(device, root, [(minutes_ago(n - i), "stage_m", float(i))], seq0=i + 1)[0]
+        for i in range(n)
+    ]
+
+
+def test_share_group_hijack_is_refused_at_subscribe_time(
+    dynsec, db, topic_root, settings_for, start_consumer
+):
+    """A device asks for a share of every device's telemetry, with a persistent session:
+    refused with SUBACK 0x87, so it holds no share and nothing of dam-2's is lost."""
+    proc, pw = dynsec
+    start_consumer(settings_for(mqtt_url=_service_url(proc)), db)
+    thief = Device(proc.port, "dam-1", pw["dam-1"], "dam-1")
+    assert thief.connack == [0]
+    for topic in (
+        f"$share/ingest/{topic_root}/+/telemetry",  # the consumers' group
+        f"$share/thief/{topic_root}/+/telemetry",  # a group of its own
+        f"{topic_root}/+/telemetry",  # everybody's telemetry
+        f"{topic_root}/dam-2/config",  # another device's config
+        "#",
+    ):
+        assert thief.subscribe(topic) == [NOT_AUTHORIZED], topic
+    assert thief.subscribe(f"{topic_root}/dam-1/config") == [1]  # its own: granted QoS 1
+
+    victim = Device(proc.port, "dam-2", pw["dam-2"], "dam-2")
+    for topic, payload in _batch("dam-2", topic_root, 100):
+        victim.publish(topic, payload)
+    wait_for(lambda: _readings(db, "dam-2") == 100, 30, what="all of dam-2's readings")
+    assert thief.received == []
+    thief.close()
+    victim.close()
+
+
+def test_a_device_cannot_take_over_the_consumers_session(
+    dynsec, db, topic_root, settings_for, start_consumer
+):
+    """A device connecting with the consumer's client id, on its own valid credentials,
+    is refused (CONNACK 0x87): the consumer's session and its messages stay."""
+    proc, pw = dynsec
+    consumer = start_consumer(
+        settings_for(mqtt_url=_service_url(proc), client_id="swc-ingest-1"), db
+    )
+    takeover = Device(proc.port, "dam-1", pw["dam-1"], "swc-ingest-1")
+    assert takeover.connack[0] == NOT_AUTHORIZED
+    takeover.close()
+    assert consumer.consumer.connected.is_set()
+    victim = Device(proc.port, "dam-2", pw["dam-2"], "dam-2")
+    for topic, payload in _batch("dam-2", topic_root, 150):
+        victim.publish(topic, payload)
+    wait_for(lambda: _readings(db, "dam-2") == 150, 30, what="all 150 readings")
+    victim.close()
+    # its own id with its own password is fine; another's id with its password is not
+    assert Device(proc.port, "dam-1", pw["dam-1"], "dam-1").connack == [0]
+    assert Device(proc.port, "dam-1", pw["dam-1"], "dam-2").connack[0] == NOT_AUTHORIZED
+    assert Device(proc.port, "dam-1", "wrong", "dam-1").connack[0] in (
+        NOT_AUTHORIZED,
+        BAD_USER_OR_PASSWORD,
+    )
+    anonymous = Device(proc.port, None, None, f"anon-{uuid.uuid4().hex[:6]}")
+    assert anonymous.connack[0] in (NOT_AUTHORIZED, BAD_USER_OR_PASSWORD)
+
+
+def test_devices_write_only_their_own_topics_and_the_service_reads_the_version(
+    dynsec, db, topic_root, settings_for, start_consumer
+):
+    proc, pw = dynsec
+    settings = settings_for(mqtt_url=_service_url(proc))
+    start_consumer(settings, db)
+    from ingest.subscription import read_broker_version
+
+    assert read_broker_version(settings.mqtt).startswith("mosquitto version")
+    dam1 = Device(proc.port, "dam-1", pw["dam-1"], "dam-1")
+    for topic, payload in _batch("dam-1", topic_root, 3):
+        dam1.publish(topic, payload)
+    wait_for(lambda: _readings(db, "dam-1") == 3, 30, what="dam-1's own readings")
+    forger = Device(proc.port, "dam-1", pw["dam-1"], "dam-1")  # takes over its own session
+    forged = _batch("dam-2", topic_root, 1)[0]
+    forger.c.publish(forged[0], forged[1], qos=1).wait_for_publish(10)  # PUBACK 0x87
+    liar = Device(proc.port, "dam-1", pw["dam-1"], "dam-1")
+    fake = json.dumps({"site_id": "dam-1", "level": 0, "alerts": []}).encode()
+    liar.c.publish(f"{topic_root}/alerts/dam-1", fake, qos=1, retain=True).wait_for_publish(10)
+    service = Device(proc.port, "swc-ingest", "svc-secret", f"watch-{uuid.uuid4().hex[:6]}")
+    assert service.subscribe(f"{topic_root}/alerts/#") == [1]
+    marker = Device(proc.port, "dam-2", pw["dam-2"], "dam-2")
+    for topic, payload in _batch("dam-2", topic_root, 1):
+        marker.publish(topic, payload)
+    wait_for(lambda: _readings(db, "dam-2") == 1, 30, what="dam-2's own reading")
+    assert scalar(db, "SELECT count(*) FROM readings") == 4  # the forged one is not there
+    assert service.received == []  # no fake "all clear" retained
+    gateway = Device(proc.port, "gw-1", pw["gw-1"], "gw-1")
+    assert gateway.subscribe(f"{topic_root}/dam-3/config") == [1]  # its logger's config
+    assert gateway.subscribe(f"{topic_root}/dam-1/config") == [NOT_AUTHORIZED]
+    for c in (dam1, forger, liar, service, marker, gateway):
+        c.close()
