@@ -207,3 +207,27 @@ def test_devices_write_only_their_own_topics_and_the_service_reads_the_version(
     assert gateway.subscribe(f"{topic_root}/dam-1/config") == [NOT_AUTHORIZED]
     for c in (dam1, forger, liar, service, marker, gateway):
         c.close()
+
+
+def test_swc_broker_acl_writes_the_dynamic_security_config(db, tmp_path, topic_root):
+    from click.testing import CliRunner
+
+    from swc_cli import main
+
+    with psycopg.connect(db) as conn:
+        add_device(conn, "dam-9")
+    out = tmp_path / "access"
+    result = CliRunner().invoke(
+        main,
+        [
+            "broker", "acl", "--dir", str(out), "--database-url", db, "--topic-root",
+            topic_root, "--service-user", "svc", "--service-password", "pw",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "dynamic-security.json").read_text())
+    assert (out / "dynamic-security.json").stat().st_mode & 0o077 == 0
+    clients = {c["username"]: c for c in config["clients"]}
+    assert clients["dam-9"]["clientid"] == "dam-9" and "clientid" not in clients["svc"]
+    assert config["defaultACLAccess"]["subscribe"] is False
+    assert {"passwd", "acl"} <= {p.name for p in out.iterdir()}
