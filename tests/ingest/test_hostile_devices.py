@@ -15,7 +15,7 @@ import psycopg
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from ingest.broker import MosquittoProcess, dynsec_plugin, mosquitto_binary
+from ingest.broker import CONF_PATH, MosquittoProcess, dynsec_plugin, mosquitto_binary
 from ingest.store.credentials import add_device, write_dynsec_config
 from tests.api.support import messages, minutes_ago, setup_site
 from tests.support.waiting import scalar, wait_for
@@ -92,7 +92,13 @@ def dynsec(db, tmp_path, topic_root):
             service_user="swc-ingest",
             service_password="svc-secret",
         )
-    extra = f"allow_anonymous false\nplugin {dynsec_plugin()}\nplugin_opt_config_file {path}"
+    # the production settings docker-compose appends, with this machine's paths
+    extra = (
+        (CONF_PATH.parent / "secured.conf")
+        .read_text()
+        .replace("/usr/lib/mosquitto_dynamic_security.so", dynsec_plugin())
+        .replace("/mosquitto/access/dynamic-security.json", str(path))
+    )
     proc = MosquittoProcess(tmp_path / "mq", extra_conf=extra).start()
     yield proc, pw
     proc.stop()
