@@ -26,11 +26,18 @@ NOT_AUTHORIZED = 0x87
 class Device:
     """An MQTT 5 client that records its CONNACK, SUBACK and PUBACK reason codes."""
 
-    def __init__(self, port: int, user: str | None, password: str | None, client_id: str):
+    def __init__(
+        self,
+        port: int,
+        user: str | None,
+        password: str | None,
+        client_id: str,
+        protocol: int = mqtt.MQTTv5,
+    ):
         self.c = mqtt.Client(
             callback_api_version=CallbackAPIVersion.VERSION2,
             client_id=client_id,
-            protocol=mqtt.MQTTv5,
+            protocol=protocol,
         )
         if user:
             self.c.username_pw_set(user, password)
@@ -141,6 +148,9 @@ def test_share_group_hijack_is_refused_at_subscribe_time(
     ):
         assert thief.subscribe(topic) == [NOT_AUTHORIZED], topic
     assert thief.subscribe(f"{topic_root}/dam-1/config") == [1]  # its own: granted QoS 1
+    old = Device(proc.port, "dam-2", pw["dam-2"], "dam-2", protocol=mqtt.MQTTv311)
+    assert old.subscribe(f"$share/ingest/{topic_root}/+/telemetry") == [0x80]  # 3.1.1: failure
+    old.close()
 
     victim = Device(proc.port, "dam-2", pw["dam-2"], "dam-2")
     for topic, payload in _batch("dam-2", topic_root, 100):
@@ -177,6 +187,9 @@ def test_a_device_cannot_take_over_the_consumers_session(
     assert Device(proc.port, "nobody", "x", "nobody").connack[0] == NOT_AUTHORIZED
     anonymous = Device(proc.port, None, None, f"anon-{uuid.uuid4().hex[:6]}")
     assert anonymous.connack[0] == NOT_AUTHORIZED
+    anonymous_311 = Device(proc.port, None, None, "anon-311", protocol=mqtt.MQTTv311)
+    # 3.1.1's return code 5 (not authorized), which paho reports as 0x87
+    assert anonymous_311.connack[0] == NOT_AUTHORIZED
 
 
 def test_devices_write_only_their_own_topics_and_the_service_reads_the_version(
