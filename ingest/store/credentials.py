@@ -81,7 +81,9 @@ def add_device(
             "INSERT INTO devices (id, kind, site_id, gateway_id, password_hash) "
             "VALUES (%s, %s, %s, %s, %s) ON CONFLICT (id) DO UPDATE SET "
             "kind = EXCLUDED.kind, site_id = coalesce(EXCLUDED.site_id, devices.site_id), "
-            "gateway_id = coalesce(EXCLUDED.gateway_id, devices.gateway_id), "
+            # a relation auto-registration made is not kept: registering resets it
+            "gateway_id = CASE WHEN devices.auto_registered THEN EXCLUDED.gateway_id "
+            "ELSE coalesce(EXCLUDED.gateway_id, devices.gateway_id) END, "
             "password_hash = EXCLUDED.password_hash, auto_registered = false",
             (device_id, kind, site_id, gateway_id, hash_password(password)),
         )

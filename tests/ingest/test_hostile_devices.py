@@ -251,3 +251,58 @@ def test_swc_broker_acl_writes_the_dynamic_security_config(db, tmp_path, topic_r
     assert clients["dam-9"]["clientid"] == "dam-9" and "clientid" not in clients["svc"]
     assert config["defaultACLAccess"]["subscribe"] is False
     assert {"passwd", "acl"} <= {p.name for p in out.iterdir()}
+
+
+def _device_row(db: str, device: str):
+    with psycopg.connect(db) as conn:
+        return conn.execute(
+            "SELECT site_id, gateway_id, auto_registered FROM devices WHERE id = %s", (device,)
+        ).fetchone()
+
+
+def test_a_logger_cannot_squat_an_unregistered_device_id(
+    db, broker, topic_root, settings_for, start_consumer
+):
+    """Device A names an unregistered id in its payload, on its own topic: with
+    auto-registration on, the id is not tied to A (not_owner), so when an operator
+    registers it for another site later, A cannot write that site's readings."""
+    from tests.support.mqtt import Publisher
+
+    setup_site(db, "dam-1", "check_dam", {"spillway_crest_m": 5.0}, {"dam-1": ["stage_m"]})
+    with psycopg.connect(db) as conn:
+        add_device(conn, "dam-1", site_id="dam-1")
+    start_consumer(settings_for(auto_register=True), db)
+    squat = messages("dev-new", topic_root, [(minutes_ago(1), "stage_m", 1.0)], sender="dam-1")
+    with Publisher(broker.url) as pub:
+        pub.publish_all(squat)
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM dead_letters") == 1, what="dead letter")
+    assert scalar(db, "SELECT error_code FROM dead_letters") == "not_owner"
+    assert _device_row(db, "dev-new") is None  # not registered, not tied to dam-1
+    assert scalar(db, "SELECT count(*) FROM readings") == 0
+
+
+def test_registering_a_device_resets_what_auto_registration_tied_it_to(db, tmp_path):
+    """A relation made by auto-registration (an unknown sender bringing an id in, as on an
+    open development broker) does not survive the operator registering that id."""
+    from ingest.store.registry import StreamResolver, load_registry, read_registry_file
+
+    setup_site(db, "dam-2", "check_dam", {"spillway_crest_m": 5.0}, {"dam-2": ["stage_m"]})
+    resolver = StreamResolver(auto_register=True)
+    with psycopg.connect(db, autocommit=True) as conn:
+        resolver.check_owner(conn, "stranger", "dev-new")  # auto: behind "stranger"
+        resolver.check_owner(conn, "stranger", "dev-old")
+    assert _device_row(db, "dev-new") == (None, "stranger", True)
+    with psycopg.connect(db) as conn:
+        add_device(conn, "dev-new", site_id="dam-2")
+    assert _device_row(db, "dev-new") == ("dam-2", None, False)
+    f = tmp_path / "sites.yaml"
+    f.write_text("sites:\n  - {id: s9, kind: check_dam, name: S9, devices: [{id: dev-old}]}\n")
+    with psycopg.connect(db) as conn:
+        load_registry(conn, read_registry_file(f))
+    assert _device_row(db, "dev-old") == ("s9", None, False)
+    fresh = StreamResolver(auto_register=True)
+    with psycopg.connect(db, autocommit=True) as conn:
+        for device in ("dev-new", "dev-old"):
+            with pytest.raises(Exception, match="not_owner"):
+                fresh.check_owner(conn, "stranger", device)
+        fresh.check_owner(conn, "dev-new", "dev-new")  # the device itself still may
