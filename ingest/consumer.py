@@ -32,7 +32,7 @@ from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetr
 from .metrics import IngestMetrics
 from .qc import merge_spans, provisional_flags
 from .settings import Settings
-from .store.readings import DeadLetterRow, ReadingRow, ReadingWriter
+from .store.readings import DeadLetterRow, ReadingRow, ReadingWriter, purge_dead_letters
 from .store.registry import Rejected, StreamResolver
 from .subscription import SubscriptionPlan, plan_for
 
@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 _MAX_ERROR_CHARS = 2000
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 10.0
+_PURGE_EVERY_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -98,7 +99,8 @@ class Consumer:
         self.metrics = metrics or IngestMetrics()
         self.inbox: queue.Queue[Incoming] = queue.Queue()
         self.resolver = StreamResolver(settings.auto_register)
-        self.writer = ReadingWriter()
+        self.writer = ReadingWriter(settings.dead_letter_max_bytes, settings.topic_root)
+        self._next_purge = 0.0  # monotonic time of the next dead-letter retention pass
         self.connected = threading.Event()
         # SUBACK (and UNSUBACK of a stale filter) received: the session holds exactly the
         # planned subscription, so messages published from now on will be delivered
@@ -255,6 +257,7 @@ class Consumer:
         quiet_since = None
         try:
             while not self._stop.is_set():
+                self._purge_when_due()
                 batch = self._collect()
                 if batch.messages:
                     self._commit(batch)
@@ -276,6 +279,20 @@ class Consumer:
             if self._conn is not None:
                 self._conn.close()
             log.info("ingest consumer stopped counters=%s", self.metrics.snapshot())
+
+    def _purge_when_due(self) -> None:
+        """Delete dead letters past their retention, once an hour (and at start)."""
+        days = self.settings.dead_letter_retain_days
+        if not days or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + _PURGE_EVERY_S
+        try:
+            deleted = purge_dead_letters(self._connection(), days)
+        except psycopg.Error as exc:
+            log.warning("dead-letter retention failed (next try in an hour): %s", exc)
+            return
+        if deleted:
+            log.info("dead letters older than %d days deleted count=%d", days, deleted)
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout_s

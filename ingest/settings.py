@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     batch_max_readings: int = Field(default=10_000, ge=1, le=1_000_000)
     batch_max_latency_ms: int = Field(default=100, ge=1, le=60_000)
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    dead_letter_max_bytes: int = Field(
+        default=65536,
+        ge=0,
+        le=1 << 20,
+        description="payload bytes kept of each dead letter [bytes]; payload_size has the rest",
+    )
+    dead_letter_retain_days: int = Field(
+        default=30,
+        ge=0,
+        le=36500,
+        description="dead letters older than this are deleted (0 keeps them); counts stay",
+    )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns metrics off")
     metrics_host: str = "127.0.0.1"
 

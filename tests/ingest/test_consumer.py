@@ -83,12 +83,16 @@ def test_every_malformed_payload_is_dead_lettered_and_consumer_keeps_running(
     )
     with psycopg.connect(db) as conn:
         rows = conn.execute(
-            "SELECT topic, payload, error_code, error FROM dead_letters ORDER BY id"
+            "SELECT topic, payload, error_code, error, payload_size FROM dead_letters ORDER BY id"
         ).fetchall()
     assert [r[2] for r in rows] == [code for _, _, code in MALFORMED]
-    for (name, payload, _), (dl_topic, dl_payload, _, error) in zip(MALFORMED, rows, strict=True):
+    cap = rc.consumer.settings.dead_letter_max_bytes
+    for (name, payload, _), (dl_topic, dl_payload, _, error, size) in zip(
+        MALFORMED, rows, strict=True
+    ):
         assert dl_topic == topic
-        assert bytes(dl_payload) == payload, name
+        assert bytes(dl_payload) == payload[:cap], name  # the raw bytes, up to the cap
+        assert size == len(payload), name
         assert error, name
     assert rc.thread.is_alive()
     assert rc.consumer.metrics.snapshot()["dead_letters{code=not_json}"] == 2

@@ -306,3 +306,38 @@ def test_registering_a_device_resets_what_auto_registration_tied_it_to(db, tmp_p
             with pytest.raises(Exception, match="not_owner"):
                 fresh.check_owner(conn, "stranger", device)
         fresh.check_owner(conn, "dev-new", "dev-new")  # the device itself still may
+
+
+def test_dead_letters_are_capped_counted_and_expire(
+    db, broker, topic_root, settings_for, start_consumer
+):
+    """A device sending large garbage fills no disk: each dead letter keeps at most the cap
+    of its payload (with the size that arrived), is counted per day, sender and code for
+    good, and is deleted after the retention."""
+    from tests.support.mqtt import Publisher
+
+    with psycopg.connect(db, autocommit=True) as conn:  # one from long ago
+        conn.execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, payload_size, error_code, "
+            "error) VALUES (now() - interval '40 days', 't', 'x', 1, 'not_json', 'old')"
+        )
+    rc = start_consumer(settings_for(dead_letter_max_bytes=1000, dead_letter_retain_days=30), db)
+    big = b"{" + b"x" * (600 * 1024)  # over the protocol's 512 KiB: too_large
+    with Publisher(broker.url) as pub:
+        pub.publish_all([(f"{topic_root}/dam-9/telemetry", big)] * 5)
+        pub.publish_all([(f"{topic_root}/dam-9/telemetry", b"not json")] * 3)
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM dead_letters") == 8, what="8 dead letters")
+    with psycopg.connect(db) as conn:
+        stored = conn.execute(
+            "SELECT error_code, length(payload), payload_size FROM dead_letters ORDER BY id"
+        ).fetchall()
+        counts = conn.execute(
+            "SELECT sender, error_code, messages, bytes FROM dead_letter_counts "
+            "WHERE day = (now() AT TIME ZONE 'UTC')::date ORDER BY error_code"
+        ).fetchall()
+    assert stored == [("too_large", 1000, len(big))] * 5 + [("not_json", 8, 8)] * 3
+    assert counts == [("dam-9", "not_json", 3, 24), ("dam-9", "too_large", 5, 5 * len(big))]
+    assert scalar(db, "SELECT count(*) FROM dead_letters WHERE error = 'old'") == 0  # expired
+    assert scalar(db, "SELECT sum(messages) FROM dead_letter_counts") == 8
+    metrics = rc.consumer.metrics
+    assert metrics.dead_letters.labels(code="too_large")._value.get() == 5
