@@ -139,7 +139,8 @@ def write_broker_files(
         ]
     for device_id, kind, pw_hash, loggers in rows:
         pw_lines.append(f"{device_id}:{pw_hash}")
-        acl += [f"user {device_id}", f"topic write {root}/{device_id}/#"]
+        # only the protocol's topics: no retained messages under made-up subtopics
+        acl += [f"user {device_id}"] + [f"topic write {t}" for t in _device_topics(root, device_id)]
         acl.append(f"topic read {root}/{device_id}/config")
         if kind == "gateway":
             acl += [f"topic read {root}/{logger}/config" for logger in loggers]
@@ -164,6 +165,11 @@ def _dynsec_password(stored: str) -> dict:
     return {"password": digest, "salt": salt, "iterations": int(iterations)}
 
 
+def _device_topics(root: str, device_id: str) -> list[str]:
+    """What a device or gateway may publish: the protocol's telemetry and status topics."""
+    return [f"{root}/{device_id}/telemetry", f"{root}/{device_id}/status"]
+
+
 def _acl(kind: str, topic: str) -> dict:
     return {"acltype": kind, "topic": topic, "priority": 0, "allow": True}
 
@@ -181,8 +187,9 @@ def dynsec_config(
     implement), it refuses at subscribe time: nothing is allowed unless listed,
     so a device's ``$share/...`` or wildcard subscription gets SUBACK 0x87 and
     cannot take a share of others' messages. Each device may connect only with
-    its own id as client id (no session takeover); it writes under
-    ``{root}/{id}/`` and reads only its config (a gateway also its loggers').
+    its own id as client id (no session takeover); it writes only its
+    ``{root}/{id}/telemetry`` and ``{root}/{id}/status`` (so it can retain at
+    most two messages) and reads only its config (a gateway also its loggers').
     The service user (ingest, alerts) reads telemetry and status, directly or
     through a shared subscription, and ``$SYS/broker/version``; it writes the
     alerts and config topics, and may use any client id.
@@ -225,7 +232,7 @@ def dynsec_config(
         roles.append(
             {
                 "rolename": f"device-{device_id}",
-                "acls": [_acl("publishClientSend", f"{root}/{device_id}/#")]
+                "acls": [_acl("publishClientSend", t) for t in _device_topics(root, device_id)]
                 + [_acl("subscribeLiteral", t) for t in config]
                 + [_acl("publishClientReceive", t) for t in config],
             }

@@ -211,6 +211,12 @@ def test_devices_write_only_their_own_topics_and_the_service_reads_the_version(
     forger.c.on_publish = lambda c, u, mid, rc, props: pubacks.append(rc.value)
     forger.c.publish(forged[0], forged[1], qos=1).wait_for_publish(10)
     assert pubacks == [NOT_AUTHORIZED]
+    hoarder = Device(proc.port, "dam-1", pw["dam-1"], "dam-1")  # retained junk of its own
+    hoarded: list[int] = []
+    hoarder.c.on_publish = lambda c, u, mid, rc, props: hoarded.append(rc.value)
+    junk = f"{topic_root}/dam-1/junk/1"
+    hoarder.c.publish(junk, b"x" * 1000, qos=1, retain=True).wait_for_publish(10)
+    assert hoarded == [NOT_AUTHORIZED]  # only telemetry and status are its topics
     liar = Device(proc.port, "dam-1", pw["dam-1"], "dam-1")
     fake = json.dumps({"site_id": "dam-1", "level": 0, "alerts": []}).encode()
     liar.c.publish(f"{topic_root}/alerts/dam-1", fake, qos=1, retain=True).wait_for_publish(10)
@@ -225,7 +231,7 @@ def test_devices_write_only_their_own_topics_and_the_service_reads_the_version(
     gateway = Device(proc.port, "gw-1", pw["gw-1"], "gw-1")
     assert gateway.subscribe(f"{topic_root}/dam-3/config") == [1]  # its logger's config
     assert gateway.subscribe(f"{topic_root}/dam-1/config") == [NOT_AUTHORIZED]
-    for c in (dam1, forger, liar, service, marker, gateway):
+    for c in (dam1, forger, hoarder, liar, service, marker, gateway):
         c.close()
 
 
