@@ -25,6 +25,7 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from protocol.messages import ProtocolError, decode_telemetry
 from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetry_filter
@@ -53,6 +54,7 @@ class Incoming:
     received_at: datetime
     arrived: float  # time.monotonic() at receipt
     generation: int  # MQTT connection it came on; acks go only to the same connection
+    retain: bool = False  # a retained message: deleted at the broker once stored
 
 
 @dataclass
@@ -167,12 +169,20 @@ class Consumer:
         else:
             if plan.warning:
                 log.warning("UNSAFE SUBSCRIPTION: %s", plan.warning)
-            awaiting.add(client.subscribe(plan.filter, qos=1)[1])
+            awaiting.add(client.subscribe(plan.filter, options=self._options(plan))[1])
             if plan.stale != plan.filter and flags.session_present:
                 # a session kept from the other mode would get every message twice
                 awaiting.add(client.unsubscribe(plan.stale)[1])
         self._awaiting = awaiting
         self.connected.set()
+
+    def _options(self, plan: SubscriptionPlan) -> SubscribeOptions:
+        """QoS 1; on MQTT 5 the retain flag as published (so retained telemetry is seen and
+        deleted), and, where the protocol allows it (not on a shared subscription), none of
+        our own publishes back (the empty messages that delete retained telemetry)."""
+        if self.settings.mqtt_protocol != "5":
+            return SubscribeOptions(qos=1)
+        return SubscribeOptions(qos=1, noLocal=plan.mode == "plain", retainAsPublished=True)
 
     def _acknowledged(self, mid: int) -> None:
         self._awaiting.discard(mid)
@@ -215,6 +225,7 @@ class Consumer:
                 datetime.now(UTC),
                 time.monotonic(),
                 self._generation,
+                bool(msg.retain),
             )
         )
 
@@ -376,6 +387,7 @@ class Consumer:
                 time.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
         self._acknowledge(batch)
+        self._clear_retained(batch)
         if committed is not None:
             for hook in self.after_commit:
                 try:
@@ -493,6 +505,16 @@ class Consumer:
         if not spans:
             return None
         return CommittedBatch(spans, frozenset(devices), readings, datetime.now(UTC))
+
+    def _clear_retained(self, batch: _Batch) -> None:
+        """Telemetry is not retained by the protocol: once a retained message is stored (or
+        dead-lettered), delete it at the broker with an empty retained message."""
+        topics = {item.topic for item in batch.messages if item.retain and item.payload}
+        for topic in sorted(topics):
+            self._client.publish(topic, b"", qos=1, retain=True)
+        if topics:
+            self.metrics.retained_cleared.inc(len(topics))
+            log.info("retained telemetry deleted at the broker topics=%d", len(topics))
 
     def _acknowledge(self, batch: _Batch) -> None:
         generation = self._generation

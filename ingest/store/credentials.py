@@ -129,7 +129,7 @@ def write_broker_files(
         pw_lines.append(f"{service_user}:{hash_password(service_password)}")
         acl += [
             f"user {service_user}",
-            f"topic read {root}/+/telemetry",
+            f"topic readwrite {root}/+/telemetry",  # write: deletes retained telemetry
             f"topic read {root}/+/status",
             "topic read $share/#",
             "topic read $SYS/broker/version",  # may it share? (ingest/subscription.py)
@@ -211,7 +211,10 @@ def dynsec_config(
                 "acls": [_acl("subscribeLiteral", t) for t in receive]
                 + [_acl("subscribePattern", f"$share/+/{root}/+/telemetry")]
                 + [_acl("publishClientReceive", t) for t in [*receive, f"{root}/+/config"]]
-                + [_acl("publishClientSend", t) for t in (f"{root}/alerts/#", f"{root}/+/config")],
+                + [
+                    _acl("publishClientSend", t)  # telemetry: deleting retained copies
+                    for t in (f"{root}/alerts/#", f"{root}/+/config", f"{root}/+/telemetry")
+                ],
             }
         )
         clients.append(

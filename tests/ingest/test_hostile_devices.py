@@ -347,3 +347,42 @@ def test_dead_letters_are_capped_counted_and_expire(
     assert scalar(db, "SELECT sum(messages) FROM dead_letter_counts") == 8
     metrics = rc.consumer.metrics
     assert metrics.dead_letters.labels(code="too_large")._value.get() == 5
+
+
+def _first_message_on(port: int, topic: str) -> bytes:
+    """Subscribe to ``topic``, then publish a marker on it: the first message received is a
+    retained one if the broker holds one, else the marker."""
+    got: list[bytes] = []
+    subscribed = threading.Event()
+    c = mqtt.Client(callback_api_version=CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    c.on_message = lambda cl, u, m: got.append(m.payload)
+    c.on_subscribe = lambda *a: subscribed.set()
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    try:
+        c.subscribe(topic, qos=1)
+        assert subscribed.wait(10)
+        c.publish(topic, b"marker", qos=1).wait_for_publish(10)
+        wait_for(lambda: b"marker" in got, 10, what="the marker")
+    finally:
+        c.disconnect()
+        c.loop_stop()
+    return got[0]
+
+
+def test_retained_telemetry_is_stored_then_deleted_at_the_broker(
+    db, broker, topic_root, settings_for, start_consumer
+):
+    """The protocol retains status and config, never telemetry: a retained telemetry
+    message is stored like any other, then deleted at the broker, so devices cannot fill
+    the broker's database with retained payloads."""
+    rc = start_consumer(settings_for(), db)
+    device = Device(broker.port, None, None, "dam-r")
+    topic, payload = _batch("dam-r", topic_root, 1)[0]
+    device.c.publish(topic, payload, qos=1, retain=True).wait_for_publish(10)
+    wait_for(lambda: _readings(db, "dam-r") == 1, 30, what="the retained reading stored")
+    wait_for(lambda: rc.consumer.metrics.retained_cleared._value.get() == 1, 10, what="clear")
+    rc.stop()  # the marker below must not reach the database
+    device.close()
+    assert _first_message_on(broker.port, topic) == b"marker"  # nothing retained any more
+    assert scalar(db, "SELECT count(*) FROM dead_letters") == 0  # its own clear not seen
