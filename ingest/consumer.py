@@ -169,20 +169,21 @@ class Consumer:
         else:
             if plan.warning:
                 log.warning("UNSAFE SUBSCRIPTION: %s", plan.warning)
-            awaiting.add(client.subscribe(plan.filter, options=self._options(plan))[1])
+            awaiting.add(self._subscribe(client, plan))
             if plan.stale != plan.filter and flags.session_present:
                 # a session kept from the other mode would get every message twice
                 awaiting.add(client.unsubscribe(plan.stale)[1])
         self._awaiting = awaiting
         self.connected.set()
 
-    def _options(self, plan: SubscriptionPlan) -> SubscribeOptions:
-        """QoS 1; on MQTT 5 the retain flag as published (so retained telemetry is seen and
-        deleted), and, where the protocol allows it (not on a shared subscription), none of
-        our own publishes back (the empty messages that delete retained telemetry)."""
-        if self.settings.mqtt_protocol != "5":
-            return SubscribeOptions(qos=1)
-        return SubscribeOptions(qos=1, noLocal=plan.mode == "plain", retainAsPublished=True)
+    def _subscribe(self, client: mqtt.Client, plan: SubscriptionPlan) -> int:
+        """Subscribe with QoS 1; on MQTT 5 also with the retain flag as published (so retained
+        telemetry is seen and deleted) and, where the protocol allows it (not on a shared
+        subscription), none of our own publishes back (the empties that delete it)."""
+        if self.settings.mqtt_protocol != "5":  # paho ignores options on 3.1.1
+            return client.subscribe(plan.filter, qos=1)[1]
+        options = SubscribeOptions(qos=1, noLocal=plan.mode == "plain", retainAsPublished=True)
+        return client.subscribe(plan.filter, options=options)[1]
 
     def _acknowledged(self, mid: int) -> None:
         self._awaiting.discard(mid)

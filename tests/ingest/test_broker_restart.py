@@ -447,3 +447,23 @@ def test_a_session_kept_from_the_shared_mode_drops_its_shared_filter(
         pub.publish_all(_messages(topic_root, 100, 101))  # a last one, after the first 100
     wait_for(lambda: _count(db) == 101, 30, what="the last reading")
     assert new.consumer.metrics.snapshot()["messages_received"] == 101
+
+
+def test_an_mqtt_311_consumer_keeps_what_arrives_while_the_broker_restarts(
+    tmp_path, db, topic_root, start_consumer
+):
+    """The same guarantee over MQTT 3.1.1 (the embedded amqtt broker's protocol): a QoS 1
+    subscription in a persistent session (clean session off)."""
+    broker = MosquittoProcess(tmp_path / "central").start()
+    proxy = HoldingProxy(broker.port)
+    try:
+        settings = _settings(proxy.url, topic_root, tmp_path, mqtt_protocol="3.1.1")
+        consumer = start_consumer(settings, db)
+        with Publisher(broker.url) as pub:
+            pub.publish_all(_messages(topic_root, 0, 50))
+        wait_for(lambda: _count(db) == 50, 30, what="the first 50")
+        _restart_with_consumers_away(broker, proxy, [consumer], topic_root, range(50, 250))
+        wait_for(lambda: _count(db) == 250, 30, what="all 250 readings")
+    finally:
+        proxy.close()
+        broker.stop()
