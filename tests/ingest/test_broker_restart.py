@@ -336,10 +336,17 @@ def test_a_publisher_that_keeps_publishing_through_a_broker_restart_loses_nothin
         publisher.join(120)
         assert not publisher.is_alive()
         assert len(infos) == n
-        wait_for(lambda: all(i.is_published() for i in infos), 60, what="every PUBACK")
+        unacked = lambda: sum(not i.is_published() for i in infos)  # noqa: E731
+        wait_for(lambda: unacked() == 0, 120, what=f"every PUBACK ({unacked()} missing)")
         client.disconnect()
         client.loop_stop()
-        wait_for(lambda: _count(db) == n, 60, what=f"all {n} readings")
+        try:
+            wait_for(lambda: _count(db) == n, 120, what=f"all {n} readings")
+        except AssertionError:
+            with psycopg.connect(db) as conn:
+                stored = {int(v) for (v,) in conn.execute("SELECT value FROM readings")}
+            missing = sorted(set(range(n)) - stored)
+            raise AssertionError(f"{len(missing)} readings missing, first {missing[:20]}") from None
         assert scalar(db, "SELECT count(DISTINCT (stream_id, time)) FROM readings") == n
     finally:
         stop_publishing.set()
