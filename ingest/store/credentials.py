@@ -208,7 +208,7 @@ def dynsec_config(
         roles.append(
             {
                 "rolename": "swc-service",
-                "acls": [_acl("subscribeLiteral", t) for t in receive]
+                "acls": [_acl("subscribePattern", t) for t in receive]
                 + [_acl("subscribePattern", f"$share/+/{root}/+/telemetry")]
                 + [_acl("publishClientReceive", t) for t in [*receive, f"{root}/+/config"]]
                 + [

@@ -386,3 +386,36 @@ def test_retained_telemetry_is_stored_then_deleted_at_the_broker(
     device.close()
     assert _first_message_on(broker.port, topic) == b"marker"  # nothing retained any more
     assert scalar(db, "SELECT count(*) FROM dead_letters") == 0  # its own clear not seen
+
+
+def test_a_gateway_forwards_through_the_secured_broker(
+    dynsec, db, tmp_path, topic_root, settings_for, start_consumer
+):
+    """The real gateway, with its own credentials and its id as client id: its logger's
+    readings are stored, and its retained status is allowed."""
+    from gateway.config import GatewayConfig
+    from gateway.service import Gateway
+    from tests.gateway.gwtest_support import Logger, gateway_options, row_message, wait_until
+
+    proc, pw = dynsec
+    start_consumer(settings_for(mqtt_url=_service_url(proc)), db)
+    local = MosquittoProcess(tmp_path / "local").start()
+    options = gateway_options(tmp_path, "gw-1", topic_root, local.port, proc.port)
+    options["upstream"].update(username="gw-1", password=pw["gw-1"])
+    gw = Gateway(GatewayConfig.model_validate(options)).start()
+    logger = Logger(local.port, "dam-3-local")
+    try:
+        wait_until(gw.local_connected.is_set, 10, "the local connection")
+        for m in range(4):
+            logger.publish(f"{topic_root}/dam-3/telemetry", row_message("dam-3", m + 1, m * 5, 5))
+        logger.flush()
+        wait_for(lambda: _readings(db, "dam-3") == 20, 30, what="the logger's 20 readings")
+        service = Device(proc.port, "swc-ingest", "svc-secret", "status-watch")
+        assert service.subscribe(f"{topic_root}/gw-1/status") == [1]
+        wait_for(lambda: service.received == [f"{topic_root}/gw-1/status"], 10, what="status")
+        service.close()
+    finally:
+        logger.close()
+        gw.stop()
+        local.stop()
+    assert scalar(db, "SELECT count(*) FROM dead_letters") == 0
