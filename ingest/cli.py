@@ -41,7 +41,20 @@ _CONSUMER = [
     click.option("--client-id", help="MQTT client id of this consumer [SWC_CLIENT_ID]"),
     click.option("--mqtt-protocol", type=click.Choice(["5", "3.1.1"]), help="[SWC_MQTT_PROTOCOL]"),
     click.option(
-        "--shared-group", help="shared subscription group, '' for none [SWC_SHARED_GROUP]"
+        "--subscription",
+        type=click.Choice(["auto", "plain", "shared"]),
+        help="auto: plain for one consumer, shared for several on a broker that keeps shared "
+        "subscriptions over a restart [SWC_SUBSCRIPTION]",
+    ),
+    click.option(
+        "--shared-group", help="group of a shared subscription, '' never shares [SWC_SHARED_GROUP]"
+    ),
+    click.option(
+        "--allow-unsafe-shared",
+        is_flag=True,
+        default=None,
+        help="share on a broker that drops shared subscriptions on restart, accepting that loss "
+        "[SWC_ALLOW_UNSAFE_SHARED]",
     ),
     click.option("--batch-max-readings", type=int, help="[SWC_BATCH_MAX_READINGS]"),
     click.option("--batch-max-latency-ms", type=int, help="[SWC_BATCH_MAX_LATENCY_MS]"),
@@ -109,16 +122,20 @@ def do_migrate(settings: Settings, dsn: str) -> str:
 
 def run_consumer(settings: Settings, dsn: str) -> None:
     """Run the consumer (or ``settings.workers`` of them) until SIGTERM or SIGINT, then drain."""
+    from .subscription import BrokerUnreachable, SubscriptionRefused
     from .workers import run_one, run_workers
 
     if not settings.mqtt_url:
         raise click.UsageError("no broker: set SWC_MQTT_URL or --mqtt-url")
-    if settings.workers > 1:
-        try:
+    try:
+        if settings.workers > 1:
             sys.exit(run_workers(settings, dsn))
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    run_one(settings, dsn)
+        run_one(settings, dsn)
+    except SubscriptionRefused as exc:
+        log.error("refused: %s", exc)
+        raise click.UsageError(str(exc)) from None
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def register(group: click.Group) -> None:
@@ -206,7 +223,7 @@ def up_cmd(**flags: Any) -> None:
             handle = broker.start()
             overrides = {"mqtt_url": handle.url, "mqtt_protocol": handle.protocol}
             if handle.kind == "amqtt":
-                overrides["shared_group"] = None  # amqtt has no shared subscriptions
+                overrides["subscription"] = "plain"  # amqtt has no shared subscriptions
             settings = settings.model_copy(update=overrides)
             click.echo(
                 f"MQTT broker (embedded {handle.kind}, MQTT {handle.protocol}): {handle.url}"

@@ -81,8 +81,22 @@ class Settings(BaseSettings):
     # consumer
     client_id: str = Field(default="swc-ingest-1", description="MQTT client id (session name)")
     mqtt_protocol: Literal["5", "3.1.1"] = Field(default="5")
+    subscription: Literal["auto", "plain", "shared"] = Field(
+        default="auto",
+        description="auto: plain for one consumer, shared for --workers N on a broker that "
+        "restores shared subscriptions after a restart (see docs/architecture.md)",
+    )
     shared_group: str | None = Field(
-        default="ingest", description="shared-subscription group; empty for a plain subscription"
+        default="ingest",
+        description="group of a shared subscription; empty: never shared",
+    )
+    allow_unsafe_shared: bool = Field(
+        default=False,
+        description="share on a broker that drops shared subscriptions on restart, accepting "
+        "the loss of what arrives before the consumers subscribe again",
+    )
+    broker_check_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="wait this long to read the broker's version"
     )
     session_expiry_s: int = Field(default=7 * 86400, ge=0, description="broker keeps the session")
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
@@ -100,6 +114,18 @@ class Settings(BaseSettings):
         ge=0,
         le=30 * 86_400,
         description="a reading dated more than this after its arrival is refused (future_time)",
+    )
+    dead_letter_max_bytes: int = Field(
+        default=65536,
+        ge=0,
+        le=1 << 20,
+        description="payload bytes kept of each dead letter [bytes]; payload_size has the rest",
+    )
+    dead_letter_retain_days: int = Field(
+        default=30,
+        ge=0,
+        le=36500,
+        description="dead letters older than this are deleted (0 keeps them); counts stay",
     )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns metrics off")
     metrics_host: str = "127.0.0.1"

@@ -6,6 +6,12 @@ commit by the engine and by the API's acknowledge / resolve) tells which
 sites to republish, and ``webhook_deliveries`` rows are the work queue of
 the webhook sender (claimed with ``FOR UPDATE SKIP LOCKED``, so several
 ingest processes never send one delivery twice).
+
+The retained state is published again for every site each time the MQTT
+connection is (re)made, so a broker that restarted without its last
+retained messages (a crash between two autosaves, a lost data folder) is
+brought back to the database's state. The notifier only publishes; it holds
+no subscription that a broker restart could lose.
 """
 
 from __future__ import annotations
@@ -164,6 +170,7 @@ class Notifier:
         self.dsn = dsn
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._resync = threading.Event()  # set on each MQTT connect: republish every site
         self._threads: list[threading.Thread] = []
         self._client: mqtt.Client | None = None
 
@@ -199,9 +206,23 @@ class Notifier:
         if target.tls:
             client.tls_set()
         client.reconnect_delay_set(1, 10)
+        client.on_connect = self._on_connect
         client.connect_async(target.host, target.port, keepalive=30)
         client.loop_start()
         return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("alert state publisher: broker refused the connection reason=%s", reason_code)
+            return
+        self._resync.set()
+
+    def publish_all_sites(self, conn: psycopg.Connection) -> int:
+        """Publish the retained state of every site; returns how many."""
+        sites = [r[0] for r in conn.execute("SELECT id FROM sites ORDER BY id").fetchall()]
+        for site in sites:
+            self.publish_site(conn, site)
+        return len(sites)
 
     def publish_site(self, conn: psycopg.Connection, site_id: str) -> None:
         if self._client is None:
@@ -215,7 +236,12 @@ class Notifier:
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {store.CHANNEL}")
+                    self._resync.set()  # anything announced while not listening
                     while not self._stop.is_set():
+                        if self._resync.is_set() and self._client is not None:
+                            self._resync.clear()
+                            n = self.publish_all_sites(conn)
+                            log.info("alert state republished for %d sites", n)
                         sites = set()
                         for note in conn.notifies(timeout=0.5, stop_after=200):
                             try:
