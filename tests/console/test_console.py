@@ -108,7 +108,7 @@ def test_a_red_crossing_turns_the_marker_and_the_alert_list_red_live(stack, cons
     assert marker.get_attribute("data-level") == "0"
     assert page.locator("#alert-list li").count() == 0
 
-    publish_stage(stack, "dam-key", [SPILLWAY + 0.3])  # above the crest: red (0 m freeboard)
+    publish_stage(stack, "dam-key", [DAM_CREST + 0.05])  # over the dam crest: red
 
     page.wait_for_selector("g.marker[data-site='dam-key'][data-level='4']", timeout=LIVE_TIMEOUT_MS)
     page.wait_for_selector(
@@ -210,9 +210,11 @@ def test_site_page_draws_crests_thresholds_flags_and_rain_from_buckets(stack, co
     assert by_key["dam_crest"][0] == DAM_CREST
     for key, (value, y) in by_key.items():
         assert abs(y - _y_of(data, value)) < 0.6, key  # drawn at its height on the axis
-    # default stage thresholds: 1.0 / 0.5 / 0.2 / 0.0 m below the spillway crest
-    assert by_key["threshold-blue"][0] == pytest.approx(SPILLWAY - 1.0)
-    assert by_key["threshold-red"][0] == pytest.approx(SPILLWAY)
+    # default stage thresholds (freeboard left below the dam crest): blue 0.8 m below the
+    # spillway crest, orange at it, red 0.01 m below the dam crest
+    assert by_key["threshold-blue"][0] == pytest.approx(SPILLWAY - 0.8)
+    assert by_key["threshold-orange"][0] == pytest.approx(SPILLWAY)
+    assert by_key["threshold-red"][0] == pytest.approx(DAM_CREST - 0.01)
     # bucketed, not 4320 raw points: 3 days in 10-minute buckets
     points = int(page.get_attribute("#main-chart path.series", "data-points"))
     assert 0 < points <= 600
@@ -294,7 +296,7 @@ def test_the_language_switch_changes_every_label_on_the_overview(stack, console)
 
 def test_overview_screenshots_and_phone_layout(stack, console):
     county(stack.db)
-    publish_stage(stack, "dam-key", [SPILLWAY + 0.1])
+    publish_stage(stack, "dam-key", [DAM_CREST + 0.05])  # red
     page = console(stack.engineer)
     page.wait_for_selector("#alert-list li[data-level='4']", timeout=10000)
     links = page.eval_on_selector_all(
@@ -381,9 +383,10 @@ def test_time_to_crest_is_shown_and_sorts_when_alerts_carry_a_forecast(stack, co
         route.fulfill(json=body)
 
     page = console(stack.engineer, path="#/health")  # any page: the data is loaded at start
-    # device health: the small dam has no flood rule, and why
-    reason = page.inner_text("#no-rule tr[data-site='dam-up']")
-    assert "spillway_crest_m" in reason
+    # device health: the plot has no flood rule (no tank capacity), and why
+    reason = page.inner_text("#no-rule tr[data-site='plot-1']")
+    assert "tank_capacity_m3" in reason
+    assert page.locator("#no-rule tr[data-site='dam-up']").count() == 0  # a crest is enough
     assert page.locator("tr[data-device='dam-key']").count() == 1
     page.route("**/alerts?active=true*", with_forecast)
     page.reload()

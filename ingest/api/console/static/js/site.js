@@ -42,8 +42,8 @@ export function referenceLines(site, rules) {
     const dam = num(p.dam_crest_m);
     if (spill != null) lines.push({ key: "spillway_crest", value: spill, label: t("site.spillway_crest"), cls: "crest spillway" });
     if (dam != null) lines.push({ key: "dam_crest", value: dam, label: t("site.dam_crest"), cls: "crest dam" });
-    const ref = spill ?? dam; // stage thresholds are depths below the crest
-    if (ref != null) colours("stage", (d) => ref - d);
+    // stage thresholds are the freeboard left below the dam crest
+    if (dam != null) colours("stage", (d) => dam - d);
   } else if (site.kind === "cistern") {
     const over = num(p.overflow_level_m);
     if (over != null) {
