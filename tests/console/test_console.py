@@ -225,14 +225,20 @@ def test_site_page_draws_crests_thresholds_flags_and_rain_from_buckets(stack, co
     assert page.locator(".chart-box[data-channel='turbidity_ntu']").count() == 0  # no data
     page.screenshot(path=str(artifacts_dir() / "site-dam-key.png"), full_page=True)
 
-    # a small dam without a spillway: only its dam crest
+    # a small dam without a spillway: its dam crest and the stage rule's colours below it
     page.goto(f"{stack.url}/#/site/dam-up?range=24h")
     page.wait_for_selector(".site-page[data-site='dam-up'][data-ready='true']")
     keys = page.eval_on_selector_all(
         "#main-chart line[data-line]", "els => els.map(e => e.dataset.line)"
     )
-    assert keys == ["dam_crest"]
+    assert "spillway_crest" not in keys and "dam_crest" in keys
+    assert sorted(k for k in keys if k.startswith("threshold-")) == [
+        "threshold-blue", "threshold-orange", "threshold-red", "threshold-yellow"
+    ]  # fmt: skip
     assert float(page.get_attribute("line[data-line='dam_crest']", "data-value")) == SMALL_DAM_CREST
+    # no spillway: orange at the design freeboard (0.5 m), red 0.01 m below the crest
+    orange = float(page.get_attribute("line[data-line='threshold-orange']", "data-value"))
+    assert orange == pytest.approx(SMALL_DAM_CREST - 0.5)
 
     # the export form downloads through /exports with the signed-in key
     page.goto(f"{stack.url}/#/export")
