@@ -360,7 +360,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
     unmatched = len(set(received) - set(published))
     negative = sum(x < 0 for x in lat)
     seconds = max(m1 - m0, 1e-9)
-    sent, measured_readings, behind_max = done
+    _sent, measured_readings, behind_max = done
     return {
         "sites": n,
         "offered_rps": measured_readings / measure_s,
