@@ -255,6 +255,9 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
             t_start = time.time() + 8.0  # processes start meanwhile
             history = write_history(conn, history_min, t_start - 30.0)
         setup_s = time.monotonic() - t_setup
+        print(
+            f"{n} sites: registry and {history} readings of history in {setup_s:.0f} s", flush=True
+        )
         broker = MosquittoProcess(Path(tmp) / "mq").start()
         settings = Settings(
             _env_file=None,
@@ -277,15 +280,20 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         extras = [qc.attach(consumer, dsn)] if with_qc else []
         alerting = attach(consumer, settings, dsn)
         engine = alerting.engine
-        busy = [0.0, 0]  # seconds in process(), sites evaluated
+        busy = [0.0, None]  # seconds in finished process() calls, start of the running one
         process = engine.process
 
         def timed(batches):
-            t0 = time.perf_counter()
+            busy[1] = time.perf_counter()
             try:
                 return process(batches)
             finally:
-                busy[0] += time.perf_counter() - t0
+                busy[0] += time.perf_counter() - busy[1]
+                busy[1] = None
+
+        def busy_now() -> float:
+            running = busy[1]
+            return busy[0] + (0.0 if running is None else time.perf_counter() - running)
 
         engine.process = timed
         ct = threading.Thread(target=consumer.run, daemon=True)
@@ -300,6 +308,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
             daemon=True,
         )
         pub.start()
+        print(f"{n} sites: warm-up {warmup_s:.0f} s, then {measure_s:.0f} s measured", flush=True)
 
         published: dict[tuple[str, str, int], float] = {}
         received: dict[tuple[str, str, int], float] = {}
@@ -315,11 +324,11 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
                 raise RuntimeError("the publisher did not finish; see its output")
             if written0 is None and now >= t_measure:
                 written0 = consumer.metrics.snapshot().get("readings_written", 0)
-                busy0 = busy[0]
+                busy0 = busy_now()
                 m0 = time.monotonic()
             if done is not None and deadline is None:
                 written1 = consumer.metrics.snapshot().get("readings_written", 0)
-                busy1 = busy[0]
+                busy1 = busy_now()
                 m1 = time.monotonic()
                 backlog = (consumer.inbox.qsize(), engine._queue.qsize())
                 deadline = m1 + grace_s

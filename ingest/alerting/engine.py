@@ -29,7 +29,7 @@ import queue
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
@@ -50,7 +50,8 @@ from .rules import RULES, Context, Rule, RuleConfig, effective_config
 log = logging.getLogger(__name__)
 
 _MAX_CATCHUP_S = 2 * 86400.0  # at most this much data before a batch is re-read to catch up
-_TRACKER_FIELDS = frozenset(AlertTracker().to_dict())
+_FRESH = AlertTracker().to_dict()
+_TRACKER_FIELDS = frozenset(_FRESH)
 _MIN_CHUNK = 20  # sites: a pass is split over the threads in chunks of at least this many
 _MAX_CHUNK = 1000  # sites in one transaction of a pass
 
@@ -269,24 +270,45 @@ class AlertEngine:
         by_site: dict[str, list[tuple[int, str, str]]] | None = None,
         spans: dict[int, tuple[datetime, datetime]] | None = None,
         rules: list[str] | None = None,
+        keys: Callable[[_Pass], list[bulk.StateKey]] | None = None,
     ) -> Iterator[_Pass]:
-        """Prefetch what evaluating ``sites`` reads; on success write the rule states back."""
+        """Prefetch what evaluating ``sites`` reads; on success write the rule states back.
+
+        The state rows the pass will use (``keys``, or those of the sites' tasks) are
+        created if missing, then all of the sites' rows (of ``rules``) are locked in key
+        order; rows it did not foresee are locked one by one as before.
+        """
         p = _Pass(
-            sites=bulk.sites(conn, sites),
-            overrides=bulk.rule_overrides(conn, sites),
-            states=bulk.lock_rule_states(
-                conn, sites, rules or [r.name for r in RULES.values() if r.channels]
-            ),
+            sites=bulk.sites(conn, sites), overrides=bulk.rule_overrides(conn, sites), states={}
         )
         self._local.pass_ = p
         try:
             if by_site is not None and spans is not None:
                 p.primary = bulk.primary_streams(conn, sites)
+                keys = keys or (lambda p: self._expected_keys(p, by_site))
+            if keys is not None:
+                bulk.create_rule_states(conn, keys(p))
+            p.states = bulk.lock_rule_states(
+                conn, sites, rules or [r.name for r in RULES.values() if r.channels]
+            )
+            if by_site is not None and spans is not None:
                 p.windows = self._prefetch_windows(conn, p, by_site, spans)
             yield p
             bulk.save_rule_states(conn, p.saves)
         finally:
             self._local.pass_ = None
+
+    def _expected_keys(self, p: _Pass, by_site) -> list[bulk.StateKey]:
+        """The state rows the tasks of these sites lock (enabled rules only)."""
+        keys = []
+        for site, streams in by_site.items():
+            if site not in p.sites:
+                continue
+            ctx, overrides = p.context(site)
+            for name, subject, _sid in self._tasks(ctx, p.primary.get(site, {}), streams):
+                if self._config(RULES[name], ctx, overrides) is not None:
+                    keys.append((site, name, subject))
+        return keys
 
     def _prefetch_windows(self, conn, p: _Pass, by_site, spans) -> dict:
         """One read of the windows the rules of these streams will most likely ask for."""
@@ -425,21 +447,28 @@ class AlertEngine:
                 return 0
             ctx, overrides = found
             primary = self._primary(conn, site_id)
-            tasks = []
-            for sid, dev, ch in streams:
-                for rule in RULES.values():
-                    if ch not in rule.channels or not rule.applies(ctx):
-                        continue
-                    if rule.scope == "site" and primary.get(ch) != sid:
-                        continue
-                    tasks.append((rule.name, subject_of(rule, dev, ch), sid))
-            for name, subject, sid in sorted(tasks):  # one lock order for every consumer
+            for name, subject, sid in self._tasks(ctx, primary, streams):
                 rule = RULES[name]
                 cfg = self._config(rule, ctx, overrides)
                 if cfg is None:
                     continue
                 n += self._evaluate_rule(conn, site_id, rule, subject, sid, cfg, ctx, spans, now)
         return n
+
+    @staticmethod
+    def _tasks(
+        ctx: Context, primary: dict[str, int], streams: list[tuple[int, str, str]]
+    ) -> list[tuple[str, str, int]]:
+        """(rule, subject, stream) to evaluate for new data of ``streams``, in lock order."""
+        tasks = []
+        for sid, dev, ch in streams:
+            for rule in RULES.values():
+                if ch not in rule.channels or not rule.applies(ctx):
+                    continue
+                if rule.scope == "site" and primary.get(ch) != sid:
+                    continue
+                tasks.append((rule.name, subject_of(rule, dev, ch), sid))
+        return sorted(tasks)  # one lock order for every consumer
 
     def _evaluate_rule(
         self,
@@ -504,16 +533,21 @@ class AlertEngine:
         if p is None:
             return False
         found = p.states.get((site_id, rule.name, subject))
-        if found is None or not found[0]:
+        if found is None:
             return False
         saved, alert_id = found
+        saved = saved or _FRESH  # a new row: a fresh tracker
         last = saved.get("last_time_s")
-        if saved.get("level") != 0 or last is None or set(saved) != _TRACKER_FIELDS:
+        if saved.get("level") != 0 or set(saved) != _TRACKER_FIELDS:
             return False
         earliest = spans[sid][0].timestamp()
-        if earliest <= last:  # late data: the full path re-evaluates the past
+        if last is None:
+            start = earliest  # a fresh tracker is fed the readings from the earliest new one
+        elif earliest <= last:  # late data: the full path re-evaluates the past
             return False
-        since = max(last, earliest - _MAX_CATCHUP_S) - rule.lookback(cfg)
+        else:
+            start = max(last, earliest - _MAX_CATCHUP_S)
+        since = start - rule.lookback(cfg)
         stats = p.stats_of(sid)
         if stats is None or stats[0] > since or stats[1].last_t < since:
             return False  # the window was not prefetched this deep, or the rule sees nothing
@@ -523,7 +557,8 @@ class AlertEngine:
         state = dict(saved)
         state["min_duration_s"] = cfg.min_duration_s
         state["escalate_duration_s"] = cfg.escalate_duration_s
-        if w.last_t > last:  # what AlertTracker.update does at level 0 with levels 0
+        if w.last_t >= start if last is None else w.last_t > last:
+            # what AlertTracker.update does at level 0 with levels 0: move the clock
             state.update(up_since_s=None, down_since_s=None, last_time_s=w.last_t)
         p.saves[(site_id, rule.name, subject)] = (state, alert_id)
         return True
@@ -781,8 +816,17 @@ class AlertEngine:
             by_site[site].append((dev, float(seen)))
         rule = RULES["offline"]
         n = 0
+
+        def keys(p: _Pass) -> list[bulk.StateKey]:
+            out = []
+            for site in p.sites:
+                cfg = self._config(rule, *p.context(site))
+                if cfg is not None and cfg.thresholds is not None:
+                    out.extend((site, rule.name, dev) for dev, _ in by_site[site])
+            return out
+
         for chunk in _chunks(sorted(by_site), 1):
-            with conn.transaction(), self._pass(conn, chunk, rules=[rule.name]):
+            with conn.transaction(), self._pass(conn, chunk, rules=[rule.name], keys=keys):
                 for site_id in chunk:
                     n += self._check_offline_site(conn, site_id, by_site[site_id], rule, now)
         return n

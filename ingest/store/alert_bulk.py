@@ -50,6 +50,19 @@ def primary_streams(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, 
     return out
 
 
+def create_rule_states(conn: psycopg.Connection, keys: list[StateKey]) -> None:
+    """Create the missing state rows of ``keys`` (an empty tracker), in key order."""
+    if not keys:
+        return
+    keys = sorted(set(keys))
+    conn.execute(
+        "INSERT INTO alert_rule_state (site_id, rule, subject, tracker) "
+        "SELECT s, r, sub, '{}'::jsonb FROM unnest(%s::text[], %s::text[], %s::text[]) "
+        "WITH ORDINALITY AS k (s, r, sub, i) ORDER BY i ON CONFLICT DO NOTHING",
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    )
+
+
 def lock_rule_states(
     conn: psycopg.Connection, site_ids: list[str], rules: list[str] | None = None
 ) -> dict[StateKey, tuple[dict | None, int | None]]:
