@@ -126,6 +126,9 @@ class AlertEngine:
         self._threads = max(1, threads)
         self._pool: ThreadPoolExecutor | None = None
         self._conns: list[psycopg.Connection] = []
+        # settle rules that provably stay at level 0 without evaluating them (.quiet);
+        # False evaluates everything (the reference the shortcut is tested against)
+        self.shortcuts = True
         # effective rule configurations by (rule, default duration, site design) for passes
         self._configs: dict[tuple[str, float, str], RuleConfig | None] = {}
 
@@ -530,7 +533,7 @@ class AlertEngine:
         state as :meth:`_evaluate_rule` would, at a fraction of the cost.
         """
         p = self._pass_now()
-        if p is None:
+        if p is None or not self.shortcuts:
             return False
         found = p.states.get((site_id, rule.name, subject))
         if found is None:
@@ -850,8 +853,27 @@ class AlertEngine:
                 return 0
             interval = cfg.window_s or 600.0
             thr = cfg.thresholds.as_list()
+            given = [x for x in thr if x is not None]
+            lowest = min([*given, np.inf])
+            lowest = min(lowest, max(lowest - cfg.hysteresis, 0.0))  # the hold band's too
+            if given != sorted(given):  # threshold_levels refuses them: let it say so
+                lowest = -np.inf
             for dev, seen in sorted(devices):
                 saved, alert_id = self._lock_state(conn, site_id, rule.name, dev)
+                state = saved or _FRESH
+                if (
+                    self.shortcuts
+                    and max(0.0, now - seen) / interval < lowest
+                    and state.get("level") == 0
+                    and set(state) == _TRACKER_FIELDS
+                ):  # below every threshold at level 0: only the clock moves (as update does)
+                    last = state.get("last_time_s")
+                    if last is None or now > last:
+                        state = dict(state, up_since_s=None, down_since_s=None, last_time_s=now)
+                        state["min_duration_s"] = cfg.min_duration_s
+                        state["escalate_duration_s"] = cfg.escalate_duration_s
+                        self._save_state(conn, site_id, rule.name, dev, state, alert_id)
+                    continue
                 tracker = self._tracker(saved, cfg)
                 if tracker.last_time_s is not None and now <= tracker.last_time_s:
                     continue
@@ -859,16 +881,13 @@ class AlertEngine:
                 raw = threshold_levels(silence, thr, "above")
                 band = [None if x is None else max(x - cfg.hysteresis, 0.0) for x in thr]
                 hold = threshold_levels(silence, band, "above")
-                if tracker.level == 0 and raw[0] == 0 and hold[0] == 0:
-                    quiet.rest(tracker, now)  # what update() does here, without its cost
-                else:
-                    events = tracker.update(np.array([now]), raw, hold)
-                    alert_id, k = self._apply(
-                        conn, site_id, rule, dev, alert_id, events, np.array([now]), silence,
-                        now, tracker,
-                    )  # fmt: skip
-                    n += k
-                self._save_state(conn, site_id, rule.name, dev, quiet.state(tracker), alert_id)
+                events = tracker.update(np.array([now]), raw, hold)
+                alert_id, k = self._apply(
+                    conn, site_id, rule, dev, alert_id, events, np.array([now]), silence,
+                    now, tracker,
+                )  # fmt: skip
+                n += k
+                self._save_state(conn, site_id, rule.name, dev, tracker.to_dict(), alert_id)
         return n
 
 
