@@ -7,7 +7,7 @@ have it do. Prints the engine's time per site, and how many sites a second
 that is; storm mode needs ``sites / 60`` a second. ``--profile`` writes a
 pyinstrument profile of the measured minute.
 
-    python bench/alert_pass.py [--sites 2000] [--minutes 2] [--profile out.html]
+    python bench/alert_pass.py [--quick] [--sites 2000] [--minutes 2] [--profile out.html]
 """
 
 from __future__ import annotations
@@ -53,6 +53,7 @@ def write_minute(conn: psycopg.Connection, t: float, n_sites: int, batch: int) -
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="300 sites, one minute")
     ap.add_argument("--sites", type=int, default=2000)
     ap.add_argument("--minutes", type=int, default=2, help="measured minutes (after a warm-up)")
     ap.add_argument("--batch", type=int, default=100, help="messages per committed batch")
@@ -60,6 +61,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=4, help="engine threads (1 to profile)")
     ap.add_argument("--profile", help="write a pyinstrument HTML profile here")
     args = ap.parse_args()
+    if args.quick:
+        args.sites, args.minutes = 300, 1
 
     from ingest.alerting.engine import AlertEngine
     from ingest.settings import Settings

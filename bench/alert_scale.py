@@ -24,6 +24,7 @@ minute (every site publishes once: tracker state rows exist, caches are warm).
 
     python bench/alert_scale.py --sites 1000 [--minutes 2] [--probes 30]
     python bench/alert_scale.py --ladder          # 1,000, 10,000 and 58,000 sites
+    python bench/alert_scale.py --quick           # 300 sites, one minute
 
 Prints the load offered and stored (readings/s) beside the latencies, the
 engine's work per site, and a RESULT line (the ladder: one per size, then a
@@ -414,6 +415,7 @@ def report(r: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="300 sites, one minute: ~2 min")
     ap.add_argument("--sites", type=int, default=1000, help="check dams in storm mode")
     ap.add_argument("--ladder", action="store_true", help="1,000, 10,000 and 58,000 sites")
     ap.add_argument("--minutes", type=float, default=2.0, help="measured minutes [min]")
@@ -423,6 +425,8 @@ def main() -> None:
     ap.add_argument("--grace-s", type=float, default=30.0, help="wait for events after [s]")
     ap.add_argument("--no-qc", action="store_true", help="without the QC re-evaluation")
     args = ap.parse_args()
+    if args.quick:
+        args.sites, args.minutes, args.warmup_s, args.history_min = 300, 1.0, 30.0, 10
     sizes = LADDER if args.ladder else (args.sites,)
     results = []
     for n in sizes:

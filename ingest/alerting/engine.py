@@ -277,9 +277,9 @@ class AlertEngine:
     ) -> Iterator[_Pass]:
         """Prefetch what evaluating ``sites`` reads; on success write the rule states back.
 
-        The state rows the pass will use (``keys``, or those of the sites' tasks) are
-        created if missing, then all of the sites' rows (of ``rules``) are locked in key
-        order; rows it did not foresee are locked one by one as before.
+        The sites' state rows (of ``rules``) are locked in key order; those the pass will
+        use (``keys``, or those of the sites' tasks) and that do not exist yet are created
+        and locked next; rows it did not foresee are locked one by one as before.
         """
         p = _Pass(
             sites=bulk.sites(conn, sites), overrides=bulk.rule_overrides(conn, sites), states={}
@@ -289,11 +289,12 @@ class AlertEngine:
             if by_site is not None and spans is not None:
                 p.primary = bulk.primary_streams(conn, sites)
                 keys = keys or (lambda p: self._expected_keys(p, by_site))
-            if keys is not None:
-                bulk.create_rule_states(conn, keys(p))
-            p.states = bulk.lock_rule_states(
-                conn, sites, rules or [r.name for r in RULES.values() if r.channels]
-            )
+            rules = rules or [r.name for r in RULES.values() if r.channels]
+            p.states = bulk.lock_rule_states(conn, sites, rules)
+            missing = [k for k in keys(p) if k not in p.states] if keys is not None else []
+            if missing:  # first data of a rule: create its rows (once), then lock them too
+                bulk.create_rule_states(conn, missing)
+                p.states.update(bulk.lock_rule_states(conn, sorted({k[0] for k in missing}), rules))
             if by_site is not None and spans is not None:
                 p.windows = self._prefetch_windows(conn, p, by_site, spans)
             yield p
