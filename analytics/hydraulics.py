@@ -15,6 +15,7 @@ from ._validation import as_float_array, check_nonnegative, check_positive, chec
 
 __all__ = [
     "G_M_S2",
+    "VNOTCH_HEAD_RANGE_M",
     "PowerRating",
     "broad_crested_submergence_factor",
     "broad_crested_weir_m3_s",
@@ -45,7 +46,7 @@ def vnotch_coefficients(angle_deg=90.0) -> tuple[np.ndarray, np.ndarray]:
     Parameters
     ----------
     angle_deg : array_like
-        Notch angle [deg], 20 <= angle <= 100 (range of the curves).
+        Notch angle [deg], 20 <= angle <= 100 (enforced; see Notes).
 
     Returns
     -------
@@ -56,30 +57,80 @@ def vnotch_coefficients(angle_deg=90.0) -> tuple[np.ndarray, np.ndarray]:
 
     Notes
     -----
-    Polynomial fits, in degrees, to the fully-contracted curves of USBR Water
-    Measurement Manual figures 7-5 (Ce) and 7-6 (kh):
+    Polynomial fits, in degrees, to the fully contracted curves of USBR Water
+    Measurement Manual figure 7-6a (kh) and figure 7-6b (Ce):
     ``Ce = 0.607165 - 8.74467e-4 a + 6.10393e-6 a^2`` and
     ``kh[ft] = 0.0144903 - 3.39555e-4 a + 3.29819e-6 a^2 - 1.06215e-8 a^3``.
+
+    **Angle range.** The USBR manual (ch. 7, section 7, after Kulin and
+    Compton 1975) states the relation for 25-100 deg; ISO 1438:2017 gives
+    the Kindsvater-Shen formula for pi/9 to 5 pi/9 rad, i.e. 20-100 deg.
+    This function enforces the ISO range, 20-100 deg, so that the standard
+    22.5 deg notch can be rated; between 20 and 25 deg the coefficients rest
+    on ISO 1438 alone.
+
+    References
+    ----------
+    US Bureau of Reclamation (2001) Water Measurement Manual, 3rd ed. rev.,
+    ch. 7, section 7 and figures 7-6a, 7-6b.
+    ISO 1438:2017 Hydrometry - Open channel flow measurement using thin-plate
+    weirs, Kindsvater-Shen formula for triangular-notch weirs.
     """
     a = as_float_array(angle_deg, "angle_deg")
     if np.any(np.isnan(a)) or np.any((a < 20.0) | (a > 100.0)):
         raise ValueError(
-            f"angle_deg must be in [20, 100] (Kindsvater-Shen curves), got {angle_deg!r}"
+            f"angle_deg must be in [20, 100] (Kindsvater-Shen, ISO 1438), got {angle_deg!r}"
         )
     ce = 0.607165052 - 0.000874466963 * a + 6.10393334e-6 * a**2
     kh_ft = 0.0144902648 - 0.00033955535 * a + 3.29819003e-6 * a**2 - 1.06215442e-8 * a**3
     return ce, kh_ft * _FT
 
 
-def vnotch_weir_m3_s(head_m, angle_deg=90.0) -> np.ndarray:
-    """Discharge over a fully contracted sharp-crested V-notch weir (Kindsvater-Shen).
+#: Head limits [m] of V-notch ratings (USBR WMM ch. 7, section 7): 0.2 ft
+#: minimum for both; 1.25 ft maximum fully contracted, 2.0 ft partially
+#: contracted (90 deg only).
+VNOTCH_HEAD_RANGE_M: dict[str, tuple[float, float]] = {
+    "full": (0.2 * _FT, 1.25 * _FT),
+    "partial": (0.2 * _FT, 2.0 * _FT),
+}
+_CONTRACTION_NAME = {"full": "fully contracted", "partial": "partially contracted"}
+_OUT_OF_RANGE = ("nan", "raise", "extrapolate")
+
+
+def vnotch_weir_m3_s(
+    head_m,
+    angle_deg=90.0,
+    *,
+    contraction: str = "full",
+    effective_coefficient: float | None = None,
+    out_of_range: str = "nan",
+) -> np.ndarray:
+    """Discharge over a sharp-crested V-notch weir (Kindsvater-Shen).
 
     Parameters
     ----------
     head_m : array_like
-        Head above the notch vertex [m]; <= 0 gives 0.
+        Head above the notch vertex [m]; <= 0 gives 0 (dry notch), NaN gives
+        NaN.
     angle_deg : float or array_like
-        Notch angle [deg], 20-100.
+        Notch angle [deg], 20-100 (fully contracted) or 90 (partially
+        contracted).
+    contraction : {"full", "partial"}
+        ``"full"``: fully contracted notch, h/P <= 0.4, h/B <= 0.2,
+        P >= 1.5 ft, B >= 3 ft; Ce and kh from :func:`vnotch_coefficients`;
+        heads 0.2-1.25 ft (0.061-0.381 m).
+        ``"partial"``: partially contracted 90 deg notch; Ce depends on h/P
+        and P/B (USBR figure 7-7) and must be given as
+        ``effective_coefficient``; kh = 0.0029 ft; heads 0.2-2.0 ft
+        (0.061-0.610 m).
+    effective_coefficient : float, optional
+        Ce [-] read from USBR figure 7-7 for a partially contracted notch;
+        overrides the Kindsvater-Shen curve for a fully contracted one.
+    out_of_range : {"nan", "raise", "extrapolate"}
+        What a head above zero but outside the rating's head range gives:
+        ``"nan"`` (default) flags it as not rated; ``"raise"`` raises
+        ``ValueError`` naming the first such head; ``"extrapolate"``
+        applies the formula anyway.
 
     Returns
     -------
@@ -88,22 +139,66 @@ def vnotch_weir_m3_s(head_m, angle_deg=90.0) -> np.ndarray:
 
     Notes
     -----
-    ``Q = (8/15) Ce sqrt(2g) tan(theta/2) (h + kh)^2.5``; for 90 deg
-    Ce = 0.578 and kh = 0.00088 m. Valid for a fully contracted notch:
-    h/P <= 0.4, h/B <= 0.2, 0.06 m <= h <= 0.6 m, aerated nappe, free flow.
-    Outside those limits the error grows beyond the 1-2 % of the method.
+    ``Q = (8/15) Ce sqrt(2g) tan(theta/2) (h + kh)^2.5``; for a fully
+    contracted 90 deg notch Ce = 0.578 and kh = 0.00088 m. Aerated nappe,
+    free flow, tailwater at least 0.2 ft below the vertex.
+
+    **Head range (deliberate choice).** Below 0.2 ft the head cannot be
+    read precisely enough and the nappe may cling to the plate; above the
+    maximum the calibration does not apply (USBR WMM ch. 7 section 7,
+    precautions (c)-(e)). A head outside the range is a valid measurement of
+    a real flow, not a bad argument, so a logger series must not fail on
+    it: by default such heads give NaN ("no rated discharge", as
+    :func:`table_rating_m3_s` does above its table) and the caller decides
+    whether to flag, fill or ``extrapolate``. Design calculations that must
+    stay inside the rating use ``out_of_range="raise"``.
 
     References
     ----------
-    US Bureau of Reclamation (2001) Water Measurement Manual, 3rd ed.,
-    ch. 7, sections 12-13 (V-notch weirs, Kindsvater-Shen relation).
-    Kindsvater, C. E. and Shen, R. W. (1953), as reported there.
+    US Bureau of Reclamation (2001) Water Measurement Manual, 3rd ed. rev.,
+    ch. 7, section 7 (V-notch weirs, Kindsvater-Shen relation, figures
+    7-6a, 7-6b, 7-7).
+    Kindsvater, C. E. and Shen, R. W. (1953), as reported there; ISO
+    1438:2017.
     """
+    if contraction not in VNOTCH_HEAD_RANGE_M:
+        raise ValueError(f"contraction must be 'full' or 'partial', got {contraction!r}")
+    if out_of_range not in _OUT_OF_RANGE:
+        raise ValueError(
+            f"out_of_range must be 'nan', 'raise' or 'extrapolate', got {out_of_range!r}"
+        )
     h = _positive_head(head_m)
+    if contraction == "partial":
+        if np.any(as_float_array(angle_deg, "angle_deg") != 90.0):
+            raise ValueError(
+                f"a partially contracted V-notch must be 90 deg (USBR fig. 7-7), "
+                f"got angle_deg={angle_deg!r}"
+            )
+        if effective_coefficient is None:
+            raise ValueError(
+                "a partially contracted V-notch needs effective_coefficient, Ce read "
+                "from USBR WMM figure 7-7 for the weir's h/P and P/B"
+            )
     ce, kh = vnotch_coefficients(angle_deg)
+    if effective_coefficient is not None:
+        c = float(effective_coefficient)
+        if not 0.5 <= c <= 0.65:
+            raise ValueError(f"effective_coefficient must be in [0.5, 0.65], got {c!r}")
+        ce = np.asarray(c)
+    lo, hi = VNOTCH_HEAD_RANGE_M[contraction]
+    outside = (h > 0) & ((h < lo) | (h > hi))
+    if out_of_range == "raise" and np.any(outside):
+        bad = float(h[outside].flat[0])
+        raise ValueError(
+            f"head_m={bad!r} is outside the {_CONTRACTION_NAME[contraction]} V-notch rating "
+            f"range [{lo:.4f}, {hi:.4f}] m (USBR WMM ch. 7)"
+        )
     theta = np.deg2rad(as_float_array(angle_deg, "angle_deg"))
     q = 8.0 / 15.0 * ce * _SQRT_2G * np.tan(theta / 2.0) * (h + kh) ** 2.5
-    return np.where(h > 0, q, np.where(np.isnan(h), np.nan, 0.0))
+    q = np.where(h > 0, q, np.where(np.isnan(h), np.nan, 0.0))
+    if out_of_range == "nan":
+        q = np.where(outside, np.nan, q)
+    return q
 
 
 def rectangular_weir_m3_s(head_m, crest_length_m, end_contractions: int = 2) -> np.ndarray:

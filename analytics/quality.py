@@ -3,16 +3,34 @@ spike, rate of change, flat line, gaps) for irregularly time-stamped series.
 
 Flags: 1 pass, 2 not evaluated, 3 suspect, 4 fail, 9 missing (NaN value).
 
-Why not ``ioos_qc``? It implements the same QARTOD tests and we follow its
-semantics, but (1) it is not a dependency of this project and ``analytics``
-may only need numpy and scipy; (2) it pulls in pandas, xarray and other
-weight that the ingest service and firmware simulator do not otherwise need;
-(3) its flat-line and rate-of-change tests are written for regularly spaced
-series (counts of points, fixed windows), while our loggers send irregular
-time stamps, late batches and gaps. The tests here take real times
-(``datetime64`` or float seconds) and define every window in seconds, are
-vectorised (O(n log n), no Python loop over readings) and return ``uint8``
-flag arrays.
+The tests follow the QARTOD manuals (U.S. IOOS 2021, *Manual for Real-Time
+Quality Control of Water Level Data*, version 2.1; U.S. IOOS 2018, *Manual
+for Real-Time Quality Control of Stream Flow Observations*, version 1.0; flag
+values from U.S. IOOS 2020, *Manual for Real-Time Oceanographic Data Quality
+Control Flags*, version 1.2). ``tests/analytics/test_quality_ioos.py``
+cross-checks them against ``ioos_qc`` (a development dependency only) on
+shared series and pins every intended difference, which are:
+
+* windows and rates use real time stamps: the rate of change compares a
+  reading with the previous *valid* one over the actual time between them,
+  and the flat-line window is a duration, not a count of points derived from
+  the median spacing;
+* a test that cannot judge a reading says 2 (not evaluated) where
+  ``ioos_qc`` says 1 (the first reading of the rate of change, readings
+  before the first full flat-line window) or copies the next reading's flag
+  (the first reading of the gap test);
+* the flat line compares every reading in the window with the current one,
+  ``|V_n - V_n-i| < EPS`` as the manuals write it, where ``ioos_qc`` takes
+  the window's range ``max - min < tolerance``;
+* the aggregate ranks 9 (missing) first where ``ioos_qc``'s
+  ``qartod_compare`` ranks it last (see :func:`aggregate_flags`).
+
+Why not use ``ioos_qc`` itself? ``analytics`` may only need numpy and
+scipy, ``ioos_qc`` brings pandas, xarray and more that the ingest service
+and the firmware simulator do not otherwise need, and its windows count
+points while our loggers send irregular time stamps, late batches and gaps.
+The tests here are vectorised (O(n log n), no Python loop over readings) and
+return ``uint8`` flag arrays.
 """
 
 from __future__ import annotations
@@ -76,8 +94,8 @@ def gross_range_test(values, fail_span, suspect_span=None) -> np.ndarray:
 
     References
     ----------
-    U.S. IOOS (2020) Manual for real-time quality control of in-situ surface
-    wave/water level data (QARTOD), test 'gross range'; see also
+    U.S. IOOS (2021) Manual for Real-Time Quality Control of Water Level
+    Data, version 2.1, test 4 (gross range); see also
     https://ioos.github.io/ioos_qc/.
     """
     v = _values(values)
@@ -228,12 +246,14 @@ def flat_line_test(
     values : array_like
         Readings.
     tolerance : float
-        Largest difference still counted as "the same value" (value unit),
-        >= 0; typically the sensor resolution.
+        EPS of the manuals (value unit), >= 0: readings that differ from the
+        current one by *less than* this count as the same value; typically
+        the sensor resolution or a little less. 0 disables the test (no
+        difference is below 0), as in the manuals and ``ioos_qc``.
     suspect_duration_s, fail_duration_s : float
-        The reading is suspect (3) or fails (4) when every valid reading in
-        ``[t_i - duration, t_i]`` is within ``tolerance`` of it,
-        ``0 < suspect <= fail``.
+        The reading is suspect (3) or fails (4) when every valid reading
+        ``V_{n-i}`` in ``[t_n - duration, t_n]`` has
+        ``|V_n - V_{n-i}| < tolerance``, ``0 < suspect <= fail``.
 
     Returns
     -------
@@ -247,6 +267,12 @@ def flat_line_test(
     so it always spans the full duration. A series of one repeated value
     after a data gap still fails once the duration is covered. Window
     extrema come from a sparse table, O(n log n).
+
+    References
+    ----------
+    U.S. IOOS (2021) Manual for Real-Time Quality Control of Water Level
+    Data, version 2.1, test 8 (flat line): fail when
+    ``|V_n - V_{n-i}| < EPS`` for every i up to the fail count.
     """
     t = times_to_seconds(times)
     v = _values(values)
@@ -264,7 +290,7 @@ def flat_line_test(
         covered = start >= 0
         start = np.maximum(start, 0)
         vmax, vmin = _range_extrema(v, start)
-        flat = covered & (vmax - v <= tolerance) & (v - vmin <= tolerance)
+        flat = covered & (vmax - v < tolerance) & (v - vmin < tolerance)
         if flag == SUSPECT:
             flags[covered] = PASS
         flags[flat] = flag
@@ -288,7 +314,7 @@ def find_gaps(times, max_gap_s: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 def gap_test(times, max_gap_s: float, values=None) -> np.ndarray:
-    """Flag the first reading after a gap longer than ``max_gap_s`` as suspect (3).
+    """Flag the first reading after a gap longer than ``max_gap_s`` as fail (4).
 
     Parameters
     ----------
@@ -296,22 +322,39 @@ def gap_test(times, max_gap_s: float, values=None) -> np.ndarray:
         Sorted time stamps.
     max_gap_s : float
         Longest expected spacing between readings [s] (e.g. 2.5 logging
-        intervals).
+        intervals), > 0.
     values : array_like, optional
         If given, NaN readings are flagged 9.
 
     Returns
     -------
     numpy.ndarray of uint8
-        1 or 3 per reading (9 for NaN values). Use :func:`find_gaps` for the
-        gap spans themselves (for "logger offline" alerts).
+        4 for a reading more than ``max_gap_s`` after the previous one, 1
+        otherwise, 2 for the first reading (no predecessor to measure the
+        gap from), 9 for NaN values. Use :func:`find_gaps` for the gap spans themselves (for
+        "logger offline" alerts).
+
+    Notes
+    -----
+    The manuals' timing/gap test fails (4) data that did not arrive within
+    the expected interval and has no suspect level; ``ioos_qc``'s
+    ``time_gap_test`` does the same between consecutive readings. Unlike it,
+    the first reading is not evaluated instead of inheriting the second
+    one's flag.
+
+    References
+    ----------
+    U.S. IOOS (2021) Manual for Real-Time Quality Control of Water Level
+    Data, version 2.1, test 1 (timing/gap).
     """
     t = times_to_seconds(times)
     if not max_gap_s > 0:
         raise ValueError(f"max_gap_s must be > 0, got {max_gap_s!r}")
     flags = np.full(t.shape, PASS, dtype=np.uint8)
+    if t.size:
+        flags[0] = NOT_EVALUATED
     if t.size > 1:
-        flags[1:][np.diff(t) > max_gap_s] = SUSPECT
+        flags[1:][np.diff(t) > max_gap_s] = FAIL
     if values is not None:
         v = _values(values)
         check_same_length(times=t, values=v)
@@ -331,6 +374,15 @@ def aggregate_flags(*flag_arrays) -> np.ndarray:
     The worst evaluated result wins, with precedence
     9 (missing) > 4 > 3 > 1 > 2: a reading is "not evaluated" only if no test
     evaluated it, and one passing test outranks tests that could not run.
+
+    **Missing first (deliberate).** ``ioos_qc``'s ``qartod_compare`` ranks
+    9 lowest (9 < 2 < 1 < 3 < 4), so there any other flag overrides
+    "missing". Here 9 means the reading has no value (NaN, or a logger's
+    own "missing" flag); every test flags a NaN value 9, so 9 meets another
+    flag only where a time-based test or the logger judged a reading that
+    has no value. A value that does not exist can neither pass nor fail, and
+    consumers must be told that there is nothing to use rather than that a
+    value failed. Without 9 the two orderings agree exactly (tested).
 
     Parameters
     ----------
@@ -367,8 +419,9 @@ def qc_flags(
 ) -> dict[str, np.ndarray]:
     """Run the configured QARTOD tests and aggregate them.
 
-    Each test runs only if its parameters are given. Returns a dict with one
-    flag array per test run (``gross_range``, ``spike``, ``rate_of_change``,
+    Each test runs only if its parameters are given (the flat line needs
+    ``flat_tolerance > 0`` to flag anything). Returns a dict with one flag
+    array per test run (``gross_range``, ``spike``, ``rate_of_change``,
     ``flat_line``, ``gap``) and ``aggregate`` (see :func:`aggregate_flags`);
     NaN values are 9 everywhere.
     """

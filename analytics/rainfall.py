@@ -26,6 +26,7 @@ from ._validation import (
 
 __all__ = [
     "CMA_LEVELS",
+    "STORM_BREAK_MAX_MM",
     "cma_rainstorm_level",
     "cma_rainstorm_level_number",
     "event_erosivity_ei30",
@@ -267,51 +268,105 @@ def peak_intensity_mm_h(times, rain_mm, duration_s: float) -> float:
     return float(acc.max() / duration_s * _HOUR_S)
 
 
+#: Largest depth in a storm break [mm]: AH 703 separates storms by 6 h with
+#: less than 0.05 in (1.27 mm) of rain.
+STORM_BREAK_MAX_MM = 1.27
+
+
+def _storm_starts(
+    t: np.ndarray, r: np.ndarray, wet: np.ndarray, min_dry_s: float, break_max_mm: float
+) -> np.ndarray:
+    """For each wet reading, whether it starts a new storm (see storm_event_ids)."""
+    wi = np.flatnonzero(wet)
+    tw = t[wi]
+    cum = np.concatenate(([0.0], np.cumsum(r)))
+    # rain in the break window (t_p, t_p + D] after every wet reading p
+    after = np.searchsorted(t, tw, side="right")
+    until = np.searchsorted(t, tw + min_dry_s, side="right")
+    # round-off of the difference of two running totals (<= 1e-12 mm a year)
+    slack = 1e-12 * max(1.0, float(cum[-1]))
+    starts_break = (cum[until] - cum[after]) < break_max_mm - slack
+    count = np.concatenate(([0], np.cumsum(starts_break)))
+    # consecutive wet readings u < v are split when a break starting at a wet
+    # reading p ends at or after u and before v: t_u - D <= t_p < t_v - D
+    lo = np.searchsorted(tw, tw[:-1] - min_dry_s, side="left")
+    hi = np.searchsorted(tw, tw[1:] - min_dry_s, side="left")
+    starts = np.empty(wi.size, dtype=bool)
+    if wi.size:
+        starts[0] = True
+        starts[1:] = count[hi] > count[lo]
+    return starts
+
+
 def storm_event_ids(
     times,
     rain_mm,
     min_dry_s: float = 6 * _HOUR_S,
     wet_threshold_mm: float = 0.0,
+    break_max_mm: float = STORM_BREAK_MAX_MM,
 ) -> np.ndarray:
     """Label each reading with a storm-event number, -1 when dry.
 
-    A reading is wet when ``rain_mm > wet_threshold_mm``. Consecutive wet
-    readings belong to the same event unless the time between them is at
-    least ``min_dry_s`` (the minimum inter-event time, MIT).
+    A reading is wet when ``rain_mm > wet_threshold_mm``. A *break* is the
+    ``min_dry_s`` after a wet reading at ``t_p``, ``(t_p, t_p + min_dry_s]``,
+    when it holds less than ``break_max_mm``. Consecutive wet readings
+    ``u < v`` belong to different storms when a break ends at or after
+    ``u`` and before ``v``. With the defaults this is the rule of
+    Agriculture Handbook 703: storms are separated by a 6-h period with less
+    than 1.27 mm (0.05 in) of rain, so a single 0.2 mm tip in a lull does not
+    merge two storms.
 
     Parameters
     ----------
     times : array_like of datetime64 or float seconds
         Sorted time stamps.
     rain_mm : array_like
-        Depth in the interval ending at each time stamp [mm].
+        Depth in the interval ending at each time stamp [mm]. NaN counts as 0.
     min_dry_s : float
-        Minimum inter-event dry time [s]; 6 h as in RUSLE (Renard et al. 1997).
+        Length of the storm break [s], > 0; 6 h as in RUSLE.
     wet_threshold_mm : float
         Depth at or below which a reading counts as dry [mm].
+    break_max_mm : float
+        A break holds less than this depth [mm], > 0; 1.27 mm (0.05 in) as
+        in AH 703 (1.3 mm in AH 537's metric text). A tiny value (e.g.
+        1e-9) gives the older rule "``min_dry_s`` without any rain".
 
     Returns
     -------
     numpy.ndarray of int64
         Event number 0, 1, ... for wet readings, -1 for dry readings.
 
+    Notes
+    -----
+    Rain inside a break (less than 1.27 mm in all) stays with the storm
+    before it (a drizzling tail), and light rain that is not inside any break
+    joins the storm after it; no rain is dropped. Breaks need not be free of
+    rain, so two storms can be closer than ``min_dry_s`` (a tip just before
+    the break ends). Breaks start at wet readings (a break may not reuse the
+    dry time before a reading that a previous break already used).
+    O(n log n): cumulative sums and ``searchsorted``, no Python loop.
+
     References
     ----------
     Renard, K. G. et al. (1997) Predicting soil erosion by water: a guide to
-    conservation planning with RUSLE. USDA Agriculture Handbook 703, ch. 2.
+    conservation planning with RUSLE. USDA Agriculture Handbook 703, ch. 2
+    (storm erosivity: 6-h periods with less than 0.05 in separate storms).
+    Wischmeier, W. H. and Smith, D. D. (1978) USDA Agriculture Handbook 537
+    (same rule, "less than 1.3 mm in 6 h").
     """
     t, r = _rain_inputs(times, rain_mm)
     if not min_dry_s > 0:
         raise ValueError(f"min_dry_s must be > 0, got {min_dry_s!r}")
-    wet = np.nan_to_num(r, nan=0.0) > wet_threshold_mm
+    if not break_max_mm > 0:
+        raise ValueError(f"break_max_mm must be > 0, got {break_max_mm!r}")
+    r = np.nan_to_num(r, nan=0.0)
+    wet = r > wet_threshold_mm
     ids = np.full(t.shape, -1, dtype=np.int64)
     wi = np.flatnonzero(wet)
     if wi.size == 0:
         return ids
-    new_event = np.empty(wi.size, dtype=bool)
-    new_event[0] = True
-    new_event[1:] = np.diff(t[wi]) >= min_dry_s
-    ids[wi] = np.cumsum(new_event) - 1
+    starts = _storm_starts(t, r, wet, float(min_dry_s), float(break_max_mm))
+    ids[wi] = np.cumsum(starts) - 1
     return ids
 
 
@@ -431,6 +486,7 @@ def storm_events(
     interval_s: float | None = None,
     min_depth_mm: float = 0.0,
     method: str = "brown_foster",
+    break_max_mm: float = STORM_BREAK_MAX_MM,
 ) -> dict[str, np.ndarray]:
     """Separate storms and tabulate totals, peak intensities and erosivity.
 
@@ -441,8 +497,8 @@ def storm_events(
     rain_mm : array_like
         Depth in the interval ending at each time stamp [mm].
     min_dry_s : float
-        Minimum inter-event dry time [s] (see :func:`storm_event_ids`);
-        must exceed 1 h so that I10..I60 windows never span two storms.
+        Length of the storm break [s] (see :func:`storm_event_ids`),
+        > 1 h (a break shorter than the I60 window is no storm break).
     interval_s : float, optional
         Logging interval [s] for fixed-interval data (see
         :func:`event_erosivity_ei30`).
@@ -450,6 +506,9 @@ def storm_events(
         Storms with a smaller total are dropped [mm].
     method : str
         Unit-energy relation for EI30.
+    break_max_mm : float
+        A break holds less than this depth [mm]; 1.27 mm as in AH 703 (see
+        :func:`storm_event_ids`).
 
     Returns
     -------
@@ -459,12 +518,18 @@ def storm_events(
         ``depth_mm``, ``duration_h``, ``i10_mm_h``, ``i30_mm_h``,
         ``i60_mm_h``, ``energy_mj_ha``, ``ei30_mj_mm_ha_h``,
         ``first_index`` and ``last_index`` (into the input arrays).
+
+    Notes
+    -----
+    Intensity windows are clipped at the storm's first reading, so the
+    I10/I30/I60 and EI30 of a storm never include rain of the previous
+    storm, even when a lull tip brings the two closer than an hour.
     """
     t, r = _rain_inputs(times, rain_mm)
     if not min_dry_s > _HOUR_S:
         raise ValueError(f"min_dry_s must be > 3600 s, got {min_dry_s!r}")
     r = np.nan_to_num(r, nan=0.0)
-    ids = storm_event_ids(t, r, min_dry_s)
+    ids = storm_event_ids(t, r, min_dry_s, break_max_mm=break_max_mm)
     keys = [
         "start_s",
         "end_s",
@@ -490,9 +555,15 @@ def storm_events(
     seg[0::2] = starts
     seg[1::2] = lasts + 1
     depth = cum[lasts + 1] - cum[starts]
+    # first index of the storm each reading belongs to (readings outside storms
+    # are not reduced below): windows start no earlier than their storm
+    storm_of = np.maximum(np.searchsorted(starts, np.arange(t.size), side="right") - 1, 0)
+    first = starts[storm_of]
+    end = _end_index(t)
     peaks = {}
     for key, d in (("i10_mm_h", 600.0), ("i30_mm_h", 1800.0), ("i60_mm_h", 3600.0)):
-        acc = np.append(_window_sums(t, cum, d), 0.0)
+        begin = np.maximum(np.searchsorted(t, t - d, side="right"), first)
+        acc = np.append(np.maximum(cum[end] - cum[begin], 0.0), 0.0)
         peaks[key] = np.maximum.reduceat(acc, seg)[0::2] / d * _HOUR_S
     # energy per reading: interval of a wet reading after a long dry spell is its
     # time since the previous reading (breakpoint convention), capped at min_dry_s.

@@ -24,6 +24,7 @@ __all__ = [
     "SedimentBalance",
     "SscCalibration",
     "check_dam_sediment_balance",
+    "churchill_sedimentation_index_s2_ft",
     "deposited_volume_m3",
     "fit_turbidity_ssc",
     "lara_pemberton_bulk_density_t_m3",
@@ -341,9 +342,18 @@ def trap_efficiency_gill(capacity_inflow_ratio, sediment: str = "median") -> np.
     -----
     ``median: TE = x / (0.012 + 1.02 x)``;
     ``coarse: TE = x^2 / (0.000003 + 0.0063 x + 0.9947 x^2)``;
-    ``fine: TE = x^3 / (1.02e-6 - 0.00013 x + 0.0262 x^2 + 1.0266 x^3)``.
+    ``fine: TE = x^3 / (0.0000010 - 0.000133 x + 0.02621 x^2 + 1.02655 x^3)``.
     The coarse fit exceeds 1 for large x (it tends to 1/0.9947), hence the
-    clip. Brune's curves are for normally ponded reservoirs with x from about
+    clip.
+
+    **Coefficients.** The median curve is confirmed by independent
+    transcriptions (implementations citing Gill 1979 use the same
+    ``0.012 + 1.02 x``). The fine curve's coefficients are those of the
+    2026 audit against Gill (1979); the project's earlier
+    ``1.02e-6 - 0.00013 x + 0.0262 x^2 + 1.0266 x^3`` (a rounded variant)
+    gives 0.108 instead of 0.112 at x = 0.005 and differs by less than
+    0.1 % for x >= 0.05. No independent transcription of the fine or coarse
+    curve was found; check them against the paper when it is at hand. Brune's curves are for normally ponded reservoirs with x from about
     0.001 to 10; dry or sluiced reservoirs and check dams whose culvert drains
     the pond between floods trap differently: prefer a measured balance
     (:func:`check_dam_sediment_balance`) where available.
@@ -362,10 +372,56 @@ def trap_efficiency_gill(capacity_inflow_ratio, sediment: str = "median") -> np.
     elif sediment == "coarse":
         te = x**2 / (0.000003 + 0.0063 * x + 0.9947 * x**2)
     elif sediment == "fine":
-        te = x**3 / (1.02e-6 - 0.00013 * x + 0.0262 * x**2 + 1.0266 * x**3)
+        te = x**3 / (1.0e-6 - 0.000133 * x + 0.02621 * x**2 + 1.02655 * x**3)
     else:
         raise ValueError(f"sediment must be 'coarse', 'median' or 'fine', got {sediment!r}")
     return np.clip(te, 0.0, 1.0)
+
+
+def churchill_sedimentation_index_s2_ft(capacity_m3, inflow_m3_s, reservoir_length_m):
+    """Churchill's sedimentation index in his units, seconds squared per foot.
+
+    Parameters
+    ----------
+    capacity_m3 : array_like
+        Storage capacity C [m3], > 0.
+    inflow_m3_s : array_like
+        Mean inflow rate I over the period [m3/s], > 0.
+    reservoir_length_m : array_like
+        Reservoir length L at the pool level [m], > 0.
+
+    Returns
+    -------
+    numpy.ndarray
+        ``SI = (C/I) / (I L / C) = C^2 / (I^2 L)`` [s2/ft]: the retention
+        period [s] over the mean velocity [ft/s].
+
+    Notes
+    -----
+    ``C^2 / I^2`` is a time squared in any consistent units, so only the
+    length carries the unit: ``SI[s2/ft] = 0.3048 SI[s2/m]``. Churchill
+    defined the index as the retention period [s] over the mean velocity
+    [ft/s] on TVA reservoir data in US customary units, and his curve (and
+    the fits in :func:`trap_efficiency_churchill`) is read against SI in
+    s2/ft. An index computed in s2/m is 3.28 times too large and
+    overestimates trap efficiency (0.974 instead of 0.935 for C = 1e6 m3,
+    I = 1 m3/s, L = 2000 m).
+
+    References
+    ----------
+    Churchill (1948), see :func:`trap_efficiency_churchill`.
+    Morris, G. L. and Fan, J. (1998) Reservoir Sedimentation Handbook,
+    McGraw-Hill, section 10.8 (release and trapping efficiency).
+    """
+    c = as_float_array(capacity_m3, "capacity_m3")
+    i = as_float_array(inflow_m3_s, "inflow_m3_s")
+    length = as_float_array(reservoir_length_m, "reservoir_length_m")
+    check_positive(c, "capacity_m3")
+    check_positive(i, "inflow_m3_s")
+    check_positive(length, "reservoir_length_m")
+    retention_s = c / i
+    velocity_ft_s = i * length / c / _FT
+    return retention_s / velocity_ft_s
 
 
 def trap_efficiency_churchill(
@@ -393,12 +449,12 @@ def trap_efficiency_churchill(
 
     Notes
     -----
-    Sedimentation index ``SI = (C/I) / (I L / C) = C^2 / (I^2 L)``
-    (retention period over mean velocity) in Churchill's feet-second units
-    [s^2/ft]: inputs are converted to ft3, ft3/s and ft first. The percent
-    of incoming sediment passing is read from the common fits to Churchill's
+    The sedimentation index SI comes from
+    :func:`churchill_sedimentation_index_s2_ft`, **in s2/ft** (Churchill's
+    feet-second units; inputs are SI and converted there). The percent of
+    incoming sediment passing is read from the common fits to Churchill's
     curve, ``800 SI^-0.2 - 12`` (local) and ``1600 SI^-0.2 - 12`` (fine),
-    and ``TE = 1 - passing/100``.
+    with SI in s2/ft, and ``TE = 1 - passing/100``.
 
     References
     ----------
@@ -409,20 +465,11 @@ def trap_efficiency_churchill(
     reservoirs and ponds: methods and implications for the assessment of
     sediment yield. Prog. Phys. Geogr. 24(2), 219-251.
     """
-    c = as_float_array(capacity_m3, "capacity_m3")
-    i = as_float_array(inflow_m3_s, "inflow_m3_s")
-    length = as_float_array(reservoir_length_m, "reservoir_length_m")
-    check_positive(c, "capacity_m3")
-    check_positive(i, "inflow_m3_s")
-    check_positive(length, "reservoir_length_m")
     coeff = {"local": 800.0, "fine": 1600.0}.get(sediment)
     if coeff is None:
         raise ValueError(f"sediment must be 'local' or 'fine', got {sediment!r}")
-    c_ft3 = c / _FT**3
-    i_cfs = i / _FT**3
-    l_ft = length / _FT
-    si = c_ft3**2 / (i_cfs**2 * l_ft)
-    passing_pct = coeff * si**-0.2 - 12.0
+    si_s2_ft = churchill_sedimentation_index_s2_ft(capacity_m3, inflow_m3_s, reservoir_length_m)
+    passing_pct = coeff * si_s2_ft**-0.2 - 12.0
     return np.clip(1.0 - passing_pct / 100.0, 0.0, 1.0)
 
 

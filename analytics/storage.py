@@ -450,13 +450,25 @@ class CheckDam:
 
     def outflow_components_m3_s(self, stage_m) -> dict[str, np.ndarray]:
         """Spillway, culvert and overtopping discharge [m3/s] at each stage [m]."""
-        h = np.atleast_1d(as_float_array(stage_m, "stage_m"))
-        comps = np.array([self._components(float(x)) for x in h.ravel()]).reshape(*h.shape, 3)
-        shape = np.shape(stage_m)
+        h = as_float_array(stage_m, "stage_m")
+        h = np.where(np.isnan(h), -np.inf, h)  # a missing stage releases nothing
+        zero = np.zeros(h.shape)
+        spill = zero
+        if self.spillway_width_m > 0:
+            hs = np.maximum(h - self.spillway_crest_m, 0.0)
+            spill = self.spillway_coefficient * self.spillway_width_m * _SQRT_2G * hs**1.5
+        culvert = zero
+        if self.culvert_centre_m is not None and self.culvert_area_m2 > 0:
+            hc = np.maximum(h - self.culvert_centre_m, 0.0)
+            culvert = self.culvert_coefficient * self.culvert_area_m2 * np.sqrt(2.0 * _G * hc)
+        over = zero
+        if self.dam_crest_m is not None and self.dam_crest_length_m > 0:
+            ho = np.maximum(h - self.dam_crest_m, 0.0)
+            over = 0.32 * self.dam_crest_length_m * _SQRT_2G * ho**1.5
         return {
-            "spillway_m3_s": comps[..., 0].reshape(shape),
-            "culvert_m3_s": comps[..., 1].reshape(shape),
-            "overtopping_m3_s": comps[..., 2].reshape(shape),
+            "spillway_m3_s": spill + zero,
+            "culvert_m3_s": culvert + zero,
+            "overtopping_m3_s": over + zero,
         }
 
     def outflow_m3_s(self, stage_m) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import click
@@ -21,6 +22,35 @@ def sim() -> None:
     """Simulated field sites with ground truth (firmware_sim)."""
 
 
+def parse_start(text: str, now: datetime | None = None) -> datetime:
+    """``now`` (the next full minute) or an RFC 3339 time with a zone, as UTC."""
+    if text.strip().lower() == "now":
+        now = now or datetime.now(UTC)
+        floor = now.replace(second=0, microsecond=0)
+        return floor if floor == now else floor + timedelta(minutes=1)
+    try:
+        t = datetime.fromisoformat(text.strip().replace("z", "Z"))
+    except ValueError:
+        raise click.BadParameter(
+            f"{text!r}: expected 'now' or a time such as 2026-07-20T00:00:00Z"
+        ) from None
+    if t.tzinfo is None:
+        raise click.BadParameter(f"{text!r} has no zone; add Z (UTC) or an offset such as +08:00")
+    return t.astimezone(UTC)
+
+
+def resolve_speed(speed: float | None, end: datetime, now: datetime | None = None) -> float:
+    """``--speed`` as given, else 1 (real time) for a run that ends after ``now``, else 0."""
+    if speed is not None:
+        return speed
+    return 1.0 if end > (now or datetime.now(UTC)) else 0.0
+
+
+def _hhmm(seconds: float) -> str:
+    m = round(seconds / 60.0)
+    return f"{m // 60:02d}:{m % 60:02d}"
+
+
 @sim.command("run")
 @click.argument("scenario", required=False, type=click.Path(exists=True, dir_okay=False,
                                                             path_type=Path))  # fmt: skip
@@ -32,9 +62,15 @@ def sim() -> None:
     default=None,
     help="Run a seeded stochastic season of this many days instead of a design storm.",
 )
-@click.option("--speed", type=float, default=0.0, show_default=True,
+@click.option("--start", "start_text", default=None, metavar="now|TIME",
+              help="Move the run to start at this time ('now': the next full minute). "
+                   "Default: now with --mqtt, else the scenario's own start.")  # fmt: skip
+@click.option("--speed", type=click.FloatRange(min=0.0), default=None,
               help="Simulated seconds per wall-clock second for MQTT (1 = real time, "
-                   "0 = as fast as possible).")  # fmt: skip
+                   "0 = as fast as possible). Default: 1 when the run reaches past the "
+                   "present (never publishing ahead of the clock), else 0.")  # fmt: skip
+@click.option("--overwrite", is_flag=True, help="Publish even over an earlier run's times, "
+              "marking the messages to replace the stored values.")  # fmt: skip
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path),
               default=Path("sim-out"), show_default=True, help="Output directory.")  # fmt: skip
 @click.option("--mqtt", "mqtt_url", default=None, help="Publish through this broker, "
@@ -43,13 +79,23 @@ def sim() -> None:
 @click.option("--seed", type=int, default=None, help="Seed (default: the scenario's).")
 @click.option("--write-messages", is_flag=True, help="Also write DIR/messages.jsonl.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
-def run_cmd(scenario, storm, days, speed, out_dir, mqtt_url, root, seed, write_messages, quiet):
+def run_cmd(scenario, storm, days, start_text, speed, overwrite, out_dir, mqtt_url, root, seed,
+            write_messages, quiet):  # fmt: skip
     """Run SCENARIO (default: the shipped county) and write the truth into --out."""
+    from .previous import RunRefused
     from .run import RunConfig, run
+    from .scenario import ScenarioError, load_scenario
 
     if storm is not None and days is not None:
         raise click.UsageError("give either --storm or --days, not both")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    try:
+        base = load_scenario(scenario)
+    except ScenarioError as exc:
+        raise click.ClickException(str(exc)) from None
+    if start_text is None and mqtt_url:
+        start_text = "now"
+    start = parse_start(start_text) if start_text is not None else base.start
     cfg = RunConfig(
         scenario=scenario,
         storm=storm or ("50y" if days is None else None),
@@ -57,22 +103,54 @@ def run_cmd(scenario, storm, days, speed, out_dir, mqtt_url, root, seed, write_m
         out_dir=out_dir,
         mqtt_url=mqtt_url,
         root=root,
-        speed=speed,
+        speed=0.0,
         seed=seed,
         write_messages=write_messages,
+        start=start,
+        overwrite=overwrite,
     )
-    bar_state: dict[str, object] = {}
+    if mqtt_url:
+        from .run import make_rain
+
+        rain = make_rain(base, cfg)
+        end = start + timedelta(seconds=rain.rain_mm.shape[1] * rain.base_dt_s)
+        reaches_future = end > datetime.now(UTC)
+        cfg.speed = resolve_speed(speed, end)
+        if reaches_future and (cfg.speed == 0 or cfg.speed > 1):
+            click.echo(
+                f"warning: --speed {cfg.speed:g} publishes readings dated up to "
+                f"{end:%Y-%m-%d %H:%M} UTC ahead of the wall clock; the receiving system "
+                "must accept future times (set SWC_FUTURE_TOLERANCE_S on the server high "
+                "enough) or it refuses them as future_time dead letters.",
+                err=True,
+            )
+        if not quiet:
+            click.echo(
+                f"run start {start:%Y-%m-%d %H:%M} UTC, ends {end:%Y-%m-%d %H:%M} UTC, "
+                f"speed {cfg.speed:g}" + (" (real time)" if cfg.speed == 1 else ""),
+                err=True,
+            )
 
     def progress(phase: str, done: float, total: float) -> None:
         if quiet:
             return
-        pct = 100.0 * done / total if total else 100.0
-        click.echo(f"\r{phase}: {done:.0f}/{total:.0f} ({pct:5.1f} %)", nl=False, err=True)
+        if phase == "publish":
+            at = start + timedelta(seconds=done)
+            line = f"publish: {at:%Y-%m-%d %H:%M} UTC (sim +{_hhmm(done)} of {_hhmm(total)})"
+            click.echo(f"\r{line}", nl=False, err=True)
+        else:
+            pct = 100.0 * done / total if total else 100.0
+            click.echo(f"\r{phase}: {done:.0f}/{total:.0f} ({pct:5.1f} %)", nl=False, err=True)
         if done >= total:
             click.echo("", err=True)
-        bar_state[phase] = done
 
-    out = run(cfg, progress)
+    try:
+        out = run(cfg, progress)
+    except RunRefused as exc:
+        click.echo(str(exc), err=True)
+        sys.exit(2)
+    except (ConnectionError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from None
     s = out.summary["run"]
     if not quiet:
         click.echo(f"rain: {out.rain.description}", err=True)
@@ -87,8 +165,34 @@ def run_cmd(scenario, storm, days, speed, out_dir, mqtt_url, root, seed, write_m
             err=True,
         )
         if out.publish:
-            click.echo(f"mqtt: {out.publish}", err=True)
-        click.echo(f"timings: { {k: round(v, 3) for k, v in out.timings_s.items()} }", err=True)
+            click.echo(publish_table(out.publish), err=True)
+        click.echo(
+            "timings: " + ", ".join(f"{k} {v:.2f}" for k, v in out.timings_s.items()), err=True
+        )
+    click.echo(f"run id: {out.run_id}", err=True)
+    if out.publish.get("interrupted"):
+        click.echo(
+            f"interrupted: {out.publish['published']} of {out.publish['messages']} messages "
+            f"sent, data up to {out.publish['data_end'] or 'none'}",
+            err=True,
+        )
+        sys.exit(130)
+
+
+def publish_table(stats: dict) -> str:
+    """The publishing counters as a small two-line table."""
+    cols = [
+        ("messages", f"{stats['messages']}"),
+        ("published", f"{stats['published']}"),
+        ("acked", f"{stats['acked']}"),
+        ("replayed", f"{stats['replayed']}"),
+        ("unacked", f"{stats['unacked_at_end']}"),
+        ("wall s", f"{stats['wall_s']:.1f}"),
+    ]
+    widths = [max(len(h), len(v)) for h, v in cols]
+    head = "  ".join(h.rjust(w) for (h, _), w in zip(cols, widths, strict=True))
+    row = "  ".join(v.rjust(w) for (_, v), w in zip(cols, widths, strict=True))
+    return f"mqtt {head}\n     {row}"
 
 
 @sim.command("truth")
@@ -127,3 +231,31 @@ def registry_cmd(scenario: Path | None) -> None:
     from .run import registry_text
 
     sys.stdout.write(registry_text(scenario))
+
+
+@sim.command("perturb")
+@click.argument("scenario", required=False, type=click.Path(exists=True, dir_okay=False,
+                                                            path_type=Path))  # fmt: skip
+@click.option("--seed", type=int, required=True, help="Seed of the perturbation.")
+@click.option("--strength", type=click.FloatRange(0.0, 3.0), default=1.0, show_default=True,
+              help="Scale of the parameter ranges (0: only re-derive the crests).")  # fmt: skip
+@click.option("--faults", is_flag=True, help="Also inject a clock drift and stage dropouts.")
+def perturb_cmd(scenario: Path | None, seed: int, strength: float, faults: bool) -> None:
+    """Print a seeded perturbation of SCENARIO (default: the shipped county) as YAML."""
+    import yaml
+
+    from .perturb import perturb_county
+    from .scenario import load_scenario
+
+    county = perturb_county(load_scenario(scenario), seed, strength=strength, faults=faults)
+    data = county.scenario.model_dump(mode="json", exclude_none=True)
+    header = (
+        f"# swc sim perturb --seed {seed} --strength {strength:g}{' --faults' if faults else ''}\n"
+        "# dam: crest design flood [y], freeboard [m], spillway design flood [y]\n"
+        + "".join(
+            f"#   {dam}: {d.return_period_y:g} y, {d.freeboard_m:.2f} m"
+            + (f", {d.spillway_return_period_y:g} y\n" if d.spillway_return_period_y else "\n")
+            for dam, d in county.design.items()
+        )
+    )
+    sys.stdout.write(header + yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100))

@@ -125,8 +125,13 @@ def _iso_seconds(start: datetime, t_s: np.ndarray) -> list[str]:
 
 
 def generate_messages(scenario: Scenario, result: SimResult, root: str = DEFAULT_ROOT,
-                      seed: int | None = None) -> dict[str, LoggerOutput]:  # fmt: skip
-    """Sample every logger over the run and build its telemetry messages (ordered by seq)."""
+                      seed: int | None = None, replace: bool = False
+                      ) -> dict[str, LoggerOutput]:  # fmt: skip
+    """Sample every logger over the run and build its telemetry messages (ordered by seq).
+
+    ``replace`` marks every message ``"replace": true`` (the receiver overwrites the
+    values it holds at the same times; docs/protocol.md).
+    """
     start = scenario.start
     rng_master = np.random.default_rng(scenario.seed if seed is None else seed)
     base_dt = result.base_dt_s
@@ -184,7 +189,8 @@ def generate_messages(scenario: Scenario, result: SimResult, root: str = DEFAULT
             true_v = np.interp(t_samp, result.t_s, truth.columns[col])
             values[sensor.channel] = _measure(sensor, true_v, t_samp, rng)
         # battery: solar charging by day (Beijing time), slow drain, a dip while raining
-        local_h = ((t_samp / 3600.0) + start.hour + BEIJING_OFFSET_H) % 24.0
+        start_h = start.hour + start.minute / 60.0 + start.second / 3600.0
+        local_h = ((t_samp / 3600.0) + start_h + BEIJING_OFFSET_H) % 24.0
         sun = np.clip(np.sin((local_h - 6.0) / 12.0 * math.pi), 0.0, None) if lg.solar else 0.0
         wet = np.interp(t_samp, slot_t, recent) > 0
         batt = lg.battery_v - 0.25 + 0.55 * sun * np.where(wet, 0.2, 1.0) - 0.002 * t_samp / 86400
@@ -251,6 +257,8 @@ def generate_messages(scenario: Scenario, result: SimResult, root: str = DEFAULT
                 seq += 1
                 sent_at = _iso_seconds(start, np.array([drift_of(send_s)]))[0]
                 body = {"device": site.id, "seq": seq, "sent_at": sent_at, "readings": readings}
+                if replace:
+                    body["replace"] = True
                 payload = json.dumps(body, separators=(",", ":")).encode()
                 out.messages.append(
                     Message(

@@ -9,6 +9,10 @@ replayed in sequence order; the payloads are the original bytes, so the
 replayed readings keep their sample times and ``sent_at``. Messages that were
 in flight when the link dropped are retransmitted by paho itself (same
 packet id, DUP flag), so they are not replayed twice.
+
+The status's ``details`` carry ``run_info`` (the run's ``run_id``,
+``data_start``, ``data_end``), by which a later run sees what this one wrote
+(firmware_sim/previous.py).
 """
 
 from __future__ import annotations
@@ -112,6 +116,8 @@ class LoggerLink:
         self.sim_clock: datetime | None = None  # device clock, for status messages
         self.battery_v: float | None = None
         self.rssi_dbm: float | None = None
+        # what the retained status says about the run: run_id, data_start, data_end
+        self.run_info: dict[str, str] = {}
         self._lock = threading.Lock()
         self._inflight: dict[int, int] = {}  # paho mid -> seq
         self._early: set[int] = set()  # acks that arrived before the mid was recorded
@@ -133,7 +139,6 @@ class LoggerLink:
         self.client.max_inflight_messages_set(100)
         self.client.max_queued_messages_set(0)
         self.client.reconnect_delay_set(min_delay=1, max_delay=2)
-        self.client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
@@ -149,7 +154,7 @@ class LoggerLink:
             firmware=self.firmware,
             battery_v=self.battery_v,
             rssi_dbm=self.rssi_dbm,
-            details={"queued": self.outbox.count(self.device), **details},
+            details={"queued": self.outbox.count(self.device), **self.run_info, **details},
         )
         return st.model_dump_json(exclude_none=True).encode()
 
@@ -180,6 +185,7 @@ class LoggerLink:
 
     # -- use -------------------------------------------------------------------
     def start(self) -> None:
+        self.client.will_set(self.status_topic, self._status("offline"), qos=1, retain=True)
         self.client.connect_async(self._url.host, self._url.port, keepalive=10)
         self.client.loop_start()
 
@@ -226,11 +232,11 @@ class LoggerLink:
     def unacked(self) -> int:
         return self.outbox.count(self.device)
 
-    def stop(self, timeout_s: float = 10.0) -> None:
+    def stop(self, timeout_s: float = 10.0, reason: str = "end of run") -> None:
         """Say offline (retained), then disconnect cleanly (no last will)."""
         if self.connected.is_set():
             info = self.client.publish(
-                self.status_topic, self._status("offline", reason="end of run"), qos=1, retain=True
+                self.status_topic, self._status("offline", reason=reason), qos=1, retain=True
             )
             deadline = time.monotonic() + timeout_s
             while not info.is_published() and time.monotonic() < deadline:

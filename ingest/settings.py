@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
@@ -80,8 +81,22 @@ class Settings(BaseSettings):
     # consumer
     client_id: str = Field(default="swc-ingest-1", description="MQTT client id (session name)")
     mqtt_protocol: Literal["5", "3.1.1"] = Field(default="5")
+    subscription: Literal["auto", "plain", "shared"] = Field(
+        default="auto",
+        description="auto: plain for one consumer, shared for --workers N on a broker that "
+        "restores shared subscriptions after a restart (see docs/architecture.md)",
+    )
     shared_group: str | None = Field(
-        default="ingest", description="shared-subscription group; empty for a plain subscription"
+        default="ingest",
+        description="group of a shared subscription; empty: never shared",
+    )
+    allow_unsafe_shared: bool = Field(
+        default=False,
+        description="share on a broker that drops shared subscriptions on restart, accepting "
+        "the loss of what arrives before the consumers subscribe again",
+    )
+    broker_check_timeout_s: float = Field(
+        default=30.0, gt=0, le=3600, description="wait this long to read the broker's version"
     )
     session_expiry_s: int = Field(default=7 * 86400, ge=0, description="broker keeps the session")
     receive_maximum: int = Field(default=1000, ge=1, le=65535)
@@ -94,6 +109,24 @@ class Settings(BaseSettings):
     batch_max_readings: int = Field(default=10_000, ge=1, le=1_000_000)
     batch_max_latency_ms: int = Field(default=100, ge=1, le=60_000)
     drain_timeout_s: float = Field(default=30.0, gt=0)
+    future_tolerance_s: float = Field(
+        default=300.0,
+        ge=0,
+        le=30 * 86_400,
+        description="a reading dated more than this after its arrival is refused (future_time)",
+    )
+    dead_letter_max_bytes: int = Field(
+        default=65536,
+        ge=0,
+        le=1 << 20,
+        description="payload bytes kept of each dead letter [bytes]; payload_size has the rest",
+    )
+    dead_letter_retain_days: int = Field(
+        default=30,
+        ge=0,
+        le=36500,
+        description="dead letters older than this are deleted (0 keeps them); counts stay",
+    )
     metrics_port: int = Field(default=9108, ge=0, le=65535, description="0 turns metrics off")
     metrics_host: str = "127.0.0.1"
 
@@ -114,6 +147,11 @@ class Settings(BaseSettings):
     alert_late_after_s: float = Field(
         default=3600.0, ge=0, description="readings older than this on arrival are late data"
     )
+    alert_stale_after_s: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="an alert whose stream has had no data for this long is resolved as stale",
+    )
     alert_min_duration_s: float = Field(
         default=1800.0, ge=0, description="default time a lower level must hold to drop"
     )
@@ -121,6 +159,11 @@ class Settings(BaseSettings):
     webhook_timeout_s: float = Field(default=5.0, gt=0, le=60)
     webhook_max_attempts: int = Field(default=8, ge=1, le=50)
     webhook_backoff_s: float = Field(default=5.0, gt=0, le=3600, description="first retry delay")
+    webhook_allow_private: list[str] = Field(
+        default_factory=list,
+        description="networks (CIDR) or host names webhooks may reach although private or "
+        "loopback, e.g. 10.0.0.0/8; empty: only public addresses",
+    )
     api_host: str = Field(default="127.0.0.1", description="`swc up` serves the API here")
     api_port: int = Field(default=8000, ge=0, le=65535, description="`swc up` API port; 0 = off")
 
@@ -144,8 +187,77 @@ class Settings(BaseSettings):
         default=4, ge=1, le=64, description="exports streamed at once by the API (more: 429)"
     )
 
+    # the web console at /
+    console_timezone: str = Field(
+        default="Asia/Shanghai",
+        description="IANA zone the console shows times in (a site's params.timezone overrides)",
+    )
+    console_tile_url: str | None = Field(
+        default=None,
+        description="map tiles under the overview, e.g. http://tiles.local/{z}/{x}/{y}.png; "
+        "unset: a plain projected map",
+    )
+    # the HTTP API's limits (docs/architecture.md, "Threat model")
+    api_max_body_bytes: int = Field(
+        default=1 << 20, ge=1024, le=1 << 30, description="largest JSON request body [bytes]"
+    )
+    api_pool_size: int = Field(default=8, ge=1, le=200, description="database connections")
+    api_pool_wait_s: float = Field(
+        default=3.0, gt=0, le=60, description="wait for a free connection, then 503"
+    )
+    api_statement_timeout_s: dict[str, float] = Field(
+        default_factory=lambda: {"viewer": 10.0, "surveyor": 30.0, "engineer": 30.0, "admin": 60.0},
+        description="longest SQL statement per key role [s] (JSON object)",
+    )
+    api_key_concurrency: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="requests of one key (or one address without a "
+        "key) handled at once by an API process; the others wait their turn",
+    )
+    api_key_queue: int = Field(
+        default=32, ge=0, le=100_000, description="requests of one key waiting at most (more: 429)"
+    )
+    api_key_recheck_s: float = Field(
+        default=15.0, gt=0, le=3600, description="open event streams re-check their key every N s"
+    )
+    survey_import_max_concurrent: int = Field(
+        default=2, ge=1, le=64, description="sheet imports written at once (others wait)"
+    )
+    export_tmp_dir: Path | None = Field(
+        default=None, description="NetCDF exports' temporary files; unset: <tmp>/swc-exports"
+    )
+    embedded_postgres_as_root: bool = Field(
+        default=False,
+        description="let `swc up` run embedded PostgreSQL as root (it then adds a system user "
+        "and makes every parent folder of the data folder world-readable)",
+    )
+
     log_level: str = "INFO"
     log_format: Literal["text", "json"] = "text"
+
+    @field_validator("console_timezone")
+    @classmethod
+    def _zone(cls, v: str) -> str:
+        try:
+            ZoneInfo(v)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"{v!r} is not an IANA time zone such as Asia/Shanghai") from None
+        return v
+
+    @field_validator("console_tile_url")
+    @classmethod
+    def _tiles(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not v.startswith(("http://", "https://", "/")) or not all(
+            f"{{{k}}}" in v for k in "zxy"
+        ):
+            raise ValueError(
+                f"tile URL {v!r} must be http(s):// or /path with {{z}}, {{x}} and {{y}}"
+            )
+        return v
 
     @field_validator("topic_root")
     @classmethod
@@ -176,6 +288,37 @@ class Settings(BaseSettings):
     @classmethod
     def _group(cls, v: str | None) -> str | None:
         return v or None
+
+    @field_validator("api_statement_timeout_s")
+    @classmethod
+    def _timeouts(cls, v: dict[str, float]) -> dict[str, float]:
+        from .store.keys import ROLES
+
+        unknown = sorted(set(v) - set(ROLES))
+        if unknown:
+            raise ValueError(f"unknown role(s) {', '.join(unknown)}; roles: {', '.join(ROLES)}")
+        if any(not 0 < t <= 3600 for t in v.values()):
+            raise ValueError("statement timeouts are between 0 and 3600 s")
+        return v
+
+    @field_validator("webhook_allow_private")
+    @classmethod
+    def _allow(cls, v: list[str]) -> list[str]:
+        import ipaddress
+
+        for item in v:
+            if "/" in item:
+                try:
+                    ipaddress.ip_network(item, strict=False)
+                except ValueError:
+                    raise ValueError(f"{item!r} is not a network (e.g. 10.0.0.0/8)") from None
+        return v
+
+    @property
+    def export_tmp_path(self) -> Path:
+        import tempfile
+
+        return self.export_tmp_dir or Path(tempfile.gettempdir()) / "swc-exports"
 
     @property
     def attachments_path(self) -> Path:

@@ -5,6 +5,10 @@ hold the GIL). Several processes in the same shared-subscription group split
 the messages between them; each has its own persistent session
 (``{client_id}-{i}``) and metrics port (``metrics_port + i``). A worker that
 dies is restarted; SIGTERM or SIGINT drains every worker before exit.
+
+The supervisor decides the subscription once, before any worker starts
+(``ingest.subscription``): on a broker that drops shared subscriptions when
+it restarts, several workers are refused with the fix in the message.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ log = logging.getLogger(__name__)
 
 
 def worker_settings(settings: Settings, index: int) -> Settings:
+    """Worker ``index``'s settings: its own session and port, in the shared group."""
     return settings.model_copy(
         update={
             "client_id": f"{settings.client_id}-{index}",
             "metrics_port": settings.metrics_port + index if settings.metrics_port else 0,
             "workers": 1,
+            "subscription": "shared",
         }
     )
 
@@ -37,8 +43,11 @@ def run_one(settings: Settings, dsn: str) -> None:
     SIGTERM or SIGINT; then it drains. Exits 1 if the drain had to give up."""
     from . import qc
     from .consumer import Consumer, DrainAbandoned
+    from .subscription import plan_for
 
-    consumer = Consumer(settings, dsn)
+    # decided before anything starts: raises SubscriptionRefused with the fix
+    plan = None if settings.retire else plan_for(settings, settings.workers)
+    consumer = Consumer(settings, dsn, plan=plan)
     if settings.metrics_port:
         consumer.metrics.serve(settings.metrics_port, settings.metrics_host)
         log.info("metrics http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
@@ -73,9 +82,14 @@ def _worker_main(settings_data: dict[str, Any], dsn: str) -> None:
 
 
 def run_workers(settings: Settings, dsn: str) -> int:
-    """Run ``settings.workers`` consumers until a signal; return the exit code."""
-    if not settings.shared_group:
-        raise ValueError("several workers need a shared subscription: set SWC_SHARED_GROUP")
+    """Run ``settings.workers`` consumers until a signal; return the exit code.
+
+    Raises ``SubscriptionRefused`` (a ValueError) before starting any worker when
+    their shared subscription could lose messages on a broker restart."""
+    from .subscription import plan_for
+
+    plan = plan_for(settings, settings.workers)  # refuses, or logs the mode and why
+    plan.log()
     ctx = multiprocessing.get_context("spawn")
     stopping = threading.Event()
     procs: dict[int, multiprocessing.process.BaseProcess] = {}

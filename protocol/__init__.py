@@ -2,6 +2,7 @@
 
 from .channels import CHANNELS, Channel, is_valid_channel_name, unit_of
 from .messages import (
+    FUTURE_TIME,
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
     ColumnarTelemetry,
@@ -12,6 +13,7 @@ from .messages import (
     RowTelemetry,
     Telemetry,
     decode_telemetry,
+    refuse_future,
     telemetry_json_schema,
 )
 from .topics import (
@@ -27,6 +29,7 @@ from .topics import (
 __all__ = [
     "CHANNELS",
     "DEFAULT_ROOT",
+    "FUTURE_TIME",
     "MAX_PAYLOAD_BYTES",
     "MAX_READINGS_PER_MESSAGE",
     "Channel",
@@ -43,6 +46,7 @@ __all__ = [
     "alerts_topic",
     "decode_telemetry",
     "is_valid_channel_name",
+    "refuse_future",
     "shared_telemetry_filter",
     "telemetry_filter",
     "telemetry_json_schema",

@@ -21,6 +21,7 @@ field. The limits below are part of the contract (docs/protocol.md).
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal, NotRequired
@@ -50,6 +51,7 @@ EARLIEST_TIME = datetime(2000, 1, 1, tzinfo=UTC)
 LATEST_TIME = datetime(2100, 1, 1, tzinfo=UTC)
 QUALITY_FLAGS = (1, 2, 3, 4, 9)  # IOOS QARTOD: pass, not evaluated, suspect, fail, missing
 MAX_SEQ = 2**63 - 1
+FUTURE_TIME = "future_time"  # dead-letter code of readings dated after their arrival
 
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False)
 
@@ -82,6 +84,10 @@ class Reading(TypedDict):
 _DEVICE = Field(description="id of the device that took the readings")
 _SEQ = Field(description="the device's message sequence number, increasing by one")
 _SENT_AT = Field(description="device clock at sending, RFC 3339 with a zone")
+_REPLACE = Field(
+    description="true: the readings replace values stored at the same channel and time "
+    "(only for the sender's own readings, not a gateway's; default false: kept first)"
+)
 
 
 @with_config(_STRICT)
@@ -92,6 +98,7 @@ class RowTelemetry(TypedDict):
     seq: Annotated[Seq, _SEQ]
     sent_at: Annotated[TimeText, _SENT_AT]
     readings: Annotated[list[Reading], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+    replace: NotRequired[Annotated[bool, _REPLACE]]
 
 
 @with_config(_STRICT)
@@ -114,6 +121,7 @@ class ColumnarTelemetry(TypedDict):
             description="one array per channel; null marks a missing sample",
         ),
     ]
+    replace: NotRequired[Annotated[bool, _REPLACE]]
 
 
 def _form_of(data: Any) -> str | None:
@@ -153,6 +161,7 @@ class Telemetry:
     seq: int
     sent_at: datetime
     rows: list[tuple[datetime, str, float, int | None]]
+    replace: bool = False  # the sender asks to overwrite stored values at these times
 
 
 class ProtocolError(ValueError):
@@ -266,7 +275,13 @@ def decode_telemetry(payload: bytes | bytearray | memoryview) -> Telemetry:
             raise _describe(exc) from None
     sent_at = _utc(msg["sent_at"], "sent_at")
     rows = _rows_of(msg["readings"]) if "readings" in msg else _columns_of(msg)
-    return Telemetry(device=msg["device"], seq=msg["seq"], sent_at=sent_at, rows=rows)
+    return Telemetry(
+        device=msg["device"],
+        seq=msg["seq"],
+        sent_at=sent_at,
+        rows=rows,
+        replace=msg.get("replace", False),
+    )
 
 
 _parse_iso = datetime.fromisoformat
@@ -290,6 +305,41 @@ def _utc(text: str, where: str) -> datetime:
             f"[{EARLIEST_TIME.isoformat()}, {LATEST_TIME.isoformat()})",
         )
     return t
+
+
+def refuse_future(
+    tel: Telemetry, arrival: datetime, tolerance_s: float
+) -> tuple[Telemetry | None, ProtocolError | None]:
+    """Split off the readings dated more than ``tolerance_s`` after ``arrival``.
+
+    A device clock cannot be trusted to be right (a logger that lost its RTC
+    may date readings 2099): a reading from the future is refused, the other
+    readings of the message are kept. Returns the message with the readings
+    kept (``None`` when every reading is refused) and a ``ProtocolError`` with
+    code ``future_time`` naming the refused readings and the arrival time
+    (``None`` when nothing is refused).
+    """
+    limit = arrival + timedelta(seconds=tolerance_s)
+    if max(r[0] for r in tel.rows) <= limit:
+        return tel, None
+    kept = [r for r in tel.rows if r[0] <= limit]
+    refused = [r for r in tel.rows if r[0] > limit]
+    first = min(refused, key=lambda r: r[0])
+    last = max(refused, key=lambda r: r[0])
+    ahead = (first[0] - arrival).total_seconds()
+    what = f"channel {first[1]} at {first[0].isoformat()}"
+    if len(refused) > 1:
+        what += f" (and {len(refused) - 1} more up to {last[0].isoformat()})"
+    error = ProtocolError(
+        FUTURE_TIME,
+        f"{len(refused)} of {len(tel.rows)} readings are dated after their arrival at "
+        f"{arrival.astimezone(UTC).isoformat()} by more than the {tolerance_s:g} s tolerated: "
+        f"{what}, {ahead:.0f} s ahead; the device clock is wrong. "
+        + (f"The other {len(kept)} readings are kept." if kept else "No reading is kept."),
+    )
+    if not kept:
+        return None, error
+    return dataclasses.replace(tel, rows=kept), error
 
 
 def _rows_of(readings: list[dict]) -> list[tuple[datetime, str, float, int | None]]:

@@ -124,7 +124,7 @@ def broker() -> None:
     type=click.Path(file_okay=False, path_type=Path),
     default=Path("broker"),
     show_default=True,
-    help="where to write passwd and acl",
+    help="where to write dynamic-security.json, passwd and acl",
 )
 @click.option("--mqtt-url", help="the service's own user:password [SWC_MQTT_URL]")
 @click.option("--topic-root", help="[SWC_TOPIC_ROOT]")
@@ -137,14 +137,22 @@ def broker_acl(
     service_password: str | None,
     **flags: Any,
 ) -> None:
-    """Write Mosquitto's password file and ACL from the registry.
+    """Write the broker's access from the registry.
 
-    Each device may publish only under {root}/{its id}/ and read only its own
-    config; the service user reads all telemetry (also via $share) and writes
-    the alerts topics. Point mosquitto.conf at them with `password_file`,
-    `acl_file` and `allow_anonymous false`, then reload mosquitto (SIGHUP).
+    dynamic-security.json (recommended) is for Mosquitto's dynamic-security
+    plugin: it refuses at subscribe time what a device may not read ($share
+    groups, others' topics: SUBACK 0x87) and lets each device connect only
+    with its own id as client id. Each device publishes only under
+    {root}/{its id}/ and reads only its config; the service user reads all
+    telemetry and writes the alerts and config topics. In mosquitto.conf:
+    `allow_anonymous false`, `plugin .../mosquitto_dynamic_security.so`,
+    `plugin_opt_config_file DIR/dynamic-security.json`; then restart mosquitto
+    (the plugin reads the file at start; the consumer's session loses
+    nothing). passwd and acl are the older form (`password_file`,
+    `acl_file`, reload with SIGHUP), whose subscribe checks Mosquitto 2.0
+    does not implement: prefer the plugin.
     """
-    from ..store.credentials import write_broker_files
+    from ..store.credentials import write_broker_files, write_dynsec_config
 
     settings, dsn = _db(flags)
     if settings.mqtt_url and not service_user:
@@ -159,8 +167,15 @@ def broker_acl(
             service_user=service_user,
             service_password=service_password,
         )
+        dynsec = write_dynsec_config(
+            conn,
+            directory,
+            root=settings.topic_root,
+            service_user=service_user,
+            service_password=service_password,
+        )
     click.echo(
-        f"wrote {files.password_file} and {files.acl_file}: {files.devices} devices"
+        f"wrote {dynsec}, {files.password_file} and {files.acl_file}: {files.devices} devices"
         + (f", service user {service_user}" if service_user else ", no service user")
     )
 

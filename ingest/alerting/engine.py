@@ -10,19 +10,39 @@ persisted ``AlertTracker`` and writes the resulting transitions to
 ``alerts`` and ``alert_events``. A second consumer, or a restarted one,
 continues from the same state.
 
-Late data. A reading older than ``alert_late_after_s`` on arrival is late;
-an alert opened by late data is recorded but not announced (no SSE, webhook
-or MQTT) until live data confirms it. Readings that arrive for a time the
+Time. Every judgement is made against the arrival time of the batch
+(``CommittedBatch.arrived_at``: when its newest message was received), never
+against a device clock nor against when the engine got to the batch.
+Readings dated after the arrival (beyond ``future_tolerance_s``; the consumer
+refuses them, and any stored anyway are ignored here) never advance a rule's
+clock. A replay that sets each message's receive time gets the same
+judgements as the live system did.
+
+Late data. A reading older than ``alert_late_after_s`` on arrival is late.
+Late data is history: an episode it opens is recorded as an alert that is
+resolved from the start (``late = true``, ``resolve_reason = 'late_data'``)
+and never announced, so an open alert is always a live, announced one and
+``/sites``, ``/alerts``, the retained MQTT state and SSE agree. When live
+data follows while the tracker is still in a late episode, the rule starts
+afresh on the live readings: an alert opens (announced) only if the live
+readings themselves show the condition. Readings that arrive for a time the
 tracker has already passed are re-evaluated for the record by a fresh
-tracker; episodes found there that no alert covers are stored as resolved
-alerts marked ``late`` (``resolve_reason = 'late_data'``).
+tracker; episodes found there that no alert covers are stored the same way.
+
+Stale data. When a stream has had no data for ``alert_stale_after_s``, its
+open alert no longer says anything about now: it is resolved with
+``resolve_reason = 'stale'`` (announced), and the rule starts afresh on the
+next readings. The periodic check does this without new data (e.g. after a
+restart); new readings after such a gap do it before they are evaluated.
 
 A periodic check (every ``alert_check_interval_s``) evaluates the offline
-rule with no new data; a batch from a device clears it at once.
+rule and the staleness of open alerts with no new data; a batch from a device
+clears its offline alert at once.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -33,7 +53,7 @@ from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -45,11 +65,13 @@ from ..settings import Settings
 from ..store import alert_bulk as bulk
 from ..store import alerts as store
 from . import quiet
+from .context import SiteContext
 from .rules import RULES, Context, Rule, RuleConfig, effective_config
 
 log = logging.getLogger(__name__)
 
 _MAX_CATCHUP_S = 2 * 86400.0  # at most this much data before a batch is re-read to catch up
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FRESH = AlertTracker().to_dict()
 _TRACKER_FIELDS = frozenset(_FRESH)
 _MIN_CHUNK = 20  # sites: a pass is split over the threads in chunks of at least this many
@@ -67,6 +89,7 @@ class _Pass:
     sites: dict[str, tuple[str, dict]]  # site -> (kind, params)
     overrides: dict[str, dict[str, dict]]  # site -> rule -> override
     states: dict[bulk.StateKey, tuple[dict | None, int | None]]  # locked rows
+    horizon: float | None = None  # newest data time the rules see (arrival + tolerance) [s]
     primary: dict[str, dict[str, int]] | None = None  # site -> channel -> stream
     windows: dict[int, tuple] = field(default_factory=dict)  # stream -> (since, t, v, q)
     saves: dict[bulk.StateKey, tuple[dict, int | None]] = field(default_factory=dict)
@@ -131,6 +154,9 @@ class AlertEngine:
         self.shortcuts = True
         # effective rule configurations by (rule, default duration, site design) for passes
         self._configs: dict[tuple[str, float, str], RuleConfig | None] = {}
+        self._site_context = SiteContext()
+        # wall clock in seconds; a replay (bench/warning_skill.py) sets the data's own clock
+        self.clock = time.time
 
     # --- the consumer's hook -------------------------------------------------------
     def hook(self, batch) -> None:
@@ -157,7 +183,9 @@ class AlertEngine:
 
     def _run(self) -> None:
         interval = self.settings.alert_check_interval_s
-        next_check = time.monotonic()
+        # staleness is a matter of hours: a tenth of the limit, at most every 5 min
+        stale_interval = max(interval, min(self._stale_s / 10, 300.0))
+        next_check = next_stale = started = time.monotonic()
         while not self._stop.is_set():
             timeout = max(0.0, next_check - time.monotonic())
             try:
@@ -180,6 +208,9 @@ class AlertEngine:
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + interval
                     self.check_offline()
+                if time.monotonic() >= next_stale:
+                    self.check_stale(full=next_stale == started)
+                    next_stale = time.monotonic() + stale_interval
             except psycopg.Error as exc:
                 log.warning("alert evaluation failed, retrying: %s", str(exc).strip()[:300])
                 if self._conn is not None:
@@ -208,7 +239,9 @@ class AlertEngine:
                 old = spans.get(sid)
                 spans[sid] = (lo, hi) if old is None else (min(lo, old[0]), max(hi, old[1]))
         conn = self._connection()
-        now = time.time()
+        now = self.clock()
+        # data are judged against their arrival, not against when the engine got to them
+        arrival = max((b.arrived_at.timestamp() for b in batches), default=now)
         n = 0
         if spans:
             rows = conn.execute(
@@ -224,13 +257,13 @@ class AlertEngine:
             if len(chunks) > 1:
                 # sites are independent: evaluate chunks side by side, one connection each
                 futures = [
-                    self._executor().submit(self._evaluate_chunk_pooled, c, by_site, spans, now)
+                    self._executor().submit(self._evaluate_chunk_pooled, c, by_site, spans, arrival)
                     for c in chunks
                 ]
                 n += sum(f.result() for f in futures)
             else:
                 for chunk in chunks:
-                    n += self._evaluate_chunk(conn, chunk, by_site, spans, now)
+                    n += self._evaluate_chunk(conn, chunk, by_site, spans, arrival)
         if devices:
             n += self.check_offline(devices=devices, now=now)
         self.batches += len(batches)
@@ -260,7 +293,8 @@ class AlertEngine:
     ) -> int:
         """Evaluate ``sites`` in one transaction, their data read and state written in bulk."""
         n = 0
-        with conn.transaction(), self._pass(conn, sites, by_site, spans):
+        horizon = now + self.settings.future_tolerance_s
+        with conn.transaction(), self._pass(conn, sites, by_site, spans, horizon=horizon):
             for site in sites:
                 n += self._evaluate_site(conn, site, by_site[site], spans, now)
         return n
@@ -274,6 +308,7 @@ class AlertEngine:
         spans: dict[int, tuple[datetime, datetime]] | None = None,
         rules: list[str] | None = None,
         keys: Callable[[_Pass], list[bulk.StateKey]] | None = None,
+        horizon: float | None = None,
     ) -> Iterator[_Pass]:
         """Prefetch what evaluating ``sites`` reads; on success write the rule states back.
 
@@ -282,7 +317,10 @@ class AlertEngine:
         and locked next; rows it did not foresee are locked one by one as before.
         """
         p = _Pass(
-            sites=bulk.sites(conn, sites), overrides=bulk.rule_overrides(conn, sites), states={}
+            sites=bulk.sites(conn, sites),
+            overrides=bulk.rule_overrides(conn, sites),
+            states={},
+            horizon=horizon,
         )
         self._local.pass_ = p
         try:
@@ -342,7 +380,13 @@ class AlertEngine:
                 since[sid] = start - lookback
         # The extremes of every window (what .quiet needs); the readings themselves only
         # for sites with a rule above level 0, the others read on demand by _window.
-        stats = bulk.window_extremes(conn, {sid: _ts(x) for sid, x in since.items()})
+        # readings up to the horizon, to the microsecond the full path's cut keeps
+        until = (
+            None
+            if p.horizon is None
+            else _EPOCH + timedelta(microseconds=int(np.floor(p.horizon * 1e6)))
+        )
+        stats = bulk.window_extremes(conn, {sid: _ts(x) for sid, x in since.items()}, until)
         for sid, x in since.items():
             row = stats.get(sid)
             p.stats[sid] = None if row is None else (x, quiet.from_row(row))
@@ -451,12 +495,19 @@ class AlertEngine:
                 return 0
             ctx, overrides = found
             primary = self._primary(conn, site_id)
+            extras: dict | None = None
             for name, subject, sid in self._tasks(ctx, primary, streams):
                 rule = RULES[name]
                 cfg = self._config(rule, ctx, overrides)
                 if cfg is None:
                     continue
-                n += self._evaluate_rule(conn, site_id, rule, subject, sid, cfg, ctx, spans, now)
+                rctx = ctx
+                if rule.context:
+                    if extras is None:  # other sites' data, read once per site evaluation
+                        until = spans[sid][1].timestamp()
+                        extras = self._site_context.extras(conn, site_id, until)
+                    rctx = dataclasses.replace(ctx, extras=extras)
+                n += self._evaluate_rule(conn, site_id, rule, subject, sid, cfg, rctx, spans, now)
         return n
 
     @staticmethod
@@ -486,30 +537,63 @@ class AlertEngine:
         spans: dict[int, tuple[datetime, datetime]],
         now: float,
     ) -> int:
-        if self._evaluate_quiet(site_id, rule, subject, sid, cfg, ctx, spans):
+        """Feed the rule's new readings to its tracker; ``now`` is the batch's arrival [s]."""
+        if self._evaluate_quiet(site_id, rule, subject, sid, cfg, ctx, spans, now):
             return 0
         saved, alert_id = self._lock_state(conn, site_id, rule.name, subject)
         tracker = self._tracker(saved, cfg)
+        horizon = now + self.settings.future_tolerance_s
+        n = 0
+        if tracker.last_time_s is not None and tracker.last_time_s > horizon:
+            # its clock was set by a reading from the future (stored before they were refused)
+            n += self._resolve_open(
+                conn, site_id, rule.name, subject, "future_data",
+                f"its data were dated up to {_ts(tracker.last_time_s).isoformat()}, after their "
+                "arrival; the rule starts afresh", now,
+            )  # fmt: skip
+            tracker, alert_id = _restarted(tracker, None), None
         earliest = spans[sid][0].timestamp()
         last = tracker.last_time_s
         lookback = rule.lookback(cfg)
         start = earliest if last is None else max(min(last, earliest), earliest - _MAX_CATCHUP_S)
         t, v, q = self._window(conn, sid, start - lookback)
+        cut = int(np.searchsorted(t, horizon, side="right"))  # never a reading from the future
+        t, v, q = t[:cut], v[:cut], q[:cut]
         if t.size == 0:
-            return 0
-        raw, hold, value = rule.evaluate(t, v, q, cfg, ctx)
+            if n:
+                self._save_state(conn, site_id, rule.name, subject, tracker.to_dict(), None)
+            return n
+        first_new = earliest if last is None else float(np.nextafter(last, np.inf))
+        ectx = dataclasses.replace(ctx, from_s=max(first_new, start), details={})
+        raw, hold, value = rule.evaluate(t, v, q, cfg, ectx)
         new = t >= earliest if last is None else t > last
         if last is None:
             new &= t >= start
-        n = 0
         if np.any(new):
             idx = np.flatnonzero(new)
-            events = tracker.update(t[idx], raw[idx], hold[idx])
-            alert_id, n = self._apply(
-                conn, site_id, rule, subject, alert_id, events, t, value, now, tracker
-            )
-            if alert_id is not None and tracker.level > 0 and t[-1] >= now - self._late_s:
-                n += self._go_live(conn, alert_id, tracker.level, t[-1], value[-1])
+            if last is not None and t[idx[0]] - last > self._stale_s:
+                # a gap: what the tracker knew says nothing about the data after it
+                n += self._resolve_open(
+                    conn, site_id, rule.name, subject, "stale",
+                    f"no data from {_ts(last).isoformat()} to {_ts(t[idx[0]]).isoformat()}; "
+                    "the rule starts afresh", t[idx[0]],
+                )  # fmt: skip
+                tracker, alert_id = _restarted(tracker, last), None
+            # late readings come first (times are sorted); they only make history
+            split = int(np.searchsorted(t[idx], now - self._late_s, side="left"))
+            for part, live in ((idx[:split], False), (idx[split:], True)):
+                if part.size == 0:
+                    continue
+                if live and tracker.level > 0 and not _is_live(conn, alert_id):
+                    # the episode so far is late data: judge the live readings on their own
+                    tracker, alert_id = _restarted(tracker, tracker.last_time_s), None
+                events = tracker.update(t[part], raw[part], hold[part])
+                alert_id, k = self._apply(
+                    conn, site_id, rule, subject, alert_id, events, t, value, now, tracker
+                )
+                n += k
+            if alert_id is not None and ectx.details:
+                store.set_forecast(conn, alert_id, ectx.details[max(ectx.details)])
         if last is not None and earliest <= last:
             n += self._record_late(conn, site_id, rule, subject, sid, cfg, ctx, earliest, last)
         self._save_state(conn, site_id, rule.name, subject, tracker.to_dict(), alert_id)
@@ -524,31 +608,36 @@ class AlertEngine:
         cfg: RuleConfig,
         ctx: Context,
         spans: dict[int, tuple[datetime, datetime]],
+        now: float,
     ) -> bool:
         """In a pass: settle a rule that provably stays at level 0 without evaluating it.
 
-        It applies to a tracker at level 0 fed only live data (no reading at or before its
-        clock) when the extremes of the prefetched window (which starts no later than the
-        rule's own) keep every reading at raw and hold level 0 (:mod:`.quiet`). Feeding
-        those readings to the tracker would only move its clock; this writes the same
-        state as :meth:`_evaluate_rule` would, at a fraction of the cost.
+        It applies to a tracker at level 0 without an alert, whose clock is neither in the
+        future nor (with the new data) past the stale limit, fed only data newer than its
+        clock, when the extremes of the prefetched window (which starts no later than the
+        rule's own and ends at the arrival horizon, as the rule's does) keep every reading
+        at raw and hold level 0 (:mod:`.quiet`). Feeding those readings to the tracker
+        would only move its clock; this writes the same state as :meth:`_evaluate_rule`
+        would, at a fraction of the cost.
         """
         p = self._pass_now()
-        if p is None or not self.shortcuts:
+        if p is None or not self.shortcuts or p.horizon is None:
             return False
         found = p.states.get((site_id, rule.name, subject))
-        if found is None:
+        if found is None or found[1] is not None:
             return False
         saved, alert_id = found
         saved = saved or _FRESH  # a new row: a fresh tracker
         last = saved.get("last_time_s")
         if saved.get("level") != 0 or set(saved) != _TRACKER_FIELDS:
             return False
+        if p.horizon != now + self.settings.future_tolerance_s:
+            return False  # prefetched for another arrival time
         earliest = spans[sid][0].timestamp()
         if last is None:
             start = earliest  # a fresh tracker is fed the readings from the earliest new one
-        elif earliest <= last:  # late data: the full path re-evaluates the past
-            return False
+        elif earliest <= last or last > p.horizon or earliest - last > self._stale_s:
+            return False  # late data, a clock from the future, or a gap: the full path
         else:
             start = max(last, earliest - _MAX_CATCHUP_S)
         since = start - rule.lookback(cfg)
@@ -566,6 +655,10 @@ class AlertEngine:
             state.update(up_since_s=None, down_since_s=None, last_time_s=w.last_t)
         p.saves[(site_id, rule.name, subject)] = (state, alert_id)
         return True
+
+    @property
+    def _stale_s(self) -> float:
+        return self.settings.alert_stale_after_s
 
     @property
     def _late_s(self) -> float:
@@ -619,7 +712,13 @@ class AlertEngine:
         now: float,
         tracker: AlertTracker,
     ) -> tuple[int | None, int]:
-        """Write the tracker's transitions; announce those of alerts that are live."""
+        """Write the tracker's transitions; announce those of live alerts.
+
+        An episode opened by late data is recorded resolved (``late_data``)
+        from the start; its later transitions are added to its history and
+        never announced. Transitions of a live alert are announced, also when
+        they come from late data (the live view must hear that it is over).
+        """
         n = 0
         for ev in events:
             i = min(int(np.searchsorted(t, ev.time_s)), t.size - 1)
@@ -627,31 +726,40 @@ class AlertEngine:
             late = ev.time_s < now - self._late_s
             when = _ts(ev.time_s)
             if ev.kind == "open":
-                conn.execute(
-                    "UPDATE alerts SET state = 'resolved', level = 0, resolved_at = now(), "
-                    "resolve_reason = 'superseded', updated_at = now() WHERE site_id = %s "
-                    "AND rule = %s AND subject = %s AND state <> 'resolved'",
-                    (site_id, rule.name, subject),
-                )
-                alert_id = conn.execute(
-                    "INSERT INTO alerts (site_id, rule, subject, level, peak_level, opened_at, "
-                    "last_data_at, late, value) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s) "
-                    "RETURNING id",
-                    (site_id, rule.name, subject, ev.level, ev.level, when, when, late, val),
-                ).fetchone()[0]
+                n += self._resolve_open(
+                    conn, site_id, rule.name, subject, "superseded",
+                    "a new episode of the same rule opened", ev.time_s,
+                )  # fmt: skip
+                if late:
+                    alert_id = conn.execute(
+                        "INSERT INTO alerts (site_id, rule, subject, state, level, peak_level, "
+                        "opened_at, last_data_at, late, value, resolved_at, resolve_reason, "
+                        "resolve_note) VALUES (%s, %s, %s, 'resolved', 0, %s, %s, %s, true, %s, "
+                        "now(), 'late_data', %s) RETURNING id",
+                        (site_id, rule.name, subject, ev.level, when, when, val, _LATE_NOTE),
+                    ).fetchone()[0]
+                else:
+                    alert_id = conn.execute(
+                        "INSERT INTO alerts (site_id, rule, subject, level, peak_level, "
+                        "opened_at, last_data_at, value) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) "
+                        "RETURNING id",
+                        (site_id, rule.name, subject, ev.level, ev.level, when, when, val),
+                    ).fetchone()[0]
                 alert_late = late
             else:
                 if alert_id is None:
                     continue
                 resolve = ev.kind == "resolve"
+                # a late record keeps state and level (resolved, 0) and gains history
                 row = conn.execute(
-                    "UPDATE alerts SET level = %s, peak_level = greatest(peak_level, %s), "
-                    "last_data_at = %s, value = %s, updated_at = now(), "
-                    "state = CASE WHEN %s THEN 'resolved' WHEN %s THEN 'open' ELSE state END, "
-                    "resolved_at = CASE WHEN %s THEN now() ELSE resolved_at END, "
-                    "resolve_reason = CASE WHEN %s THEN 'condition_cleared' "
+                    "UPDATE alerts SET level = CASE WHEN late THEN 0 ELSE %s END, "
+                    "peak_level = greatest(peak_level, %s), last_data_at = %s, value = %s, "
+                    "updated_at = now(), state = CASE WHEN late THEN state WHEN %s THEN "
+                    "'resolved' WHEN %s THEN 'open' ELSE state END, "
+                    "resolved_at = CASE WHEN %s AND NOT late THEN now() ELSE resolved_at END, "
+                    "resolve_reason = CASE WHEN %s AND NOT late THEN 'condition_cleared' "
                     "ELSE resolve_reason END "
-                    "WHERE id = %s AND state <> 'resolved' RETURNING late",
+                    "WHERE id = %s AND (late OR state <> 'resolved') RETURNING late",
                     (
                         ev.level,
                         ev.level,
@@ -694,28 +802,41 @@ class AlertEngine:
                 alert_id = None
         return alert_id, n
 
-    def _go_live(
-        self, conn: psycopg.Connection, alert_id: int, level: int, t: float, value: float
+    @staticmethod
+    def _resolve_open(
+        conn: psycopg.Connection,
+        site_id: str,
+        rule: str,
+        subject: str,
+        reason: str,
+        note: str,
+        data_time: float,
     ) -> int:
-        """An alert raised from late data whose condition live data still shows: announce it."""
+        """Resolve the open alert of (site, rule, subject), if any, and announce it."""
         row = conn.execute(
-            "UPDATE alerts SET late = false, updated_at = now() WHERE id = %s AND late "
-            "AND state <> 'resolved' RETURNING level",
-            (alert_id,),
+            "UPDATE alerts a SET state = 'resolved', level = 0, resolved_at = now(), "
+            "resolve_reason = %s, resolve_note = %s, updated_at = now() "
+            "FROM (SELECT id, level FROM alerts WHERE site_id = %s AND rule = %s "
+            "AND subject = %s AND state <> 'resolved' FOR UPDATE) old "
+            "WHERE a.id = old.id RETURNING a.id, old.level, a.late",
+            (reason, note, site_id, rule, subject),
         ).fetchone()
         if row is None:
             return 0
+        alert_id, level, late = row
         event_id = store.insert_event(
-            conn,
-            alert_id,
-            "live",
-            level,
-            level,
-            data_time=_ts(t),
-            value=float(value) if np.isfinite(value) else None,
-            note="condition continues in live data",
+            conn, alert_id, "resolve", 0, level, data_time=_ts(data_time), late=late, note=note
         )
-        store.announce(conn, event_id)
+        if not late:  # an open late alert exists only in a database from before 0035
+            store.announce(conn, event_id)
+        log.info(
+            "alert resolve site=%s rule=%s subject=%s reason=%s: %s",
+            site_id,
+            rule,
+            subject,
+            reason,
+            note,
+        )
         return 1
 
     def _record_late(
@@ -806,7 +927,7 @@ class AlertEngine:
     def check_offline(self, devices: set[str] | None = None, now: float | None = None) -> int:
         """Evaluate the offline rule for loggers with a site (all, or ``devices``)."""
         conn = self._connection()
-        now = time.time() if now is None else now
+        now = self.clock() if now is None else now
         sql = (
             "SELECT d.site_id, d.id, extract(epoch FROM d.last_seen) FROM devices d "
             "WHERE d.kind = 'logger' AND d.site_id IS NOT NULL AND d.last_seen IS NOT NULL"
@@ -891,15 +1012,86 @@ class AlertEngine:
                 self._save_state(conn, site_id, rule.name, dev, tracker.to_dict(), alert_id)
         return n
 
+    # --- stale ---------------------------------------------------------------------
+    def check_stale(self, now: float | None = None, full: bool = True) -> int:
+        """Resolve as ``stale`` the episodes whose stream has had no data for too long.
+
+        With ``full`` (the engine's first check after a start) it also
+        restarts every rule whose clock a reading from the future had set
+        (readings stored before they were refused); later checks look only at
+        open episodes (``alert_id`` set, a partial index). Offline alerts are
+        not concerned: their rule is evaluated on the wall clock.
+        """
+        conn = self._connection()
+        now = self.clock() if now is None else now
+        old, future = now - self._stale_s, now + self.settings.future_tolerance_s
+        stale = (
+            "rule <> 'offline' AND (tracker->>'level')::int > 0 "
+            "AND (tracker->>'last_time_s')::float8 < %s"
+        )
+        if full:
+            sql = f"({stale}) OR (tracker->>'last_time_s')::float8 > %s"
+            params: tuple = (old, future)
+        else:
+            sql, params = f"alert_id IS NOT NULL AND {stale}", (old,)
+        found = conn.execute(
+            f"SELECT site_id, rule, subject FROM alert_rule_state WHERE {sql} ORDER BY 1, 2, 3",
+            params,
+        ).fetchall()
+        n = 0
+        for site_id, rule, subject in found:
+            with conn.transaction():
+                saved, _ = store.lock_rule_state(conn, site_id, rule, subject)
+                if not saved or saved.get("last_time_s") is None:
+                    continue
+                tracker = AlertTracker.from_dict(saved)
+                last = float(tracker.last_time_s)
+                if last > future:
+                    reason, clock, when = "future_data", None, now
+                    note = (
+                        f"its data were dated up to {_ts(last).isoformat()}, after their arrival; "
+                        "the rule starts afresh"
+                    )
+                elif tracker.level > 0 and last < old:
+                    reason, clock, when = "stale", last, last
+                    note = (
+                        f"no data since {_ts(last).isoformat()} "
+                        f"(more than {self._stale_s:g} s); the condition is no longer known"
+                    )
+                else:
+                    continue  # changed meanwhile
+                n += self._resolve_open(conn, site_id, rule, subject, reason, note, when)
+                store.save_rule_state(
+                    conn, site_id, rule, subject, _restarted(tracker, clock).to_dict(), None
+                )
+        return n
+
+
+_LATE_NOTE = "raised from late data: recorded for the history, never announced"
+
+
+def _restarted(tracker: AlertTracker, clock: float | None) -> AlertTracker:
+    """A tracker at level 0 with the same durations, its clock at ``clock``."""
+    return AlertTracker(
+        min_duration_s=tracker.min_duration_s,
+        escalate_duration_s=tracker.escalate_duration_s,
+        last_time_s=clock,
+    )
+
+
+def _is_live(conn: psycopg.Connection, alert_id: int | None) -> bool:
+    """Whether ``alert_id`` is an open (announced) alert."""
+    if alert_id is None:
+        return False
+    row = conn.execute(
+        "SELECT 1 FROM alerts WHERE id = %s AND state <> 'resolved' AND NOT late", (alert_id,)
+    ).fetchone()
+    return row is not None
+
 
 def reset_tracker(saved: dict | None) -> dict:
     """A tracker state back at level 0 that keeps its clock (after a manual resolve)."""
     if not saved:
         return {}
     tracker = AlertTracker.from_dict(saved)
-    fresh = AlertTracker(
-        min_duration_s=tracker.min_duration_s,
-        escalate_duration_s=tracker.escalate_duration_s,
-        last_time_s=tracker.last_time_s,
-    )
-    return fresh.to_dict()
+    return _restarted(tracker, tracker.last_time_s).to_dict()

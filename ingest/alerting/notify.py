@@ -6,19 +6,29 @@ commit by the engine and by the API's acknowledge / resolve) tells which
 sites to republish, and ``webhook_deliveries`` rows are the work queue of
 the webhook sender (claimed with ``FOR UPDATE SKIP LOCKED``, so several
 ingest processes never send one delivery twice).
+
+The retained state is published again for every site each time the MQTT
+connection is (re)made, so a broker that restarted without its last
+retained messages (a crash between two autosaves, a lost data folder) is
+brought back to the database's state. The notifier only publishes; it holds
+no subscription that a broker restart could lose.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import http.client
+import ipaddress
 import json
 import logging
+import socket
+import ssl
 import threading
 import time
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 import psycopg
@@ -39,6 +49,94 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
     """``sha256=<hex>`` of HMAC-SHA256(secret, ``{timestamp}.{body}``)."""
     mac = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
     return "sha256=" + mac.hexdigest()
+
+
+class TargetRefused(ValueError):
+    """A webhook URL that may not be called: not http(s), or a non-public address."""
+
+
+@dataclass(frozen=True)
+class Target:
+    scheme: str
+    host: str
+    port: int
+    path: str  # with the query
+    address: str  # the checked IP address the connection goes to
+
+
+def _allowed(addr: ipaddress.IPv4Address | ipaddress.IPv6Address, host: str, allow) -> bool:
+    for item in allow:
+        if "/" in item:
+            if addr in ipaddress.ip_network(item, strict=False):
+                return True
+        elif item.lower() in (host.lower(), str(addr)):
+            return True
+    return False
+
+
+def resolve_target(url: str, allow: list[str] | tuple[str, ...] = ()) -> Target:
+    """Where a webhook goes, checked: every address the host resolves to must be
+    public (not loopback, private, link-local, multicast, reserved) unless
+    ``allow`` (SWC_WEBHOOK_ALLOW_PRIVATE: networks or host names) lets it.
+    The connection is then made to the checked address (no second lookup)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise TargetRefused(f"webhook URL {url[:200]!r} is not an http(s) URL with a host")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        raise TargetRefused("webhook URL has an invalid port") from None
+    host = parts.hostname
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError) as exc:
+        raise TargetRefused(f"webhook host {host!r} does not resolve: {exc}") from None
+    addresses = []
+    for info in infos:
+        addr = ipaddress.ip_address(info[4][0].split("%")[0])
+        if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped:
+            addr = addr.ipv4_mapped
+        if not addr.is_global and not _allowed(addr, host, allow):
+            raise TargetRefused(
+                f"webhook host {host!r} is {addr}, a loopback, private or reserved address; "
+                "webhooks go to public addresses only (allow one with SWC_WEBHOOK_ALLOW_PRIVATE)"
+            )
+        addresses.append(str(addr))
+    if not addresses:
+        raise TargetRefused(f"webhook host {host!r} has no address")
+    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+    return Target(parts.scheme, host, port, path, addresses[0])
+
+
+def post_json(
+    target: Target, body: bytes, headers: dict[str, str], timeout: float
+) -> tuple[int | None, str | None]:
+    """POST to the checked address (TLS checked against the host name); redirects
+    are not followed: a 3xx is a failed delivery."""
+    conn_cls = (
+        http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
+    )
+    kw = {"context": ssl.create_default_context()} if target.scheme == "https" else {}
+    conn = conn_cls(target.host, target.port, timeout=timeout, **kw)
+
+    def connect(address, timeout=None, source_address=None, *args):  # pinned address
+        return socket.create_connection((target.address, target.port), timeout, source_address)
+
+    conn._create_connection = connect  # type: ignore[attr-defined]
+    try:
+        conn.request("POST", target.path, body=body, headers=headers)
+        resp = conn.getresponse()
+        resp.read(1 << 16)
+        if 300 <= resp.status < 400:
+            where = (resp.getheader("Location") or "")[:200]
+            return resp.status, f"HTTP {resp.status}: redirect to {where!r} not followed"
+        if not 200 <= resp.status < 300:
+            return resp.status, f"HTTP {resp.status}"
+        return resp.status, None
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        return None, (str(exc) or type(exc).__name__)[:500]
+    finally:
+        conn.close()
 
 
 def site_state(conn: psycopg.Connection, site_id: str) -> dict:
@@ -72,6 +170,7 @@ class Notifier:
         self.dsn = dsn
         self._stop = threading.Event()
         self._wake = threading.Event()
+        self._resync = threading.Event()  # set on each MQTT connect: republish every site
         self._threads: list[threading.Thread] = []
         self._client: mqtt.Client | None = None
 
@@ -107,9 +206,23 @@ class Notifier:
         if target.tls:
             client.tls_set()
         client.reconnect_delay_set(1, 10)
+        client.on_connect = self._on_connect
         client.connect_async(target.host, target.port, keepalive=30)
         client.loop_start()
         return client
+
+    def _on_connect(self, client, userdata, flags, reason_code, properties) -> None:
+        if reason_code.is_failure:
+            log.error("alert state publisher: broker refused the connection reason=%s", reason_code)
+            return
+        self._resync.set()
+
+    def publish_all_sites(self, conn: psycopg.Connection) -> int:
+        """Publish the retained state of every site; returns how many."""
+        sites = [r[0] for r in conn.execute("SELECT id FROM sites ORDER BY id").fetchall()]
+        for site in sites:
+            self.publish_site(conn, site)
+        return len(sites)
 
     def publish_site(self, conn: psycopg.Connection, site_id: str) -> None:
         if self._client is None:
@@ -123,7 +236,12 @@ class Notifier:
             try:
                 with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {store.CHANNEL}")
+                    self._resync.set()  # anything announced while not listening
                     while not self._stop.is_set():
+                        if self._resync.is_set() and self._client is not None:
+                            self._resync.clear()
+                            n = self.publish_all_sites(conn)
+                            log.info("alert state republished for %d sites", n)
                         sites = set()
                         for note in conn.notifies(timeout=0.5, stop_after=200):
                             try:
@@ -193,23 +311,16 @@ class Notifier:
     def _post(
         self, url: str, secret: str, body: bytes, delivery_id: int
     ) -> tuple[int | None, str | None]:
-        ts = str(int(time.time()))
-        req = urllib.request.Request(
-            url,
-            data=body,
-            method="POST",
-            headers={
-                "Content-Type": "application/json",
-                "User-Agent": "swc-alerts/1",
-                "X-SWC-Delivery": str(delivery_id),
-                TIMESTAMP_HEADER: ts,
-                SIGNATURE_HEADER: sign(secret, ts, body),
-            },
-        )
         try:
-            with urllib.request.urlopen(req, timeout=self.settings.webhook_timeout_s) as resp:
-                return resp.status, None
-        except urllib.error.HTTPError as exc:
-            return exc.code, f"HTTP {exc.code}"
-        except (urllib.error.URLError, OSError, ValueError) as exc:
-            return None, str(getattr(exc, "reason", exc))[:500]
+            target = resolve_target(url, self.settings.webhook_allow_private)
+        except TargetRefused as exc:
+            return None, str(exc)[:500]
+        ts = str(int(time.time()))
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "swc-alerts/1",
+            "X-SWC-Delivery": str(delivery_id),
+            TIMESTAMP_HEADER: ts,
+            SIGNATURE_HEADER: sign(secret, ts, body),
+        }
+        return post_json(target, body, headers, self.settings.webhook_timeout_s)

@@ -40,7 +40,6 @@ class WindowStats:
     valid: int  # readings with a value (not NaN)
     vmin: float
     vmax: float
-    min_gap_s: float  # shortest interval between consecutive readings (inf: fewer than 2)
     rain_total: float  # sum of values with failed ones as 0 (NaN as 0)
     any_negative: bool  # a value < 0 once failed ones count 0
     any_flagged: bool  # a quality flag suspect or fail
@@ -57,7 +56,6 @@ def window_stats(t: np.ndarray, v: np.ndarray, q: np.ndarray) -> WindowStats:
         valid=int(vv.size),
         vmin=float(vv.min()) if vv.size else np.nan,
         vmax=float(vv.max()) if vv.size else np.nan,
-        min_gap_s=float(np.min(np.diff(t))) if t.size > 1 else np.inf,
         rain_total=float(np.nansum(kept)),
         any_negative=bool(np.any(kept < 0)),
         any_flagged=bool(np.any((q == Q.FAIL) | (q == Q.SUSPECT))),
@@ -67,13 +65,12 @@ def window_stats(t: np.ndarray, v: np.ndarray, q: np.ndarray) -> WindowStats:
 
 def from_row(row: tuple) -> WindowStats:
     """WindowStats from a row of :func:`ingest.store.alert_bulk.window_extremes`."""
-    size, valid, vmin, vmax, gap, total, negative, flagged, last_t = row
+    size, valid, vmin, vmax, total, negative, flagged, last_t = row
     return WindowStats(
         size=int(size),
         valid=int(valid),
         vmin=np.nan if vmin is None else float(vmin),
         vmax=np.nan if vmax is None else float(vmax),
-        min_gap_s=np.inf if gap is None else float(gap),
         rain_total=float(total or 0.0),
         any_negative=bool(negative),
         any_flagged=bool(flagged),
@@ -91,7 +88,7 @@ def _stage(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
     thr = _given(cfg)
     if not thr or w.valid == 0:
         return True
-    crest = float(ctx.params["spillway_crest_m"])
+    crest = float(ctx.params["dam_crest_m"])  # thresholds are depths below the dam crest
     trigger = min(min(crest - x - cfg.hysteresis, crest - x) for x in thr)
     return w.vmax < trigger - _MARGIN * max(1.0, abs(trigger))
 
@@ -103,41 +100,6 @@ def _rise(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
         return True
     bound = (w.vmax - w.vmin) / (cfg.window_s or 1800.0) * 3600.0
     return bound * (1 + _MARGIN) + 1e-12 < min(thr) - cfg.hysteresis
-
-
-# time_to_overtopping_s as the rule calls it: min_points 5, confidence 0.9
-_T_MAX = 2.35336  # Student t quantile 0.95 at 3 degrees of freedom (the fewest: 5 points)
-
-
-def _overtopping(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
-    """Bound the forecast's early end (slope + t * se) from the readings' range and spacing.
-
-    For ``n >= 5`` readings at least ``d`` apart whose stages span ``r``:
-    ``var(x) >= d**2 (n**2 - 1) / 12`` and ``var(y) <= r**2 / 4``, so
-    ``|slope| <= r / d * sqrt(3 / 24)`` and ``slope + t se <= |slope| (1 + t / sqrt(3))``;
-    the fitted stage is at most ``max + |slope| * window``.
-    """
-    thr = _given(cfg)
-    if not thr:
-        return True
-    crest = R._crest(ctx.params)
-    if w.valid and w.vmax >= crest:
-        return False
-    if w.valid < 5:  # fewer than min_points in any fitting window: no forecast
-        return True
-    gap_h = w.min_gap_s / 3600.0
-    if not gap_h > 0:
-        return False
-    spread = w.vmax - w.vmin
-    if spread == 0.0:
-        return True
-    slope = spread / gap_h * np.sqrt(3.0 / 24.0) * 1.001
-    upper = slope * (1.0 + _T_MAX / np.sqrt(3.0)) * 1.001
-    dist = crest - w.vmax - slope * (cfg.window_s or 1800.0) / 3600.0
-    if dist <= 0:
-        return False
-    latest_threshold = max(x + cfg.hysteresis for x in thr)
-    return dist / upper * 3600.0 > latest_threshold * (1 + _MARGIN) + 1e-6
 
 
 def _rainfall(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
@@ -169,7 +131,6 @@ def _sensor_fault(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
 _BOUNDS: dict[Callable, Callable[[WindowStats, RuleConfig, Context], bool]] = {
     R._stage: _stage,
     R._rise: _rise,
-    R._overtopping: _overtopping,
     R._rainfall: _rainfall,
     R._battery: _battery,
     R._sensor_fault: _sensor_fault,

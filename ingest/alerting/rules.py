@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from analytics import alerts as A
+from analytics import forecast as F
 from analytics import quality as Q
+from analytics.storage import CheckDam
 
 COLOURS = ("blue", "yellow", "orange", "red")
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e9, le=1e9)]
@@ -77,10 +79,22 @@ class RuleConfig(_Strict):
 
 @dataclass(frozen=True)
 class Context:
-    """What a rule needs besides the readings."""
+    """What a rule needs besides the readings.
+
+    ``extras`` carries data of other streams that the engine reads for rules
+    that ask for it (``Rule.context``): ``rain`` (times [s], depths [mm]) of the
+    site's own or nearest rain stream and ``upstream`` (a list of
+    ``(CheckDam, times [s], stages [m])`` of the dams draining into this one).
+    ``from_s``: the rule needs its values only from this time on (earlier
+    points may be left at level 0); ``details`` collects what a rule wants
+    recorded on its alert (time -> dict).
+    """
 
     kind: str
     params: dict[str, Any]
+    extras: dict[str, Any] = field(default_factory=dict)
+    from_s: float | None = None
+    details: dict[float, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -95,11 +109,21 @@ class Rule:
     defaults: Callable[[Context], dict[str, Any]]
     evaluate: Callable[..., tuple[np.ndarray, np.ndarray, np.ndarray]] | None
     lookback: Callable[[RuleConfig], float]
+    flood: bool = False  # raises the site's flood warning (red = the structure fails)
+    context: bool = False  # needs ``Context.extras`` (rain, upstream dams)
+    check: Callable[[Context], str | None] | None = None  # further reason it cannot apply
+
+    def why_not(self, ctx: Context) -> str | None:
+        """None when the rule applies at a site, else the reason it does not."""
+        if self.kinds is not None and ctx.kind not in self.kinds:
+            return f"applies to {', '.join(self.kinds)}, not to a {ctx.kind}"
+        missing = [k for k in self.needs if _num(ctx.params.get(k)) is None]
+        if missing:
+            return f"site parameter{'s' if len(missing) > 1 else ''} {', '.join(missing)} not set"
+        return self.check(ctx) if self.check is not None else None
 
     def applies(self, ctx: Context) -> bool:
-        if self.kinds is not None and ctx.kind not in self.kinds:
-            return False
-        return all(_num(ctx.params.get(k)) is not None for k in self.needs)
+        return self.why_not(ctx) is None
 
 
 def _num(x: Any) -> float | None:
@@ -145,8 +169,64 @@ def _rainfall(t, v, q, cfg: RuleConfig, ctx: Context):
     return raw, hold, value
 
 
+# ------------------------------------------------------------ check dams
+#: Design freeboard (安全超高) by dam class when the registry gives none [m];
+#: SL/T 804-2020 ranges: key dams 1.0-1.5 m, medium 0.7-1.0 m, small 0.5 m.
+DESIGN_FREEBOARD_M = {"key": 1.0, "medium": 0.8, "small": 0.5}
+DEFAULT_FREEBOARD_M = 0.5
+#: Red on the stage alone: the water this close to the dam crest, i.e. overtopping [m].
+RED_MARGIN_M = 0.01
+
+
+def design_freeboard_m(params: dict) -> float:
+    """The dam's design freeboard: ``design_freeboard_m``, else by ``dam_class``."""
+    given = _num(params.get("design_freeboard_m"))
+    if given is not None and given > 0:
+        return given
+    return DESIGN_FREEBOARD_M.get(str(params.get("dam_class")), DEFAULT_FREEBOARD_M)
+
+
+def _spillway_below_crest(params: dict) -> float | None:
+    spill, crest = _num(params.get("spillway_crest_m")), _num(params.get("dam_crest_m"))
+    if spill is None or crest is None or spill >= crest:
+        return None
+    if (_num(params.get("spillway_width_m")) or 1.0) <= 0:
+        return None
+    return spill
+
+
+def warning_stage_m(params: dict) -> float:
+    """The dam's lower warning level: its spillway crest, else the design freeboard level."""
+    spill = _spillway_below_crest(params)
+    if spill is not None:
+        return spill
+    return float(params["dam_crest_m"]) - design_freeboard_m(params)
+
+
+def _stage_defaults(ctx: Context) -> dict[str, Any]:
+    """Freeboard left [m below the dam crest] per colour, from the dam's design.
+
+    With a spillway: blue 0.8 m and yellow 0.3 m below the spillway crest,
+    orange when the spillway flows, red 0.01 m below the dam crest (the
+    crest is being reached; the forecast rule warns ahead of it). Without
+    one: blue and yellow 1.0 and 0.5 m below the design freeboard level,
+    orange at it, red 0.01 m below the dam crest.
+    """
+    p = ctx.params
+    crest = _num(p.get("dam_crest_m"))
+    spill = _spillway_below_crest(p)
+    orange = crest - spill if crest is not None and spill is not None else design_freeboard_m(p)
+    orange = max(orange, RED_MARGIN_M)
+    fallback = (orange + (0.8 if spill is not None else 1.0),
+                orange + (0.3 if spill is not None else 0.5), orange, RED_MARGIN_M)  # fmt: skip
+    return {
+        "thresholds": _param_thresholds(p, "freeboard_m", tuple(round(x, 3) for x in fallback)),
+        "hysteresis": 0.05,
+    }
+
+
 def _stage(t, v, q, cfg: RuleConfig, ctx: Context):
-    crest = float(ctx.params["spillway_crest_m"])
+    crest = float(ctx.params["dam_crest_m"])
     kw = _kw("threshold", "_m", _thr(cfg))
     raw = A.stage_alert_levels(v, crest, **kw)
     hold = A.stage_alert_levels(v, crest, **kw, hysteresis_m=cfg.hysteresis)
@@ -161,18 +241,139 @@ def _rise(t, v, q, cfg: RuleConfig, ctx: Context):
     return raw, hold, A.rate_of_rise_m_h(t, v, w)
 
 
-def _crest(params: dict) -> float:
-    return float(_num(params.get("dam_crest_m")) or params["spillway_crest_m"])
+def _has_curve(ctx: Context) -> str | None:
+    sc = ctx.params.get("stage_storage")
+    if not isinstance(sc, dict) or _num(sc.get("a")) is None or _num(sc.get("b")) is None:
+        return "no stage-storage curve (site parameter stage_storage: {a, b})"
+    if not (_num(sc.get("a")) > 0 and _num(sc.get("b")) > 0):
+        return "stage_storage a and b must be > 0"
+    return None
 
 
-def _overtopping(t, v, q, cfg: RuleConfig, ctx: Context):
-    w = cfg.window_s or 1800.0
-    crest = _crest(ctx.params)
-    kw = _kw("threshold", "_s", _thr(cfg))
-    raw = A.overtopping_alert_levels(t, v, crest, window_s=w, **kw)
-    hold = A.overtopping_alert_levels(t, v, crest, window_s=w, **kw, hysteresis_s=cfg.hysteresis)
-    value = A.time_to_overtopping_s(t, v, crest, window_s=w)["lower_s"]
+def check_dam_model(params: dict) -> CheckDam:
+    """The dam's storage curve and outlets from its registry parameters."""
+    sc = params["stage_storage"]
+    crest = float(params["dam_crest_m"])
+    spill = _spillway_below_crest(params)
+    culvert = _num(params.get("culvert_centre_m"))
+    return CheckDam(
+        storage_a=float(sc["a"]),
+        storage_b=float(sc["b"]),
+        spillway_crest_m=spill if spill is not None else crest,
+        spillway_width_m=(_num(params.get("spillway_width_m")) or 0.0)
+        if spill is not None
+        else 0.0,
+        spillway_coefficient=min(_num(params.get("spillway_coefficient")) or 0.36, 0.385),
+        culvert_centre_m=culvert if culvert is not None and culvert < crest else None,
+        culvert_area_m2=_num(params.get("culvert_area_m2")) or 0.0,
+        culvert_coefficient=min(_num(params.get("culvert_coefficient")) or 0.6, 1.0),
+        dam_crest_m=crest,
+        dam_crest_length_m=_num(params.get("dam_crest_length_m")) or 0.0,
+    )
+
+
+def catchment_model(params: dict) -> F.Catchment | None:
+    area, cn, tc = (_num(params.get(k)) for k in ("catchment_area_km2", "curve_number", "tc_h"))
+    if area is None or cn is None or tc is None or area <= 0 or tc <= 0 or not 0 < cn <= 100:
+        return None
+    return F.Catchment(area, cn, tc)
+
+
+FORECAST_STEP_S = 60.0  # at most one forecast per this much data time
+FORECAST_RAIN_LOOKBACK_S = 24 * 3600.0
+FORECAST_STAGE_LOOKBACK_S = 12 * 3600.0
+
+
+def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
+    """Pond forecast (analytics.forecast) at each new reading; levels by time to crest."""
+    p = ctx.params
+    dam = check_dam_model(p)
+    catchment = catchment_model(p)
+    warn = warning_stage_m(p)
+    rain_t, rain_v = ctx.extras.get("rain") or (np.zeros(0), np.zeros(0))
+    upstream = ctx.extras.get("upstream") or []
+    thr = _thr(cfg)
+    n = t.size
+    raw = np.zeros(n, dtype=np.int8)
+    hold = np.zeros(n, dtype=np.int8)
+    value = np.full(n, np.nan)
+    good = q != Q.FAIL
+    tg, vg = t[good], v[good]
+    last = -np.inf
+    prev: tuple | None = None
+    for i in range(n):
+        if ctx.from_s is not None and t[i] < ctx.from_s:
+            continue
+        if prev is not None and t[i] - last < FORECAST_STEP_S:
+            raw[i], hold[i], value[i] = prev
+            continue
+        now = float(t[i])
+        j = int(np.searchsorted(tg, now, side="right"))
+        if j == 0:
+            continue
+        start, steps = F.event_rain_steps_mm(
+            rain_t, rain_v, now, lookback_s=FORECAST_RAIN_LOOKBACK_S
+        )
+        up_v = 0.0
+        up_flow = None
+        for udam, ucat, ut, uh in upstream:
+            k = int(np.searchsorted(ut, now, side="right"))
+            if k == 0:
+                continue
+            s0 = int(np.searchsorted(ut, start, side="left"))
+            up_v += F.released_volume_m3(ut[s0:k], uh[s0:k], udam)
+            uf = F.forecast_pond(
+                udam, ut[s0:k], uh[s0:k], now, catchment=ucat, rain_start_s=start,
+                rain_steps_mm=steps if steps.size else None, with_outflow=True,
+            )  # fmt: skip
+            flow = uf.outflow_m3_s
+            if up_flow is None:
+                up_flow = flow
+            else:
+                m = max(up_flow.size, flow.size)
+                up_flow = np.pad(up_flow, (0, m - up_flow.size)) + np.pad(flow, (0, m - flow.size))
+        f = F.forecast_pond(
+            dam, tg[:j], vg[:j], now, catchment=catchment, rain_start_s=start,
+            rain_steps_mm=steps if steps.size else None, upstream_inflow_m3_s=up_flow,
+            upstream_volume_m3=up_v, warning_stage_m=warn,
+        )  # fmt: skip
+        # blue: the warning stage possible (high inflow); yellow: the crest possible;
+        # orange: the warning stage (spillway flow) expected; red: the crest expected
+        quantities = (f.time_to_warning_early_s, f.time_to_crest_early_s,
+                      f.time_to_warning_s, f.time_to_crest_s)  # fmt: skip
+        lv = hv = 0
+        for k, (colour, x) in enumerate(zip(COLOURS, quantities, strict=True), start=1):
+            limit = thr[colour]
+            if limit is None:
+                continue
+            if x <= limit:
+                lv = k
+            if x <= limit + cfg.hysteresis:
+                hv = k
+        value[i] = f.time_to_crest_s
+        raw[i], hold[i] = lv, max(hv, lv)
+        prev, last = (raw[i], hold[i], value[i]), now
+        ctx.details[now] = {
+            "time_to_crest_s": _finite(f.time_to_crest_s),
+            "time_to_crest_low_s": _finite(f.time_to_crest_early_s),
+            "time_to_crest_high_s": _finite(f.time_to_crest_late_s),
+            "crest_at": _finite(now + f.time_to_crest_s),
+            "peak_stage_m": round(f.peak_stage_m, 3),
+            "peak_stage_high_m": round(f.peak_stage_high_m, 3),
+            "crest_m": dam.dam_crest_m,
+            "warning_stage_m": round(warn, 3),
+            "time_to_warning_s": _finite(f.time_to_warning_s),
+            "storage_left_m3": round(f.storage_left_m3, 1),
+            "future_inflow_m3": round(f.future_inflow_m3, 1),
+            "inflow_factor": round(f.inflow_factor, 3),
+            "method": f.method,
+            "made_at": now,
+        }
     return raw, hold, value
+
+
+def _finite(x: float) -> float | None:
+    return round(float(x), 1) if np.isfinite(x) else None
 
 
 def _overflow(t, v, q, cfg: RuleConfig, ctx: Context):
@@ -226,16 +427,42 @@ _CMA = {  # CMA rainstorm signals (analytics.rainfall.cma_rainstorm_level)
     "red": [{"window_h": 3, "depth_mm": 100}],
 }
 
+
+def _plot_tank(t, v, q, cfg: RuleConfig, ctx: Context):
+    """Runoff-plot collecting tank: volume of the runoff event so far / tank capacity."""
+    cap = float(ctx.params["tank_capacity_m3"])
+    flow = np.where((q == Q.FAIL) | ~np.isfinite(v), 0.0, np.maximum(v, 0.0))
+    vol = np.zeros(t.size)
+    acc, last_wet = 0.0, -np.inf
+    for i in range(1, t.size):
+        if flow[i] > 0 and t[i] - last_wet > PLOT_EMPTIED_S:
+            acc = 0.0  # a new event: the tank was read and emptied after the last one
+        acc += 0.5 * (flow[i] + flow[i - 1]) * (t[i] - t[i - 1])
+        if flow[i] > 0:
+            last_wet = t[i]
+        vol[i] = acc
+    frac = vol / cap
+    thr = list(_thr(cfg).values())
+    raw = A.threshold_levels(frac, thr, "above")
+    hold = A.threshold_levels(
+        frac, [None if x is None else x - cfg.hysteresis for x in thr], "above"
+    )
+    return raw, hold, frac
+
+
+PLOT_EMPTIED_S = 6 * 3600.0  # a runoff plot's tank is read and emptied after an event
+
 RULES: dict[str, Rule] = {
     r.name: r
     for r in (
         Rule(
             "rainfall",
-            "Rain accumulated over rolling windows (CMA four-colour rainstorm signals by default)",
+            "Rain accumulated over rolling windows (CMA four-colour rainstorm signals by default); "
+            "at rain gauges (rain at a dam feeds its pond forecast)",
             ("rain_mm",),
             "site",
             "mm",
-            None,
+            ("rain_gauge",),
             (),
             lambda ctx: {
                 "rain_thresholds": ctx.params.get("rain_thresholds") or _CMA,
@@ -246,29 +473,30 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "stage",
-            "Pond stage against freeboard depths below the spillway crest [m below crest]",
+            "Pond stage against the freeboard left below the dam crest [m below the dam crest]; "
+            "red 0.01 m below the crest, orange when the spillway flows (or at the design "
+            "freeboard without a spillway)",
             ("stage_m",),
             "site",
             "m",
             ("check_dam",),
-            ("spillway_crest_m",),
-            lambda ctx: {
-                "thresholds": _param_thresholds(ctx.params, "freeboard_m", (1.0, 0.5, 0.2, 0.0)),
-                "hysteresis": 0.05,
-            },
+            ("dam_crest_m",),
+            _stage_defaults,
             _stage,
             lambda cfg: 0.0,
+            flood=True,
         ),
         Rule(
             "rate_of_rise",
-            "Rate of rise of the pond stage over a trailing window [m/h]",
+            "Rate of rise of the pond stage over a trailing window [m/h]; a reason to watch, "
+            "never red by default (a fast rise alone does not mean overtopping)",
             ("stage_m",),
             "site",
             "m/h",
             ("check_dam",),
-            ("spillway_crest_m",),
+            (),
             lambda ctx: {
-                "thresholds": _param_thresholds(ctx.params, "rise_m_h", (0.2, 0.5, 1.0, 2.0)),
+                "thresholds": _param_thresholds(ctx.params, "rise_m_h", (0.3, 0.6, 1.2, None)),
                 "hysteresis": 0.05,
                 "window_s": 1800.0,
             },
@@ -277,21 +505,27 @@ RULES: dict[str, Rule] = {
         ),
         Rule(
             "overtopping",
-            "Forecast time until the stage reaches the dam crest [s]",
+            "Pond forecast from the committed runoff, the observed rise, the outlets and the "
+            "upstream dams, in time windows [s]: red when the dam crest is expected within it, "
+            "orange when the warning stage is (spillway crest, or the design freeboard level "
+            "without a spillway), yellow when the crest is possible (high end of the inflow "
+            "band), blue when the warning stage is possible",
             ("stage_m",),
             "site",
             "s",
             ("check_dam",),
-            ("spillway_crest_m",),
+            ("dam_crest_m",),
             lambda ctx: {
                 "thresholds": _param_thresholds(
-                    ctx.params, "overtopping_s", (6 * 3600.0, 3 * 3600.0, 3600.0, 1800.0)
+                    ctx.params, "overtopping_s", (3 * 3600.0, 3 * 3600.0, 3 * 3600.0, 3 * 3600.0)
                 ),
                 "hysteresis": 600.0,
-                "window_s": 1800.0,
             },
-            _overtopping,
-            _window(1800.0),
+            _forecast,
+            lambda cfg: FORECAST_STAGE_LOOKBACK_S,
+            flood=True,
+            context=True,
+            check=_has_curve,
         ),
         Rule(
             "cistern_overflow",
@@ -309,6 +543,7 @@ RULES: dict[str, Rule] = {
             },
             _overflow,
             lambda cfg: 0.0,
+            flood=True,
         ),
         Rule(
             "cistern_low_storage",
@@ -328,15 +563,35 @@ RULES: dict[str, Rule] = {
             lambda cfg: 0.0,
         ),
         Rule(
+            "plot_tank",
+            "Runoff-plot collecting tank: runoff of the event so far (flume flow integrated) "
+            "as a fraction of the tank's capacity; red when it is about to overflow [fraction]",
+            ("flow_m3_s",),
+            "site",
+            "fraction",
+            ("runoff_plot",),
+            ("tank_capacity_m3",),
+            lambda ctx: {
+                "thresholds": _param_thresholds(
+                    ctx.params, "tank_fraction", (0.5, 0.7, 0.85, 0.95)
+                ),
+                "hysteresis": 0.02,
+            },
+            _plot_tank,
+            lambda cfg: PLOT_EMPTIED_S * 2,
+            flood=True,
+        ),
+        Rule(
             "low_battery",
-            "Logger battery voltage at or below thresholds [V]",
+            "Logger battery voltage at or below thresholds [V]; at most orange (red is kept "
+            "for floods)",
             ("battery_v",),
             "device",
             "V",
             None,
             (),
             lambda ctx: {
-                "thresholds": _param_thresholds(ctx.params, "battery_v", (11.8, 11.5, 11.0, 10.5)),
+                "thresholds": _param_thresholds(ctx.params, "battery_v", (11.8, 11.5, 11.0, None)),
                 "hysteresis": 0.2,
             },
             _battery,
@@ -425,3 +680,28 @@ def validate_config(rule: Rule, cfg: RuleConfig) -> None:
         )
     if rule.name == "offline" and any(x <= 0 for x in vals):
         raise ValueError("offline thresholds are numbers of sampling intervals, > 0")
+
+
+def flood_coverage(
+    kind: str, params: dict[str, Any], channels: set[str]
+) -> tuple[list[str], str | None]:
+    """The flood rules that apply at a site, and the reason when none does.
+
+    A flood rule applies when the site's kind and design values allow it and a
+    device of the site measures its channel.
+    """
+    ctx = Context(kind, params or {})
+    applying, reasons = [], []
+    for rule in RULES.values():
+        if not rule.flood or (rule.kinds is not None and kind not in rule.kinds):
+            continue
+        why = rule.why_not(ctx)
+        if why is None and not set(rule.channels) & channels:
+            why = f"no device measures {' or '.join(rule.channels)}"
+        if why is None:
+            applying.append(rule.name)
+        else:
+            reasons.append(f"{rule.name}: {why}")
+    if applying or kind == "rain_gauge" or kind == "other":
+        return applying, None
+    return [], "; ".join(reasons) or f"no flood rule exists for a {kind}"

@@ -12,10 +12,18 @@ from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBea
 from ..settings import Settings
 from ..store.keys import ApiKey, authenticate
 
+KEY_STATE = "api_key"  # request.state attribute of a key already checked (see guard.py)
+
 
 def _conn(request: Request) -> Iterator[psycopg.Connection]:
-    with request.app.state.pool.connection(timeout=5) as conn:
+    with pooled(request) as conn:
         yield conn
+
+
+def pooled(request: Request):
+    """A pooled connection; a pool that stays busy answers 503 (errors.py), not 500."""
+    settings: Settings = request.app.state.settings
+    return request.app.state.pool.connection(timeout=settings.api_pool_wait_s)
 
 
 def _settings(request: Request) -> Settings:
@@ -30,35 +38,71 @@ _header = APIKeyHeader(name="X-API-Key", auto_error=False, description="or `X-AP
 BearerDep = Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)]
 HeaderDep = Annotated[str | None, Security(_header)]
 
+NO_KEY = "no API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`"
+BAD_KEY = "the API key is not valid or was revoked"
+
 
 def _given_key(bearer: HTTPAuthorizationCredentials | None, header: str | None) -> str:
     key = bearer.credentials if bearer is not None else header
     if not key:
-        raise HTTPException(
-            401,
-            "no API key: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+        raise HTTPException(401, NO_KEY, headers={"WWW-Authenticate": "Bearer"})
     return key
 
 
 def _check(key: ApiKey | None) -> ApiKey:
     if key is None:
-        raise HTTPException(
-            401, "the API key is not valid or was revoked", headers={"WWW-Authenticate": "Bearer"}
-        )
+        raise HTTPException(401, BAD_KEY, headers={"WWW-Authenticate": "Bearer"})
     return key
 
 
-def _current_key(conn: ConnDep, bearer: BearerDep, header: HeaderDep) -> ApiKey:
-    return _check(authenticate(conn, _given_key(bearer, header)))
+def statement_timeout(conn: psycopg.Connection, settings: Settings, role: str) -> float:
+    """Limit every statement of the current transaction to the role's time [s]."""
+    limit = settings.api_statement_timeout_s.get(role) or min(
+        settings.api_statement_timeout_s.values(), default=30.0
+    )
+    conn.execute("SELECT set_config('statement_timeout', %s, true)", (f"{round(limit * 1000)}ms",))
+    return limit
+
+
+def _current_key(request: Request, conn: ConnDep, bearer: BearerDep, header: HeaderDep) -> ApiKey:
+    key = getattr(request.state, KEY_STATE, None)
+    if key is None:
+        key = _check(authenticate(conn, _given_key(bearer, header)))
+    request.state.statement_timeout_s = statement_timeout(
+        conn, request.app.state.settings, key.role
+    )
+    return key
 
 
 def _stream_key(request: Request, bearer: BearerDep, header: HeaderDep) -> ApiKey:
     """For long responses: checks the key on a connection returned to the pool at once."""
-    key = _given_key(bearer, header)
-    with request.app.state.pool.connection(timeout=5) as conn:
-        return _check(authenticate(conn, key))
+    key = getattr(request.state, KEY_STATE, None)
+    if key is not None:
+        return key
+    given = _given_key(bearer, header)
+    with pooled(request) as conn:
+        return _check(authenticate(conn, given))
+
+
+def optional_key(request: Request, bearer: BearerDep, header: HeaderDep) -> ApiKey | None:
+    """The key if one is given and valid, else None (for /health's details)."""
+    given = bearer.credentials if bearer is not None else header
+    if not given:
+        return None
+    try:
+        with pooled(request) as conn:
+            return authenticate(conn, given)
+    except Exception:  # the database is down: /health reports it without details
+        return None
+
+
+def key_is_active(request: Request, key_id: int) -> bool:
+    """False once the key is revoked (or deleted)."""
+    with pooled(request) as conn:
+        row = conn.execute(
+            "SELECT revoked_at IS NULL FROM api_keys WHERE id = %s", (key_id,)
+        ).fetchone()
+    return bool(row and row[0])
 
 
 def _require(role: str):
@@ -76,3 +120,4 @@ CurrentKey = Annotated[ApiKey, Depends(_current_key)]  # any role: viewer and ab
 EngineerKey = Annotated[ApiKey, Depends(_require("engineer"))]
 AdminKey = Annotated[ApiKey, Depends(_require("admin"))]
 StreamKey = Annotated[ApiKey, Depends(_stream_key)]
+OptionalKey = Annotated[ApiKey | None, Depends(optional_key)]

@@ -4,6 +4,10 @@ One thread per API process LISTENs on the database channel the engine (and
 the API's own acknowledge / resolve) NOTIFY on commit, and hands each event
 to every connected client's asyncio queue. Any number of API processes thus
 see every event, whichever consumer raised it.
+
+A notification sent while the listener is disconnected (database restart,
+network) is lost by PostgreSQL; after each reconnect the listener therefore
+reads the announced events committed since the last one it handed on, by id.
 """
 
 from __future__ import annotations
@@ -12,11 +16,12 @@ import asyncio
 import json
 import logging
 import threading
+from collections import deque
 from dataclasses import dataclass, field
 
 import psycopg
 
-from ..store.alerts import CHANNEL
+from ..store.alerts import CHANNEL, event_payload
 
 log = logging.getLogger(__name__)
 
@@ -34,11 +39,18 @@ class Subscriber:
             self.overflowed = True
 
 
+CATCH_UP_MAX = 1000  # events read back after a reconnect, at most
+APPLICATION_NAME = "swc-api-events"
+
+
 class Broadcaster:
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, reconnect_s: float = 2.0):
         self.dsn = dsn
+        self.reconnect_s = reconnect_s
+        self.last_id: int | None = None  # the newest event handed on (or seen at start)
         self._subs: set[Subscriber] = set()
         self._lock = threading.Lock()
+        self._recent: deque[int] = deque(maxlen=4096)  # ids handed on lately: no repeats
         self._stop = threading.Event()
         self.listening = threading.Event()
         self._thread = threading.Thread(target=self._run, name="swc-sse", daemon=True)
@@ -61,11 +73,48 @@ class Broadcaster:
         with self._lock:
             self._subs.discard(sub)
 
+    def _hand_on(self, event: dict) -> None:
+        eid = event.get("event_id")
+        if isinstance(eid, int):
+            if self.last_id is not None and eid <= self.last_id and eid in self._recent:
+                return
+            self._recent.append(eid)
+            self.last_id = eid if self.last_id is None else max(self.last_id, eid)
+        with self._lock:
+            subs = list(self._subs)
+        for sub in subs:
+            try:
+                sub.loop.call_soon_threadsafe(sub.offer, event)
+            except RuntimeError:  # its loop has closed
+                self.unsubscribe(sub)
+
+    def _catch_up(self, conn: psycopg.Connection) -> None:
+        """Hand on the announced events committed while nobody listened."""
+        if self.last_id is None:
+            row = conn.execute("SELECT coalesce(max(id), 0) FROM alert_events").fetchone()
+            self.last_id = row[0]
+            return
+        ids = conn.execute(
+            "SELECT e.id FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
+            "WHERE e.id > %s AND NOT a.late ORDER BY e.id LIMIT %s",
+            (self.last_id, CATCH_UP_MAX),
+        ).fetchall()
+        if ids:
+            log.info("alert event listener: %d event(s) caught up after a reconnect", len(ids))
+        for (event_id,) in ids:
+            self._hand_on(event_payload(conn, event_id))
+
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
-                with psycopg.connect(self.dsn, autocommit=True, connect_timeout=5) as conn:
+                with psycopg.connect(
+                    self.dsn,
+                    autocommit=True,
+                    connect_timeout=5,
+                    application_name=APPLICATION_NAME,
+                ) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
+                    self._catch_up(conn)  # after LISTEN: nothing falls between the two
                     self.listening.set()
                     while not self._stop.is_set():
                         for note in conn.notifies(timeout=0.5):
@@ -73,14 +122,8 @@ class Broadcaster:
                                 event = json.loads(note.payload)
                             except ValueError:
                                 continue
-                            with self._lock:
-                                subs = list(self._subs)
-                            for sub in subs:
-                                try:
-                                    sub.loop.call_soon_threadsafe(sub.offer, event)
-                                except RuntimeError:  # its loop has closed
-                                    self.unsubscribe(sub)
+                            self._hand_on(event)
             except psycopg.Error as exc:
                 self.listening.clear()
                 log.warning("alert event listener: %s; reconnecting", str(exc).strip()[:200])
-                self._stop.wait(2.0)
+                self._stop.wait(self.reconnect_s)

@@ -27,7 +27,7 @@ from .data import to_datetime
 log = logging.getLogger(__name__)
 
 #: Bump when a method changes so that every cached product is recomputed.
-METHOD_VERSION = "research-1"
+METHOD_VERSION = "research-2"  # 2: AH 703 storm separation, Gill fine curve
 
 M = TypeVar("M", bound=BaseModel)
 

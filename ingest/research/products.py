@@ -97,9 +97,10 @@ def storm_events(
 ) -> StormEvents:
     """Storm events at a rain gauge (or at the gauge nearest to a site) in ``[start, end]``.
 
-    Storms are separated by at least ``min_dry_h`` without a tip (RUSLE:
-    6 h); each has its depth, duration, I10/I30/I60 and EI30 (Brown and
-    Foster unit energy) by :func:`analytics.rainfall.storm_events` on the
+    Storms are separated by ``min_dry_h`` with less than 1.27 mm of rain
+    (RUSLE, AH 703: 6 h; see :func:`analytics.rainfall.storm_event_ids`);
+    each has its depth, duration, I10/I30/I60 and EI30 (Brown and Foster
+    unit energy) by :func:`analytics.rainfall.storm_events` on the
     logger's per-interval depths (breakpoint convention: each reading's
     interval is the time since the previous reading).
     """

@@ -131,24 +131,24 @@ SELECT w.sid, a.* FROM unnest(%s::int[], %s::timestamptz[]) AS w (sid, since)
 CROSS JOIN LATERAL (
     SELECT count(*) AS n, count(*) FILTER (WHERE value <> 'NaN'),
            min(value) FILTER (WHERE value <> 'NaN'), max(value) FILTER (WHERE value <> 'NaN'),
-           min(gap), sum(CASE WHEN quality = 4 OR value = 'NaN' THEN 0 ELSE value END),
+           sum(CASE WHEN quality = 4 OR value = 'NaN' THEN 0 ELSE value END),
            coalesce(bool_or(quality <> 4 AND value < 0), false),
-           coalesce(bool_or(quality IN (3, 4)), false), max(t)
-    FROM (SELECT r.value, r.quality, extract(epoch FROM r.time)::float8 AS t,
-                 extract(epoch FROM r.time)::float8
-                     - lag(extract(epoch FROM r.time)::float8) OVER (ORDER BY r.time) AS gap
-          FROM readings r WHERE r.stream_id = w.sid AND r.time >= w.since) AS x
+           coalesce(bool_or(quality IN (3, 4)), false),
+           max(extract(epoch FROM time)::float8)
+    FROM readings r WHERE r.stream_id = w.sid AND r.time >= w.since AND r.time <= coalesce(%s::timestamptz, 'infinity')
 ) AS a
 WHERE a.n > 0
 """
 
 
-def window_extremes(conn: psycopg.Connection, since: dict[int, datetime]) -> dict[int, tuple]:
-    """Per stream with readings from its ``since`` on: (count, valid count, min, max, shortest
-    interval [s], sum with failed and NaN values as 0, a negative value (failed ones aside),
-    a suspect or failed flag, newest time [s]); NaN values count as missing."""
+def window_extremes(
+    conn: psycopg.Connection, since: dict[int, datetime], until: datetime | None
+) -> dict[int, tuple]:
+    """Per stream with readings from its ``since`` to ``until``: (count, valid count, min,
+    max, sum with failed and NaN values as 0, a negative value (failed ones aside), a suspect
+    or failed flag, newest time [s]); NaN values count as missing."""
     if not since:
         return {}
     ids = sorted(since)
-    rows = conn.execute(_STATS_SQL, (ids, [since[i] for i in ids]), binary=True).fetchall()
+    rows = conn.execute(_STATS_SQL, (ids, [since[i] for i in ids], until), binary=True).fetchall()
     return {r[0]: r[1:] for r in rows}

@@ -12,10 +12,20 @@ from psycopg.types.json import Jsonb
 
 CHANNEL = "swc_alerts"  # LISTEN/NOTIFY channel carrying every announced alert event
 
+# An active alert: open or acknowledged. The engine records an episode raised
+# from late data resolved from the start (late = true, 'late_data'), so every
+# active alert is live and announced: /sites, /alerts?active=true, the
+# retained MQTT state and the SSE stream all count the same alerts.
+ACTIVE = "a.state <> 'resolved'"
+# The events that were announced (NOTIFY, webhooks): every event of an alert
+# that is not late; an SSE client replaying after Last-Event-ID gets these.
+ANNOUNCED = "NOT a.late"
+
 ALERT_COLS = (
     "a.id, a.site_id, a.rule, a.subject, a.state, a.level, a.peak_level, a.opened_at, "
     "a.last_data_at, a.late, a.value, a.acknowledged_at, a.acknowledged_by, a.ack_note, "
-    "a.resolved_at, a.resolved_by, a.resolve_reason, a.resolve_note, a.created_at, a.updated_at"
+    "a.resolved_at, a.resolved_by, a.resolve_reason, a.resolve_note, a.created_at, a.updated_at, "
+    "a.forecast"
 )
 EVENT_COLS = (
     "e.id, e.alert_id, e.kind, e.level, e.previous_level, e.data_time, e.late, e.value, "
@@ -93,7 +103,7 @@ def event_payload(conn: psycopg.Connection, event_id: int) -> dict:
         conn,
         "SELECT e.id AS event_id, e.kind, e.level, e.previous_level, e.data_time, e.late, "
         "e.value, e.key_id, e.note, e.created_at, a.id AS alert_id, a.site_id, a.rule, "
-        "a.subject, a.state, a.peak_level, a.opened_at "
+        "a.subject, a.state, a.peak_level, a.opened_at, a.forecast "
         "FROM alert_events e JOIN alerts a ON a.id = e.alert_id WHERE e.id = %s",
         (event_id,),
     )[0]
@@ -117,6 +127,11 @@ def announce(conn: psycopg.Connection, event_id: int) -> dict:
         (event_id, payload["site_id"], payload["level"], payload["previous_level"]),
     )
     return payload
+
+
+def set_forecast(conn: psycopg.Connection, alert_id: int, forecast: dict) -> None:
+    """Record the latest pond forecast behind an alert (see ingest.alerting.rules)."""
+    conn.execute("UPDATE alerts SET forecast = %s WHERE id = %s", (Jsonb(forecast), alert_id))
 
 
 def insert_event(
@@ -218,10 +233,10 @@ def record_write(
 
 
 def active_site_alerts(conn: psycopg.Connection, site_id: str) -> list[dict]:
-    """Announced (not late) alerts of a site that are not resolved, highest level first."""
+    """Active alerts of a site (see ``ACTIVE``), highest level first."""
     return _dict(
         conn,
-        f"SELECT {ALERT_COLS} FROM alerts a WHERE a.site_id = %s AND a.state <> 'resolved' "
-        "AND NOT a.late ORDER BY a.level DESC, a.id",
+        f"SELECT {ALERT_COLS} FROM alerts a WHERE a.site_id = %s AND {ACTIVE} "
+        "ORDER BY a.level DESC, a.id",
         (site_id,),
     )

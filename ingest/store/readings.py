@@ -5,6 +5,8 @@ A batch is written in one transaction. The fast path COPYs straight into
 key, the savepoint is rolled back and the batch goes through a temporary
 staging table and ``INSERT ... ON CONFLICT DO NOTHING``. Redelivered batches
 come in runs, so after a conflict the staging path is kept for a while.
+Rows of messages marked ``"replace": true`` are upserted instead (``ON CONFLICT
+DO UPDATE``): they overwrite the value, flags and arrival time stored there.
 """
 
 from __future__ import annotations
@@ -41,12 +43,39 @@ class WriteResult:
     dead_letters: int
 
 
-class ReadingWriter:
-    """Writes batches on one connection (autocommit off is handled per batch)."""
+_SENDER_CHARS = 64
 
-    def __init__(self) -> None:
+
+def dead_letter_sender(topic: str, root: str) -> str:
+    """The client id a dead letter's topic names under ``root`` ('' when it names none)."""
+    prefix = root + "/"
+    if not topic.startswith(prefix):
+        return ""
+    return topic[len(prefix) :].split("/", 1)[0][:_SENDER_CHARS]
+
+
+def purge_dead_letters(conn: psycopg.Connection, retain_days: int) -> int:
+    """Delete dead letters older than ``retain_days`` [days]; their counts stay."""
+    cur = conn.execute(
+        "DELETE FROM dead_letters WHERE received_at < now() - make_interval(days => %s)",
+        (retain_days,),
+    )
+    return cur.rowcount
+
+
+class ReadingWriter:
+    """Writes batches on one connection (autocommit off is handled per batch).
+
+    Dead letters keep at most ``dead_letter_max_bytes`` of their payload (the size
+    that arrived goes in ``payload_size``) and are counted in ``dead_letter_counts``
+    per day, sender (the topic's client id under ``root``) and code.
+    """
+
+    def __init__(self, dead_letter_max_bytes: int = 65536, root: str = "swc/v1") -> None:
         self._staging_left = 0
         self._staging_ready: set[int] = set()
+        self.dead_letter_max_bytes = dead_letter_max_bytes
+        self.root = root
 
     def write(
         self,
@@ -54,16 +83,16 @@ class ReadingWriter:
         rows: Sequence[ReadingRow],
         dead_letters: Sequence[DeadLetterRow] = (),
         devices_seen: Sequence[DeviceSeen] = (),
+        replace: Sequence[ReadingRow] = (),
     ) -> WriteResult:
-        """Write one batch and commit. Rows must be unique on (stream_id, time)."""
+        """Write one batch and commit. Rows must be unique on (stream_id, time);
+        ``replace`` rows (likewise unique) overwrite what is stored at their key."""
         with conn.transaction():
             written = self._write_readings(conn, rows) if rows else 0
+            if replace:
+                written += _upsert(conn, replace)
             if dead_letters:
-                with conn.cursor().copy(
-                    "COPY dead_letters (topic, payload, error_code, error, received_at) FROM STDIN"
-                ) as copy:
-                    for row in dead_letters:
-                        copy.write_row(row)
+                self._write_dead_letters(conn, dead_letters)
             if devices_seen:
                 conn.execute(
                     "UPDATE devices d SET last_seen = GREATEST(d.last_seen, v.seen), "
@@ -76,7 +105,38 @@ class ReadingWriter:
                         [d[2] for d in devices_seen],
                     ),
                 )
-        return WriteResult(written, len(rows) - written, len(dead_letters))
+        return WriteResult(written, len(rows) + len(replace) - written, len(dead_letters))
+
+    def _write_dead_letters(
+        self, conn: psycopg.Connection, dead_letters: Sequence[DeadLetterRow]
+    ) -> None:
+        cap = self.dead_letter_max_bytes
+        counts: dict[tuple[object, str, str], list[int]] = {}
+        with conn.cursor().copy(
+            "COPY dead_letters (topic, payload, payload_size, error_code, error, received_at) "
+            "FROM STDIN"
+        ) as copy:
+            for topic, payload, code, error, received_at in dead_letters:
+                size = len(payload)
+                copy.write_row((topic, payload[:cap], size, code, error, received_at))
+                key = (received_at.date(), dead_letter_sender(topic, self.root), code)
+                n = counts.setdefault(key, [0, 0])
+                n[0] += 1
+                n[1] += size
+        keys = sorted(counts, key=str)
+        conn.execute(
+            "INSERT INTO dead_letter_counts AS c (day, sender, error_code, messages, bytes) "
+            "SELECT * FROM unnest(%s::date[], %s::text[], %s::text[], %s::bigint[], "
+            "%s::bigint[]) ON CONFLICT (day, sender, error_code) DO UPDATE SET "
+            "messages = c.messages + EXCLUDED.messages, bytes = c.bytes + EXCLUDED.bytes",
+            (
+                [k[0] for k in keys],
+                [k[1] for k in keys],
+                [k[2] for k in keys],
+                [counts[k][0] for k in keys],
+                [counts[k][1] for k in keys],
+            ),
+        )
 
     def _write_readings(self, conn: psycopg.Connection, rows: Sequence[ReadingRow]) -> int:
         if self._staging_left <= 0:
@@ -101,6 +161,21 @@ class ReadingWriter:
             "ON CONFLICT (stream_id, time) DO NOTHING"
         )
         return cur.rowcount
+
+
+def _upsert(conn: psycopg.Connection, rows: Sequence[ReadingRow]) -> int:
+    conn.execute(
+        "CREATE TEMP TABLE IF NOT EXISTS readings_replace "
+        "(LIKE readings INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    _copy_rows(conn, "readings_replace", rows)
+    columns, _ = _layout(rows)
+    updates = ", ".join(f"{c} = EXCLUDED.{c}" for c in columns.split(", ")[2:])
+    cur = conn.execute(
+        f"INSERT INTO readings ({columns}) SELECT {columns} FROM readings_replace "
+        f"ON CONFLICT (stream_id, time) DO UPDATE SET {updates}"
+    )
+    return cur.rowcount
 
 
 def _layout(rows: Sequence[ReadingRow]) -> tuple[str, list[str]]:

@@ -137,7 +137,10 @@ def load_registry(conn: psycopg.Connection, spec: RegistryFile) -> dict[str, int
                     "INSERT INTO devices (id, site_id, firmware) VALUES (%s, %s, %s) "
                     "ON CONFLICT (id) DO UPDATE SET site_id = EXCLUDED.site_id, "
                     "firmware = coalesce(EXCLUDED.firmware, devices.firmware), "
-                    "auto_registered = false",
+                    # registering resets what auto-registration let a sender speak for;
+                    # the gateways: section below gives the relation back if it is real
+                    "gateway_id = CASE WHEN devices.auto_registered THEN NULL "
+                    "ELSE devices.gateway_id END, auto_registered = false",
                     (dev.id, site.id, dev.firmware),
                 )
                 counts["devices"] += 1
@@ -196,6 +199,8 @@ class StreamResolver:
                     "unknown_device",
                     f"device {device!r} is not registered and SWC_AUTO_REGISTER is off",
                 )
+            if device != sender:
+                self._check_may_bring_in(conn, sender, device)
             info = self._register(conn, sender, device)
         if device != sender and info.gateway_id != sender:
             raise Rejected(
@@ -231,6 +236,19 @@ class StreamResolver:
             for sid, dev, ch in rows:
                 self._streams[(dev, ch)] = sid
         return {p: self._streams[p] for p in pairs}
+
+    def _check_may_bring_in(self, conn: psycopg.Connection, sender: str, device: str) -> None:
+        """Only a gateway (or, on an open development broker, a sender nobody registered)
+        brings an unknown logger in behind it: a registered logger speaks only for itself,
+        so it cannot claim an id that another site's device will be registered under."""
+        row = conn.execute("SELECT kind FROM devices WHERE id = %s", (sender,)).fetchone()
+        if row is not None and row[0] != "gateway":
+            raise Rejected(
+                "not_owner",
+                f"{sender!r} is a logger and published for unregistered device {device!r}; "
+                "a logger publishes only for itself (register the device behind a gateway "
+                "to forward for it)",
+            )
 
     def _device(self, conn: psycopg.Connection, device: str) -> _Device | None:
         now = time.monotonic()

@@ -26,8 +26,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cache
 from typing import Any, Literal
 
 import psycopg
@@ -111,10 +113,11 @@ def read_csv(data: bytes) -> list[Row]:
         if not header or not any(h.strip() for h in header):
             raise SheetError("the CSV sheet has no header row")
         names = [h.strip().lower() for h in header]
-        dup = sorted({n for n in names if names.count(n) > 1 and n})
+        counts = Counter(names)
+        dup = sorted(n for n, k in counts.items() if k > 1 and n)
         if dup:
-            raise SheetError(f"the header repeats column(s) {', '.join(dup)}")
-        missing = [c for c in ("site_id", "kind", "surveyed_at") if c not in names]
+            raise SheetError(f"the header repeats column(s) {_names(dup)}")
+        missing = [c for c in ("site_id", "kind", "surveyed_at") if c not in counts]
         if missing:
             raise SheetError(f"the header has no column(s) {', '.join(missing)}")
         rows = []
@@ -163,6 +166,8 @@ def read_json(data: bytes) -> list[Row]:
             raise SheetError(f"not valid JSON at line {exc.lineno}: {exc.msg}") from None
         except RecursionError:
             raise SheetError(f"JSON nested too deeply at line {line}") from None
+        except ValueError as exc:  # e.g. an integer of more than 4300 digits
+            raise SheetError(f"not a valid JSON value at line {line}: {exc}") from None
         if len(rows) >= MAX_ROWS:
             raise SheetError(f"the sheet has more than {MAX_ROWS} rows")
         if isinstance(item, dict):
@@ -201,7 +206,8 @@ def _damage(value: Any) -> Any:
     return out
 
 
-def _columns(kind: str) -> tuple[set[str], set[str], dict[str, str]]:
+@cache
+def _columns(kind: str) -> tuple[frozenset[str], frozenset[str], dict[str, str]]:
     """Data columns and point columns of a kind, and the point alias map."""
     model = DATA_MODELS[kind]
     data_cols = set(model.model_fields)
@@ -214,7 +220,7 @@ def _columns(kind: str) -> tuple[set[str], set[str], dict[str, str]]:
         aliases = {f: f for f in point_model.model_fields if f not in renamed.values()}
         aliases.update(renamed)
         point_cols = set(aliases)
-    return data_cols, point_cols, aliases
+    return frozenset(data_cols), frozenset(point_cols), aliases
 
 
 def plan(rows: list[Row]) -> tuple[list[_Candidate], list[RowError]]:
@@ -246,7 +252,7 @@ def plan(rows: list[Row]) -> tuple[list[_Candidate], list[RowError]]:
         data_cols, point_cols, aliases = _columns(kind)
         unknown = sorted(set(v) - set(SURVEY_FIELDS) - data_cols - point_cols)
         if unknown:
-            bad(row, f"column(s) {', '.join(unknown)} do not apply to a {kind}", ref)
+            bad(row, f"column(s) {_names(unknown)} do not apply to a {kind}", ref)
             continue
         survey = {k: v[k] for k in SURVEY_FIELDS if k in v}
         if "damage" in survey:
@@ -289,17 +295,28 @@ def plan(rows: list[Row]) -> tuple[list[_Candidate], list[RowError]]:
 
     for group in groups.values():
         if group.bad_lines:
-            good = [n for n in group.lines if n not in group.bad_lines]
+            bad_set = set(group.bad_lines)
+            good = [n for n in group.lines if n not in bad_set]
             if good:
                 errors.append(RowError(line=good[0], ref=group.ref, reason=(
                     f"survey_ref {group.ref!r} not imported: bad row(s) at line(s) "
-                    f"{', '.join(map(str, group.bad_lines))}")))  # fmt: skip
+                    f"{_lines(group.bad_lines)}")))  # fmt: skip
             continue
         list_field = POINT_LISTS[group.kind][0]
         body = {**group.survey, "kind": group.kind, "ref": group.ref,
                 "data": {**group.data, list_field: group.points}}  # fmt: skip
         candidates.append(_Candidate(group.lines, body, group.ref, group.point_lines))
     return candidates, errors
+
+
+def _names(names: list[str], most: int = 20) -> str:
+    text = ", ".join(n[:64] for n in names[:most])
+    return text + (f" and {len(names) - most} more" if len(names) > most else "")
+
+
+def _lines(lines: list[int], most: int = 20) -> str:
+    text = ", ".join(map(str, lines[:most]))
+    return text + (f" and {len(lines) - most} more" if len(lines) > most else "")
 
 
 def _str(value: Any) -> str | None:
@@ -363,8 +380,36 @@ def import_sheet(
     the curve fit refuses does not undo the others. A dry run does the same
     work and rolls it all back.
     """
+    return write_sheet(conn, read_sheet(data, fmt), key_id, dry_run=dry_run, on_created=on_created)
+
+
+@dataclass
+class ReadSheet:
+    """A sheet read and grouped, not yet written: no database needed for this part."""
+
+    fmt: Literal["csv", "json"]
+    rows: int
+    candidates: list[_Candidate]
+    errors: list[RowError]
+
+
+def read_sheet(data: bytes, fmt: Literal["csv", "json"]) -> ReadSheet:
+    """Read and group a sheet (CPU only; linear in its size). Raises SheetError."""
     rows = read_csv(data) if fmt == "csv" else read_json(data)
     candidates, errors = plan(rows)
+    return ReadSheet(fmt, len(rows), candidates, errors)
+
+
+def write_sheet(
+    conn: psycopg.Connection,
+    sheet: ReadSheet,
+    key_id: int | None,
+    *,
+    dry_run: bool = False,
+    on_created: Callable[[int], None] | None = None,
+) -> ImportResult:
+    """Record the good surveys of a read sheet (see :func:`import_sheet`)."""
+    fmt, candidates, errors = sheet.fmt, sheet.candidates, list(sheet.errors)
     imported: list[ImportedSurvey] = []
     with conn.transaction(force_rollback=dry_run):
         for c in candidates:
@@ -392,7 +437,7 @@ def import_sheet(
     return ImportResult(
         dry_run=dry_run,
         format=fmt,
-        rows=len(rows),
+        rows=sheet.rows,
         surveys_imported=len(imported),
         imported=imported,
         errors=errors,

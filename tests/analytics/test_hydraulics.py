@@ -43,6 +43,53 @@ def test_vnotch_edges():
         hy.vnotch_weir_m3_s(0.2, 120.0)
 
 
+def test_vnotch_angle_range_is_iso_1438():
+    # USBR WMM ch. 7 section 7 states Kindsvater-Shen for 25-100 deg (Kulin and
+    # Compton 1975); ISO 1438:2017 for pi/9..5pi/9 rad = 20-100 deg. The ISO range
+    # is enforced (so a 22.5 deg notch can be rated).
+    for ok in (20.0, 22.5, 25.0, 100.0):
+        ce, _ = hy.vnotch_coefficients(ok)
+        assert 0.57 < float(ce) < 0.60
+    for bad in (19.9, 100.1, np.nan):
+        with pytest.raises(ValueError, match="angle_deg"):
+            hy.vnotch_coefficients(bad)
+
+
+def test_vnotch_head_range_fully_vs_partially_contracted():
+    # USBR WMM ch. 7 section 7, precautions (c)-(e): head >= 0.2 ft; at most
+    # 1.25 ft fully contracted (0.381 m), 2.0 ft for a partially contracted
+    # 90-degree notch (0.610 m).
+    assert_allclose(hy.VNOTCH_HEAD_RANGE_M["full"], [0.2 * FT, 1.25 * FT])
+    assert_allclose(hy.VNOTCH_HEAD_RANGE_M["partial"], [0.2 * FT, 2.0 * FT])
+    h = np.array([0.0, 0.03, 0.2 * FT, 0.3, 1.25 * FT, 0.5, 2.0 * FT, 0.7, np.nan])
+    q = hy.vnotch_weir_m3_s(h)
+    # 0 -> dry notch; 0.03 m and 0.5 / 0.61 / 0.7 m are outside -> NaN (not rated).
+    assert q[0] == 0.0 and np.isnan(q[8])
+    assert np.all(np.isnan(q[[1, 5, 6, 7]]))
+    assert np.all(np.isfinite(q[[2, 3, 4]]))
+    # The same formula when the caller accepts extrapolation.
+    ext = hy.vnotch_weir_m3_s(h, out_of_range="extrapolate")
+    assert_allclose(ext[[2, 3, 4]], q[[2, 3, 4]])
+    assert np.all(np.isfinite(ext[:8]))
+    with pytest.raises(ValueError, match=r"head_m=0\.5 .*fully contracted"):
+        hy.vnotch_weir_m3_s([0.2, 0.5, 0.7], out_of_range="raise")
+    # Partially contracted 90-degree notch: rated to 2.0 ft with Ce from fig. 7-7.
+    # Ce = 0.585, h = 0.5 m: 8/15 * 0.585 * 4.42869 * (0.5 + kh)^2.5 (hand-worked
+    # with kh = 0.0029 ft from fig. 7-6a).
+    kh = hy.vnotch_coefficients(90.0)[1]
+    qp = hy.vnotch_weir_m3_s(0.5, contraction="partial", effective_coefficient=0.585)
+    assert_allclose(qp, 8 / 15 * 0.585 * np.sqrt(2 * 9.80665) * (0.5 + kh) ** 2.5)
+    assert np.isnan(hy.vnotch_weir_m3_s(0.7, contraction="partial", effective_coefficient=0.585))
+    with pytest.raises(ValueError, match="effective_coefficient"):
+        hy.vnotch_weir_m3_s(0.5, contraction="partial")
+    with pytest.raises(ValueError, match="90 deg"):
+        hy.vnotch_weir_m3_s(0.3, 60.0, contraction="partial", effective_coefficient=0.58)
+    with pytest.raises(ValueError, match="contraction"):
+        hy.vnotch_weir_m3_s(0.3, contraction="suppressed")
+    with pytest.raises(ValueError, match="out_of_range"):
+        hy.vnotch_weir_m3_s(0.3, out_of_range="clip")
+
+
 def test_rectangular_francis():
     # USBR WMM ch. 7: Francis, contracted, Q = 3.33 (L - 0.2 h) h^1.5 in feet.
     # L = 3 ft, h = 0.5 ft -> 3.33 * 2.9 * 0.35355 = 3.414 ft3/s (hand-worked).

@@ -48,7 +48,7 @@ def _flat_brute(t, v, tol, dur):
             continue
         w = v[before[-1] : i + 1]
         w = w[~np.isnan(w)]
-        out.append(bool(np.all(np.abs(w - v[i]) <= tol)))
+        out.append(bool(np.all(np.abs(w - v[i]) < tol)))
     return out
 
 
@@ -91,12 +91,35 @@ def test_flat_line_matches_brute_force(pairs, dur):
 
 
 def test_gaps():
+    # QARTOD timing/gap test (U.S. IOOS 2021, Water Level manual v2.1, test 1):
+    # late data fail (4); there is no suspect level. The first reading has no
+    # predecessor: not evaluated (2).
     t = np.array([0.0, 60.0, 120.0, 900.0, 960.0, 5000.0])
-    assert_array_equal(qc.gap_test(t, 300.0), [1, 1, 1, 3, 1, 3])
+    assert_array_equal(qc.gap_test(t, 300.0), [2, 1, 1, 4, 1, 4])
     start, end = qc.find_gaps(t, 300.0)
     assert_array_equal(start, [120.0, 960.0])
     assert_array_equal(end, [900.0, 5000.0])
-    assert_array_equal(qc.gap_test(t, 300.0, values=[1, np.nan, 1, 1, 1, 1]), [1, 9, 1, 3, 1, 3])
+    assert_array_equal(qc.gap_test(t, 300.0, values=[1, np.nan, 1, 1, 1, 1]), [2, 9, 1, 4, 1, 4])
+    # A gap of exactly max_gap_s is not a gap.
+    assert_array_equal(qc.gap_test([0.0, 300.0], 300.0), [2, 1])
+    assert qc.gap_test([], 300.0).size == 0
+    with pytest.raises(ValueError, match="max_gap_s"):
+        qc.gap_test(t, 0.0)
+
+
+def test_flat_line_tolerance_is_strict_as_in_the_manual():
+    # U.S. IOOS (2021) Water Level manual v2.1, test 8: flat when
+    # |V_n - V_n-i| < EPS. A difference equal to EPS is not flat, and EPS = 0
+    # never flags (as ioos_qc with tolerance=0).
+    t = np.arange(8) * 600.0
+    stuck = np.full(8, 2.0)
+    assert_array_equal(qc.flat_line_test(t, stuck, 0.0, 1800.0, 3000.0), [2, 2, 2, 1, 1, 1, 1, 1])
+    assert_array_equal(qc.flat_line_test(t, stuck, 1e-6, 1800.0, 3000.0), [2, 2, 2, 3, 3, 4, 4, 4])
+    step = 2.0 + 0.25 * (np.arange(8) % 2)  # alternates by exactly 0.25 (binary exact)
+    assert_array_equal(qc.flat_line_test(t, step, 0.25, 1800.0, 3000.0), [2, 2, 2, 1, 1, 1, 1, 1])
+    assert qc.flat_line_test(t, step, 0.2501, 1800.0, 3000.0)[-1] == 4
+    with pytest.raises(ValueError, match="tolerance"):
+        qc.flat_line_test(t, stuck, -1.0, 1800.0, 3000.0)
 
 
 def test_aggregate_precedence():

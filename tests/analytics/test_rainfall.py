@@ -80,103 +80,114 @@ def test_rolling_accumulation_matches_brute_force(pairs, window):
 
 
 def test_storm_event_ids_min_dry_time():
-    # Wet at 0, 1 h, 8 h (7 h gap >= 6 h -> new storm), 13 h (5 h gap -> same storm).
+    # Wet at 0, 1 h, 8 h (7 h gap: a 6-h period without rain -> new storm) and
+    # 13 h (5 h gap: no 6-h period fits between 8 h and 13 h -> same storm).
     t = np.array([0, 1, 3, 8, 13], dtype=float) * 3600
-    ids = rainfall.storm_event_ids(t, [1.0, 2.0, 0.0, 1.0, 1.0])
-    assert_array_equal(ids, [0, 0, -1, 1, 1])
+    r = [1.0, 2.0, 0.0, 1.0, 1.0]
+    assert_array_equal(rainfall.storm_event_ids(t, r), [0, 0, -1, 1, 1])
+    assert_array_equal(rainfall.storm_event_ids(t, r, break_max_mm=1e-9), [0, 0, -1, 1, 1])
+    # AH 703: 1.0 mm at 4 h leaves (1 h, 7 h] with 1.0 mm < 1.27 mm, still a break;
+    # 1.27 mm there is not (a break holds *less than* 1.27 mm) and joins the storms.
+    t2 = np.array([0, 1, 4, 8], dtype=float) * 3600
+    assert_array_equal(rainfall.storm_event_ids(t2, [1, 2, 1.0, 1]), [0, 0, 0, 1])
+    assert_array_equal(rainfall.storm_event_ids(t2, [1, 2, 1.27, 1]), [0, 0, 0, 0])
+    # The older rule (any rain ends a break) merges them.
+    assert_array_equal(
+        rainfall.storm_event_ids(t2, [1, 2, 1.0, 1], break_max_mm=1e-9), [0, 0, 0, 0]
+    )
     assert_array_equal(rainfall.storm_event_ids(t, np.zeros(5)), -np.ones(5))
+    with pytest.raises(ValueError, match="break_max_mm"):
+        rainfall.storm_event_ids(t, r, break_max_mm=0.0)
 
 
-def test_storm_events_table_hand_worked():
-    # Hand-worked storm on 10-min data: 2, 5, 10, 3 mm. Intensities 12, 30, 60,
-    # 18 mm/h. I10 = 60 mm/h; I30 = max 30-min depth 18 mm -> 36 mm/h;
-    # I60 = 20 mm/h. Brown & Foster (1987) unit energy
-    # e = 0.29 (1 - 0.72 exp(-0.05 i)) MJ/ha/mm.
-    t = np.arange(1, 9) * 600.0
-    r = np.array([2.0, 5.0, 10.0, 3.0, 0, 0, 0, 0])
-    ev = rainfall.storm_events(t, r, interval_s=600.0)
-    e = 0.29 * (1 - 0.72 * np.exp(-0.05 * np.array([12.0, 30.0, 60.0, 18.0])))
-    energy = float(np.sum(e * r[:4]))
-    assert_allclose(energy, 4.9792, atol=1e-4)
-    assert_allclose(ev["depth_mm"], [20.0])
-    assert_allclose(ev["i10_mm_h"], [60.0])
-    assert_allclose(ev["i30_mm_h"], [36.0])
-    assert_allclose(ev["i60_mm_h"], [20.0])
-    assert_allclose(ev["energy_mj_ha"], [energy])
-    assert_allclose(ev["ei30_mj_mm_ha_h"], [energy * 36.0])
-    assert_allclose(ev["start_s"], [0.0])
-    assert_allclose(ev["duration_h"], [40 / 60])
-    assert_allclose(rainfall.event_erosivity_ei30(t[:4], r[:4], interval_s=600.0), energy * 36)
-    assert_allclose(rainfall.event_erosivity_ei30(t[:4], r[:4]), energy * 36)
+def _storm_ids_brute(t, r, dry_s, break_mm):
+    """AH 703 storm separation, pair by pair (reference for the vectorised rule).
+
+    Consecutive wet readings u < v split when some wet reading p starts a break,
+    (t_p, t_p + dry_s] holding < break_mm, that ends at or after u and before v.
+    """
+    wet = np.flatnonzero(r > 0)
+    ids = np.full(t.size, -1)
+    current = 0
+    for k, v in enumerate(wet):
+        if k:
+            u = wet[k - 1]
+            for p in wet:
+                ends = t[p] + dry_s
+                lull = r[(t > t[p]) & (t <= ends)].sum()
+                if t[u] <= ends < t[v] and lull < break_mm:
+                    current += 1
+                    break
+        ids[v] = current
+    return ids
 
 
-def test_storm_events_two_storms_and_min_depth():
-    t = np.arange(0, 48 * 60) * 60.0  # 48 h of 1-min data
-    r = np.zeros(t.size)
-    r[60:90] = 0.5  # 15 mm
-    r[1500:1510] = 0.1  # 1 mm, 23 h later
-    ev = rainfall.storm_events(t, r, interval_s=60.0)
-    assert_allclose(ev["depth_mm"], [15.0, 1.0])
-    assert_allclose(ev["i30_mm_h"], [30.0, 2.0])
-    ev = rainfall.storm_events(t, r, interval_s=60.0, min_depth_mm=12.7)
-    assert_allclose(ev["depth_mm"], [15.0])
-    empty = rainfall.storm_events(t, np.zeros(t.size))
-    assert empty["depth_mm"].size == 0
-
-
-def test_unit_energy_methods():
-    # Wischmeier & Smith (1978) metric: 0.119 + 0.0873 log10(i); i = 10 mm/h -> 0.2063;
-    # capped at 0.283 above 76 mm/h.
-    assert_allclose(rainfall.rainfall_unit_energy_mj_ha_mm(10.0, "wischmeier_smith"), 0.2063)
-    assert_allclose(rainfall.rainfall_unit_energy_mj_ha_mm(100.0, "wischmeier_smith"), 0.283)
-    # Brown & Foster tends to 0.29 at high intensity; 0.0812 at i = 0.
-    assert_allclose(rainfall.rainfall_unit_energy_mj_ha_mm(0.0), 0.29 * 0.28)
-    assert_allclose(rainfall.rainfall_unit_energy_mj_ha_mm(1e4, "mcgregor"), 0.29)
-    with pytest.raises(ValueError, match="method"):
-        rainfall.rainfall_unit_energy_mj_ha_mm(1.0, "nope")
-
-
-def test_peak_intensity():
-    t = np.arange(1, 7) * 600.0
-    assert rainfall.peak_intensity_mm_h(t, [0, 1, 4, 2, 0, 0], 1800.0) == pytest.approx(14.0)
-    with pytest.raises(ValueError, match="duration_s"):
-        rainfall.peak_intensity_mm_h(t, [0, 1, 4, 2, 0, 0], 300.0)
-
-
-# China Meteorological Administration rainstorm warning signals (CMA Order 16,
-# 2007): blue 12 h >= 50 mm, yellow 6 h >= 50 mm, orange 3 h >= 50 mm,
-# red 3 h >= 100 mm; "reached" means >=.
-@pytest.mark.parametrize(
-    ("a3", "a6", "a12", "expected"),
-    [
-        (0.0, 0.0, 0.0, None),
-        (0.0, 0.0, 49.9, None),
-        (0.0, 0.0, 50.0, "blue"),
-        (0.0, 0.0, 50.1, "blue"),
-        (0.0, 49.9, 49.9, None),
-        (0.0, 49.9, 50.0, "blue"),
-        (0.0, 50.0, 50.0, "yellow"),
-        (0.0, 50.1, 60.0, "yellow"),
-        (49.9, 49.9, 49.9, None),
-        (49.9, 50.0, 50.0, "yellow"),
-        (50.0, 50.0, 50.0, "orange"),
-        (50.1, 50.1, 50.1, "orange"),
-        (99.9, 99.9, 99.9, "orange"),
-        (100.0, 100.0, 100.0, "red"),
-        (100.1, 100.1, 100.1, "red"),
-        (100.0, 0.0, 0.0, "red"),  # inconsistent inputs: each rule on its own
-        (np.nan, np.nan, 50.0, "blue"),
-    ],
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 40), st.sampled_from([0.0, 0.2, 0.2, 0.4, 1.0, 5.0])),
+        min_size=1,
+        max_size=60,
+    )
 )
-def test_cma_thresholds(a3, a6, a12, expected):
-    assert rainfall.cma_rainstorm_level(a3, a6, a12) == expected
+def test_storm_event_ids_match_reading_by_reading_rule(pairs):
+    # Time stamps on a 30-min grid (duplicates allowed) over 20 h.
+    pairs = sorted(pairs, key=lambda p: p[0])
+    t = np.array([p[0] for p in pairs], dtype=float) * 1800.0
+    r = np.array([p[1] for p in pairs])
+    got = rainfall.storm_event_ids(t, r)
+    assert_array_equal(got, _storm_ids_brute(t, r, 6 * 3600.0, 1.27))
 
 
-def test_cma_vectorised_shape():
-    a3 = np.array([[10.0, 50.0], [100.0, 0.0]])
-    out = rainfall.cma_rainstorm_level(a3, a3, np.array([[50.0, 50.0], [100.0, 49.99]]))
-    assert out.dtype == object and out.shape == (2, 2)
-    assert out.tolist() == [["blue", "orange"], ["red", None]]
-    assert rainfall.cma_rainstorm_level_number([99.9, 100.0], 0.0, 0.0).tolist() == [3, 4]
-    with pytest.raises(ValueError, match="broadcast"):
-        rainfall.cma_rainstorm_level([1.0, 2.0], [1.0, 2.0, 3.0], 0.0)
+def test_ah703_tip_in_the_lull_does_not_merge_storms():
+    # Agriculture Handbook 703 (Renard et al. 1997, ch. 2): storms are separated
+    # by 6 h with less than 1.27 mm (0.05 in). Storm A: 10-min data, 4, 8, 6 mm
+    # ending 00:30; one 0.2 mm tip at 04:00; storm B: 2, 3, 1 mm from 08:10.
+    # Under the old rule (no rain for 6 h) the tip bridges A and B (3.5 h and
+    # 4 h gaps) and EI30 is computed on the merged storm.
+    step = 600.0
+    t = np.arange(0, 12 * 3600 + step, step)
+    r = np.zeros(t.size)
+    r[1:4] = [4.0, 8.0, 6.0]  # 00:10-00:30
+    r[24] = 0.2  # 04:00
+    r[49:52] = [2.0, 3.0, 1.0]  # 08:10-08:30
+    merged = rainfall.storm_events(t, r, interval_s=step, break_max_mm=1e-9)
+    assert merged["depth_mm"].size == 1
+    ev = rainfall.storm_events(t, r, interval_s=step)
+    # The 6 h after A's last reading hold only the tip (0.2 mm < 1.27 mm) and end
+    # before B: a break. The tip is inside it and stays with A (a drizzling tail).
+    assert_allclose(ev["depth_mm"], [18.2, 6.0])
+    assert_array_equal(ev["first_index"], [1, 49])
+    assert_array_equal(ev["last_index"], [24, 51])
+    # Each storm's EI30 is that of its own readings alone (hand-checkable with
+    # event_erosivity_ei30). Merged, B's energy was multiplied by A's I30 (36 mm/h,
+    # 18 mm in 30 min) instead of its own (12 mm/h, 6 mm in 30 min): the merged
+    # EI30 exceeds the sum of the two by E_B * (36 - 12).
+    ei_a = rainfall.event_erosivity_ei30(t[1:25], r[1:25], interval_s=step)
+    ei_b = rainfall.event_erosivity_ei30(t[49:52], r[49:52], interval_s=step)
+    assert_allclose(ev["ei30_mj_mm_ha_h"], [ei_a, ei_b])
+    assert_allclose(ev["i30_mm_h"], [36.0, 12.0])
+    inflation = merged["ei30_mj_mm_ha_h"][0] - ev["ei30_mj_mm_ha_h"].sum()
+    assert_allclose(inflation, ev["energy_mj_ha"][1] * (36.0 - 12.0))
+    # The merged storm overstates the erosivity by twice storm B's own EI30.
+    assert_allclose(inflation / ev["ei30_mj_mm_ha_h"][1], 2.0, rtol=1e-12)
+    # A tip 7 h after A (outside A's break) and 1 h before B joins B instead.
+    r2 = r.copy()
+    r2[24], r2[43] = 0.0, 0.2  # 07:10
+    ev2 = rainfall.storm_events(t, r2, interval_s=step)
+    assert_allclose(ev2["depth_mm"], [18.0, 6.2])
+    # RUSLE's 12.7 mm rule then keeps A only.
+    assert_allclose(rainfall.storm_events(t, r2, min_depth_mm=12.7)["depth_mm"], [18.0])
+
+
+def test_storm_intensity_windows_stay_inside_their_storm():
+    # Storm A: 10 mm at 00:00 and a 0.5 mm tip at 05:50, inside A's break
+    # (00:00, 06:00] (0.5 mm < 1.27 mm). Storm B: 2 mm at 06:10, just after the
+    # break, 20 min after the tip. B's I60 window (05:10, 06:10] must not count
+    # A's tip: I60_B = 2 mm/h, not 2.5.
+    t = np.array([0.0, 5 * 3600 + 3000.0, 6 * 3600 + 600.0])
+    r = np.array([10.0, 0.5, 2.0])
+    ev = rainfall.storm_events(t, r)
+    assert_allclose(ev["depth_mm"], [10.5, 2.0])
+    assert_allclose(ev["i60_mm_h"], [10.0, 2.0])
+    assert_allclose(ev["i10_mm_h"], [60.0, 12.0])

@@ -12,7 +12,8 @@ from analytics import sediment as sd
 
 # Gill (1979) equations for Brune's (1953) curves, values hand-worked:
 # median x/(0.012 + 1.02x); coarse x^2/(3e-6 + 0.0063x + 0.9947x^2);
-# fine x^3/(1.02e-6 - 0.00013x + 0.0262x^2 + 1.0266x^3).
+# fine x^3/(1.0e-6 - 0.000133x + 0.02621x^2 + 1.02655x^3) (coefficients of the
+# 2026 audit against Gill 1979; see test_gill_fine_curve_coefficients).
 @pytest.mark.parametrize(
     ("x", "sediment", "te"),
     [
@@ -22,13 +23,27 @@ from analytics import sediment as sd
         (0.01, "coarse", 0.60434),  # 1e-4 / 1.6547e-4
         (0.1, "coarse", 0.94518),  # 0.01 / 0.01058
         (10.0, "coarse", 1.0),  # 100 / 99.533 = 1.0047 -> clipped to 1
-        (0.01, "fine", 0.29704),  # 1e-6 / 3.3666e-6
-        (0.1, "fine", 0.78332),  # 1e-3 / 1.27662e-3
+        (0.01, "fine", 0.30143),  # 1e-6 / 3.31755e-6
+        (0.1, "fine", 0.78348),  # 1e-3 / 1.276345e-3
         (0.0, "median", 0.0),
     ],
 )
 def test_trap_efficiency_gill(x, sediment, te):
     assert_allclose(sd.trap_efficiency_gill(x, sediment), te, atol=5e-5)
+
+
+def test_gill_fine_curve_coefficients():
+    # Issue 14 audit: Gill (1979) prints the fine (colloidal, dispersed) curve as
+    # x^3 / (1.0e-6 - 0.000133 x + 0.02621 x^2 + 1.02655 x^3); the project had a
+    # rounded variant with 1.02e-6. At x = 0.005 (hand-worked):
+    # 1.25e-7 / (1e-6 - 6.65e-7 + 6.5525e-7 + 1.2832e-7) = 0.11175, not 0.10838.
+    assert_allclose(sd.trap_efficiency_gill(0.005, "fine"), 0.11175, atol=5e-5)
+    old = 0.005**3 / (1.02e-6 - 0.00013 * 0.005 + 0.0262 * 0.005**2 + 1.0266 * 0.005**3)
+    assert abs(float(sd.trap_efficiency_gill(0.005, "fine")) - old) > 0.003
+    # Both fits agree to 0.1 % once x >= 0.05 (check dams usually sit there).
+    x = np.logspace(np.log10(0.05), 1, 50)
+    old = x**3 / (1.02e-6 - 0.00013 * x + 0.0262 * x**2 + 1.0266 * x**3)
+    assert_allclose(sd.trap_efficiency_gill(x, "fine"), old, rtol=1e-3)
 
 
 def test_gill_curves_ordered_and_clipped():
@@ -78,15 +93,31 @@ def test_ls_factor():
 def test_churchill_hand_worked():
     # C = 1e6 m3, I = 1 m3/s, L = 2000 m. In ft units: C = 3.5315e7 ft3,
     # I = 35.315 ft3/s, L = 6561.7 ft -> SI = C^2 / (I^2 L) = 1.524e8 s2/ft;
-    # SI^-0.2 = 0.023014; passing = 800 * 0.023014 - 12 = 6.41 % -> TE = 0.936.
+    # SI^-0.2 = 0.023014; passing = 800 * 0.023014 - 12 = 6.41 % -> TE = 0.935.
     te = sd.trap_efficiency_churchill(1e6, 1.0, 2000.0)
-    assert_allclose(te, 0.936, atol=0.002)
+    assert_allclose(te, 0.9353, atol=2e-4)
     # Fine sediment from an upstream reservoir passes more readily.
     assert sd.trap_efficiency_churchill(1e6, 1.0, 2000.0, "fine") < te
     # More inflow (shorter retention) traps less; result stays in [0, 1].
     q = np.logspace(-2, 3, 30)
     t = sd.trap_efficiency_churchill(1e5, q, 500.0)
     assert np.all(np.diff(t) <= 0) and np.all((t >= 0) & (t <= 1))
+
+
+def test_churchill_index_is_in_seconds_squared_per_foot():
+    # Churchill (1948): SI = retention period [s] / mean velocity [ft/s], in s2/ft.
+    # Retention 1e6 s; velocity 1 m3/s * 2000 m / 1e6 m3 = 0.002 m/s = 0.0065617 ft/s
+    # -> SI = 1e6 / 0.0065617 = 1.524e8 s2/ft = 0.3048 * (5e8 s2/m).
+    si = sd.churchill_sedimentation_index_s2_ft(1e6, 1.0, 2000.0)
+    assert_allclose(si, 1.524e8, rtol=1e-12)
+    assert_allclose(si, 0.3048 * 1e6**2 / (1.0**2 * 2000.0), rtol=1e-12)
+    # The unit trap: reading the curve with SI in s2/m (3.28 x larger) gives
+    # 1 - (800 * (5e8)^-0.2 - 12) / 100 = 0.974 instead of 0.935.
+    wrong = 1 - (800 * (1e6**2 / 2000.0) ** -0.2 - 12) / 100
+    assert_allclose(wrong, 0.9743, atol=2e-4)
+    assert sd.trap_efficiency_churchill(1e6, 1.0, 2000.0) < wrong - 0.03
+    with pytest.raises(ValueError, match="reservoir_length_m"):
+        sd.churchill_sedimentation_index_s2_ft(1e6, 1.0, 0.0)
 
 
 def test_brown_hand_worked():

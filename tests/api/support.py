@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import queue
 import threading
 import time
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import psycopg
 import uvicorn
 
@@ -168,3 +171,39 @@ def alerting_starter(start_consumer):
     yield start
     for alerting in started:
         alerting.stop()
+
+
+class SseReader:
+    """Reads an SSE response in a thread; events land on a queue."""
+
+    def __init__(self, url: str, key: str, headers: dict | None = None):
+        self.events: queue.Queue = queue.Queue()
+        self.connected = threading.Event()
+        self._client = httpx.Client(timeout=httpx.Timeout(30, read=60))
+        self._headers = {"Authorization": f"Bearer {key}", **(headers or {})}
+        self._url = url
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        assert self.connected.wait(10), "SSE stream did not start"
+
+    def _run(self) -> None:
+        with contextlib.suppress(httpx.TransportError):  # the server went away at the end
+            self._read()
+
+    def _read(self) -> None:
+        with self._client.stream("GET", self._url, headers=self._headers) as r:
+            assert r.status_code == 200, r.read()
+            event: dict = {}
+            for line in r.iter_lines():
+                if line.startswith(": connected"):
+                    self.connected.set()
+                elif line.startswith("id: "):
+                    event["id"] = int(line[4:])
+                elif line.startswith("data: "):
+                    event["data"] = json.loads(line[6:])
+                elif line == "" and event:
+                    self.events.put(event)
+                    event = {}
+
+    def next(self, timeout: float = 20) -> dict:
+        return self.events.get(timeout=timeout)

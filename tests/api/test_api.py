@@ -12,7 +12,7 @@ from ingest.api import create_app
 from ingest.settings import Settings
 from tests.api.support import insert_readings, minutes_ago, new_key, rows, setup_site
 
-DAM = {"spillway_crest_m": 5.0, "dam_crest_m": 7.0}
+DAM = {"spillway_crest_m": 4.8, "dam_crest_m": 6.0}
 
 
 @pytest.fixture

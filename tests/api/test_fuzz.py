@@ -31,7 +31,13 @@ def fuzz_target(admin_dsn):
     dsn = dsn_for(name, admin_dsn)
     try:
         migrate(dsn, "off")
-        setup_site(dsn, "dam-1", "check_dam", {"spillway_crest_m": 5.0}, {"dam-1": ["stage_m"]})
+        setup_site(
+            dsn,
+            "dam-1",
+            "check_dam",
+            {"spillway_crest_m": 4.0, "dam_crest_m": 5.0},
+            {"dam-1": ["stage_m"]},
+        )
         engine = AlertEngine(Settings(_env_file=None, database_url=dsn), dsn)
         start = minutes_ago(10)
         pts = [(start + timedelta(minutes=i), 4.9) for i in range(5)]

@@ -3,7 +3,6 @@ signed webhooks with retries; readings published over MQTT to the real consumer.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import http.server
@@ -13,7 +12,6 @@ import threading
 import time
 from typing import ClassVar
 
-import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
@@ -24,6 +22,7 @@ from ingest.settings import Settings
 from protocol.topics import alerts_topic
 from tests.api.support import (
     ServerThread,
+    SseReader,
     messages,
     minutes_ago,
     new_key,
@@ -34,7 +33,7 @@ from tests.api.support import (
 )
 from tests.support.waiting import wait_for
 
-DAM = {"spillway_crest_m": 5.0}
+DAM = {"dam_crest_m": 5.0, "design_freeboard_m": 0.3}
 
 
 def _dam(db):
@@ -42,42 +41,6 @@ def _dam(db):
     set_rule(
         db, "dam-1", "stage", {"thresholds": {"blue": 1.0, "yellow": 0.5}, "min_duration_s": 0}
     )
-
-
-class SseReader:
-    """Reads an SSE response in a thread; events land on a queue."""
-
-    def __init__(self, url: str, key: str, headers: dict | None = None):
-        self.events: queue.Queue = queue.Queue()
-        self.connected = threading.Event()
-        self._client = httpx.Client(timeout=httpx.Timeout(30, read=60))
-        self._headers = {"Authorization": f"Bearer {key}", **(headers or {})}
-        self._url = url
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        assert self.connected.wait(10), "SSE stream did not start"
-
-    def _run(self) -> None:
-        with contextlib.suppress(httpx.TransportError):  # the server went away at the end
-            self._read()
-
-    def _read(self) -> None:
-        with self._client.stream("GET", self._url, headers=self._headers) as r:
-            assert r.status_code == 200, r.read()
-            event: dict = {}
-            for line in r.iter_lines():
-                if line.startswith(": connected"):
-                    self.connected.set()
-                elif line.startswith("id: "):
-                    event["id"] = int(line[4:])
-                elif line.startswith("data: "):
-                    event["data"] = json.loads(line[6:])
-                elif line == "" and event:
-                    self.events.put(event)
-                    event = {}
-
-    def next(self, timeout: float = 20) -> dict:
-        return self.events.get(timeout=timeout)
 
 
 def test_alert_events_reach_the_sse_stream_and_the_retained_mqtt_state(
@@ -155,7 +118,7 @@ def test_webhooks_are_signed_retried_with_backoff_and_logged(
             "INSERT INTO webhooks (url, secret, min_level) VALUES (%s, %s, 1) RETURNING id",
             (f"http://127.0.0.1:{port}/alerts", secret),
         ).fetchone()[0]
-    settings = settings_for(webhook_backoff_s=0.2)
+    settings = settings_for(webhook_backoff_s=0.2, webhook_allow_private=["127.0.0.1/32"])
     start_alerting(settings, db)
     try:
         publish(broker.url, messages("dam-1", topic_root, [(minutes_ago(2), "stage_m", 4.6)]))

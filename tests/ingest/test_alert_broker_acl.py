@@ -69,8 +69,20 @@ class Client:
 def secured(db, tmp_path, topic_root):
     if mosquitto_binary() is None:
         pytest.skip("mosquitto is not installed")
-    setup_site(db, "dam-1", "check_dam", {"spillway_crest_m": 5.0}, {"dam-1": ["stage_m"]})
-    setup_site(db, "dam-2", "check_dam", {"spillway_crest_m": 5.0}, {"dam-2": ["stage_m"]})
+    setup_site(
+        db,
+        "dam-1",
+        "check_dam",
+        {"spillway_crest_m": 4.0, "dam_crest_m": 5.0},
+        {"dam-1": ["stage_m"]},
+    )
+    setup_site(
+        db,
+        "dam-2",
+        "check_dam",
+        {"spillway_crest_m": 4.0, "dam_crest_m": 5.0},
+        {"dam-2": ["stage_m"]},
+    )
     with psycopg.connect(db) as conn:
         pw = {
             "dam-1": add_device(conn, "dam-1", site_id="dam-1"),
@@ -106,7 +118,19 @@ def test_broker_acl_and_consumer_ownership_on_a_real_mosquitto(
     wrong.close()
 
     settings = settings_for(mqtt_url=f"mqtt://swc-ingest:svc-secret@127.0.0.1:{proc.port}")
-    start_consumer(settings, db)  # subscribes through $share: the ACL must allow it
+    start_consumer(settings, db)  # a plain subscription on telemetry: the ACL allows it
+    # the service user reads the broker's version, so --workers can tell whether to share
+    from ingest.subscription import read_broker_version
+
+    assert read_broker_version(settings.mqtt).startswith("mosquitto version ")
+    devices_view = read_broker_version(
+        settings.model_copy(
+            update={"mqtt_url": f"mqtt://dam-1:{pw['dam-1']}@127.0.0.1:{proc.port}"}
+        ).mqtt,
+        client_id="dam-1-version",
+        answer_timeout_s=1.0,
+    )
+    assert devices_view is None  # a device is not told
 
     dam1 = Client(proc.port, "dam-1", pw["dam-1"])
     gw = Client(proc.port, "gw-1", pw["gw-1"])

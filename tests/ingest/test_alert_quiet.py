@@ -22,7 +22,7 @@ from ingest.store import alert_bulk
 from ingest.store.registry import RegistryFile, load_registry
 
 DAM = Context("check_dam", {"spillway_crest_m": 5.0, "dam_crest_m": 7.0})
-QUIET_RULES = ("stage", "rate_of_rise", "overtopping", "rainfall", "low_battery", "sensor_fault")
+QUIET_RULES = ("stage", "rate_of_rise", "rainfall", "low_battery", "sensor_fault")
 
 
 def _window(rng: np.random.Generator, rule: str):
@@ -30,8 +30,8 @@ def _window(rng: np.random.Generator, rule: str):
     n = int(rng.integers(1, 50))
     gaps = rng.choice([0.5, 30.0, 60.0, 60.0, 300.0], size=n)
     t = 1.7e9 + np.cumsum(gaps)
-    if rule in ("stage", "rate_of_rise", "overtopping"):
-        base = rng.choice([1.0, 3.5, 3.9, 4.4, 4.9, 6.9])
+    if rule in ("stage", "rate_of_rise"):
+        base = rng.choice([1.0, 3.5, 4.2, 4.7, 5.0, 6.9, 7.0])
         v = base + np.cumsum(rng.normal(0, rng.choice([0.0, 0.001, 0.02, 0.2]), n))
     elif rule == "rainfall":
         v = np.abs(rng.normal(0, rng.choice([0.05, 1.0, 6.0]), n))
@@ -58,7 +58,7 @@ def _config(rng: np.random.Generator, rule: str):
         }
     if rng.random() < 0.5:
         override["hysteresis"] = float(rng.choice([0.0, 0.01, 0.5, 600.0]))
-    if rule in ("rate_of_rise", "overtopping") and rng.random() < 0.5:
+    if rule == "rate_of_rise" and rng.random() < 0.5:
         override["window_s"] = float(rng.choice([600.0, 1800.0, 7200.0]))
     if rule == "sensor_fault" and rng.random() < 0.3:
         override.update(range_min=0.0, range_max=150.0)
@@ -95,6 +95,9 @@ def test_a_rule_without_a_bound_is_never_quiet():
     cistern = Context("cistern", {"overflow_level_m": 2.0})
     cfg = effective_config(RULES["cistern_overflow"], cistern, None, 1800.0)
     assert not quiet.is_quiet(RULES["cistern_overflow"], w, cfg, cistern)
+    forecast = RULES["overtopping"]  # the pond forecast: evaluated in full, always
+    cfg = effective_config(forecast, DAM, None, 1800.0)
+    assert not quiet.is_quiet(forecast, w, cfg, DAM)
 
 
 @settings(max_examples=200, deadline=None)
@@ -136,18 +139,19 @@ def test_window_extremes_in_sql_equal_those_of_the_readings(db):
                     [(t0 + a, ids[ch], b, c) for a, b, c in zip(t, v, q, strict=True)],
                 )
         since = datetime.fromtimestamp(t0 + 30, UTC)
-        got = alert_bulk.window_extremes(conn, {ids[ch]: since for ch in cases})
+        until = datetime.fromtimestamp(t0 + 151, UTC)  # the last stage reading is after it
+        got = alert_bulk.window_extremes(conn, {ids[ch]: since for ch in cases}, until)
         windows = alert_bulk.read_windows(conn, {ids[ch]: since for ch in cases})
     assert set(got) == {ids["stage_m"], ids["rain_mm"]}  # battery: nothing from since on
     for ch in ("stage_m", "rain_mm"):
         t, v, q = (np.array(x, dtype=float) for x in cases[ch])
-        keep = t >= 30
+        keep = (t >= 30) & (t <= 151)
         want = quiet.window_stats(t0 + t[keep], v[keep], q[keep].astype(np.int64))
         assert quiet.from_row(got[ids[ch]]) == want
-        wt, wv, wq = windows[ids[ch]]
-        np.testing.assert_array_equal(wt, t0 + t[keep])
-        np.testing.assert_array_equal(wv, v[keep])
-        np.testing.assert_array_equal(wq, q[keep])
+        wt, wv, wq = windows[ids[ch]]  # (no end: all from since on)
+        np.testing.assert_array_equal(wt, t0 + t[t >= 30])
+        np.testing.assert_array_equal(wv, v[t >= 30])
+        np.testing.assert_array_equal(wq, q[t >= 30])
 
 
 # ------------------------------------------------- whole passes, shortcut on and off
@@ -158,7 +162,7 @@ SITES = ("quiet", "rising", "near", "flagged", "rainy", "battery")
 def _site_values(site: str, k: int) -> dict[str, tuple[float, int]]:
     """Minute ``k`` of each site: channel -> (value, flag)."""
     stage = {"quiet": 2.0 + 0.001 * (k % 3), "rising": 2.0 + 0.06 * k,
-             "near": 4.0 + 0.03 * ((-1) ** k), "flagged": 2.0, "rainy": 2.0,
+             "near": 4.2 + 0.03 * ((-1) ** k), "flagged": 2.0, "rainy": 2.0,
              "battery": 2.0}[site]  # fmt: skip
     return {
         "stage_m": (stage, 1),
@@ -227,7 +231,8 @@ def _run_passes(dsn: str, shortcut: bool, monkeypatch) -> tuple[dict, list, int]
 
 def test_passes_with_the_shortcut_write_what_full_evaluation_writes(db, monkeypatch):
     spec = {"sites": [
-        {"id": s, "kind": "check_dam", "name": s, "params": dict(DAM.params),
+        {"id": s, "kind": "rain_gauge" if s == "rainy" else "check_dam", "name": s,
+         "params": dict(DAM.params),
          "devices": [{"id": s, "channels": ["stage_m", "rain_mm", "turbidity_ntu",
                                            "battery_v"]}]} for s in SITES]}  # fmt: skip
     with psycopg.connect(db, autocommit=True) as conn:

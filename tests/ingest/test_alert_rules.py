@@ -72,7 +72,13 @@ def test_cma_levels_match_analytics(db):
 def test_logger_offline_is_raised_without_new_data_and_cleared_when_data_returns(
     db, broker, settings_for, topic_root, start_alerting
 ):
-    setup_site(db, "dam-1", "check_dam", {"spillway_crest_m": 5.0}, {"dam-1": ["stage_m"]})
+    setup_site(
+        db,
+        "dam-1",
+        "check_dam",
+        {"spillway_crest_m": 4.0, "dam_crest_m": 5.0},
+        {"dam-1": ["stage_m"]},
+    )
     # sampling interval 1 s, offline after 2 intervals; checked every 0.2 s
     set_rule(db, "dam-1", "offline", {"window_s": 1.0, "thresholds": {"blue": 2.0}})
     settings = settings_for(alert_check_interval_s=0.2)
@@ -91,7 +97,13 @@ def test_logger_offline_is_raised_without_new_data_and_cleared_when_data_returns
 
 
 def _stage_site(db):
-    setup_site(db, "dam-1", "check_dam", {"spillway_crest_m": 5.0}, {"dam-1": ["stage_m"]})
+    setup_site(
+        db,
+        "dam-1",
+        "check_dam",
+        {"spillway_crest_m": 4.0, "dam_crest_m": 5.0},
+        {"dam-1": ["stage_m"]},
+    )
     set_rule(
         db,
         "dam-1",

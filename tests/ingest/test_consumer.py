@@ -13,7 +13,7 @@ import pytest
 from ingest.consumer import Consumer
 from ingest.store.registry import load_registry, read_registry_file
 from tests.support.mqtt import Publisher
-from tests.support.payloads import MALFORMED, MINIMAL, row_message
+from tests.support.payloads import MALFORMED, MINIMAL, future_payloads, row_message
 from tests.support.waiting import scalar, wait_for
 
 T0 = datetime(2026, 7, 21, 3, 0, tzinfo=UTC)
@@ -83,15 +83,52 @@ def test_every_malformed_payload_is_dead_lettered_and_consumer_keeps_running(
     )
     with psycopg.connect(db) as conn:
         rows = conn.execute(
-            "SELECT topic, payload, error_code, error FROM dead_letters ORDER BY id"
+            "SELECT topic, payload, error_code, error, payload_size FROM dead_letters ORDER BY id"
         ).fetchall()
     assert [r[2] for r in rows] == [code for _, _, code in MALFORMED]
-    for (name, payload, _), (dl_topic, dl_payload, _, error) in zip(MALFORMED, rows, strict=True):
+    cap = rc.consumer.settings.dead_letter_max_bytes
+    for (name, payload, _), (dl_topic, dl_payload, _, error, size) in zip(
+        MALFORMED, rows, strict=True
+    ):
         assert dl_topic == topic
-        assert bytes(dl_payload) == payload, name
+        assert bytes(dl_payload) == payload[:cap], name  # the raw bytes, up to the cap
+        assert size == len(payload), name
         assert error, name
     assert rc.thread.is_alive()
     assert rc.consumer.metrics.snapshot()["dead_letters{code=not_json}"] == 2
+
+
+def test_readings_from_the_future_are_dead_lettered_and_the_rest_of_the_message_is_stored(
+    db, broker, settings_for, start_consumer, topic_root
+):
+    start_consumer(settings_for(future_tolerance_s=300), db)
+    now = datetime.now(UTC)
+    cases = future_payloads(now)
+    topic = telemetry(topic_root, "dam-017")
+    with Publisher(broker.url) as pub:
+        pub.publish_all((topic, payload) for _, payload, _, _ in cases)
+    kept = sum(k for _, _, k, _ in cases)
+    refused = [(name, payload, n) for name, payload, _, n in cases if n]
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM readings") == kept, what="kept readings")
+    wait_for(
+        lambda: scalar(db, "SELECT count(*) FROM dead_letters") == len(refused),
+        what="dead letters",
+    )
+    with psycopg.connect(db) as conn:
+        dead = conn.execute(
+            "SELECT payload, error_code, error, received_at FROM dead_letters ORDER BY id"
+        ).fetchall()
+        newest = conn.execute("SELECT max(time) FROM readings").fetchone()[0]
+        last_seen = conn.execute("SELECT last_seen FROM devices WHERE id = 'dam-017'").fetchone()[0]
+    for (name, payload, n), (dl_payload, code, error, received) in zip(refused, dead, strict=True):
+        assert code == "future_time", name
+        assert bytes(dl_payload) == payload, name  # the whole message, for the record
+        assert f"{n} of " in error and received.isoformat() in error, (name, error)
+        assert "ahead" in error, error
+    assert "2099-06-01T00:00:00+00:00" in dead[0][2]
+    # nothing from the future became the stream's newest reading or the device's last contact
+    assert newest <= now + timedelta(seconds=300)
+    assert last_seen <= datetime.now(UTC)
 
 
 def test_bad_topic_level_is_dead_lettered(db, broker, settings_for, start_consumer, topic_root):
@@ -151,11 +188,16 @@ def test_redelivery_after_commit_without_ack_creates_no_duplicates(
     assert scalar(db, "SELECT count(*) FROM readings") == 240
 
 
+# Two consumers in one group on this machine's Mosquitto 2.0.11, which drops shared
+# subscriptions on a restart: these tests restart no broker, so they accept that.
+SHARED = {"subscription": "shared", "allow_unsafe_shared": True}
+
+
 def test_two_consumers_split_the_load_and_write_each_reading_once(
     db, broker, settings_for, start_consumer, topic_root
 ):
-    a = start_consumer(settings_for(client_id="share-a"), db)
-    b = start_consumer(settings_for(client_id="share-b"), db)
+    a = start_consumer(settings_for(client_id="share-a", **SHARED), db)
+    b = start_consumer(settings_for(client_id="share-b", **SHARED), db)
     n_devices, n_messages = 10, 40
     items = [
         (telemetry(topic_root, f"dam-{d}"), batch(f"dam-{d}", m, T0 + timedelta(hours=m)))
@@ -302,14 +344,17 @@ def test_after_commit_hooks_see_the_streams_and_times_of_each_batch(
     assert only.streams == {sid: (T0, T0 + timedelta(minutes=9))}
     assert only.devices == frozenset({"dam-9"})
     assert scalar(db, "SELECT count(*) FROM readings") == 10
+    # the arrival the alert engine judges late and future data against: the message's
+    received = scalar(db, "SELECT max(received_at) FROM readings")
+    assert only.arrived_at == only.received_at == received <= only.committed_at
 
 
 def test_retiring_a_consumer_stores_its_share_and_leaves_the_group(
     db, broker, settings_for, start_consumer, topic_root
 ):
     """Mosquitto keeps routing an offline member's share to its session: retire empties it."""
-    a = start_consumer(settings_for(client_id="keep-a"), db)
-    b = start_consumer(settings_for(client_id="gone-b"), db)
+    a = start_consumer(settings_for(client_id="keep-a", **SHARED), db)
+    b = start_consumer(settings_for(client_id="gone-b", **SHARED), db)
     b.stop()  # B goes away, its persistent session stays in the group
     items = [(telemetry(topic_root, f"dev-{i}"), batch(f"dev-{i}", 1, T0, n=5)) for i in range(40)]
     with Publisher(broker.url) as pub:

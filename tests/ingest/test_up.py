@@ -25,7 +25,10 @@ def test_swc_up_runs_everything_and_stops_cleanly(tmp_path, broker):
         pytest.skip("mosquitto is not installed")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SWC_")}
     env.update(
-        SWC_DATA_DIR=str(tmp_path / "data"), SWC_METRICS_PORT="0", SWC_EMBEDDED_BROKER=broker
+        SWC_DATA_DIR=str(tmp_path / "data"),
+        SWC_METRICS_PORT="0",
+        SWC_EMBEDDED_BROKER=broker,
+        SWC_EMBEDDED_POSTGRES_AS_ROOT="true",  # CI runs as root (test_hostile_cli.py)
     )
     out, err = tmp_path / "up.out", tmp_path / "up.err"
     proc = subprocess.Popen(

@@ -8,10 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import (
+    FUTURE_TIME,
     MAX_PAYLOAD_BYTES,
     MAX_READINGS_PER_MESSAGE,
     ProtocolError,
+    Telemetry,
     decode_telemetry,
+    refuse_future,
     telemetry_json_schema,
 )
 from tests.support.payloads import MALFORMED, MINIMAL, columnar_message, row_message
@@ -160,3 +163,43 @@ def test_json_schema_is_exported_and_current():
     assert committed.read_text() == text, (
         "regenerate: swc protocol schema > docs/telemetry.schema.json"
     )
+
+
+ARRIVAL = datetime(2026, 7, 21, 3, 20, tzinfo=UTC)
+
+
+def _tel(*times: str) -> Telemetry:
+    readings = [{"t": t, "ch": "stage_m", "v": float(i)} for i, t in enumerate(times)]
+    return decode_telemetry(json.dumps(row_message(readings=readings)).encode())
+
+
+def test_readings_within_the_tolerance_pass_untouched():
+    tel = _tel("2026-07-21T03:15:00Z", "2026-07-21T03:25:00Z")  # the second 300 s ahead
+    kept, error = refuse_future(tel, ARRIVAL, 300.0)
+    assert kept is tel and error is None
+
+
+def test_a_reading_from_the_future_is_refused_and_the_others_kept():
+    tel = _tel("2026-07-21T03:15:00Z", "2099-01-01T00:00:00Z", "2026-07-21T03:25:01Z")
+    kept, error = refuse_future(tel, ARRIVAL, 300.0)
+    assert [r[0] for r in kept.rows] == [datetime(2026, 7, 21, 3, 15, tzinfo=UTC)]
+    assert (kept.device, kept.seq, kept.sent_at) == (tel.device, tel.seq, tel.sent_at)
+    assert error.code == FUTURE_TIME == "future_time"
+    # the reason names the reading's time, the arrival time and the tolerance
+    assert "2026-07-21T03:25:01+00:00" in error.message  # the earliest refused
+    assert "2099-01-01T00:00:00+00:00" in error.message  # the latest refused
+    assert "2026-07-21T03:20:00+00:00" in error.message  # the arrival
+    assert "2 of 3 readings" in error.message and "300 s" in error.message
+
+
+def test_a_message_entirely_from_the_future_keeps_nothing():
+    kept, error = refuse_future(_tel("2026-07-21T04:20:00Z"), ARRIVAL, 300.0)
+    assert kept is None and error.code == "future_time"
+    assert "3600 s ahead" in error.message and "No reading is kept" in error.message
+
+
+def test_zero_tolerance_refuses_even_a_second_ahead():
+    kept, error = refuse_future(_tel("2026-07-21T03:20:01Z"), ARRIVAL, 0.0)
+    assert kept is None and error is not None
+    kept, error = refuse_future(_tel("2026-07-21T03:20:00Z"), ARRIVAL, 0.0)
+    assert kept is not None and error is None

@@ -159,3 +159,57 @@ MALFORMED: list[tuple[str, bytes, str]] = [
     ),
     ("both forms at once", _j({**row_message(), "channels": {"stage_m": [1.0]}}), "unknown_form"),
 ]
+
+
+def _z(t) -> str:
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def future_payloads(now, device: str = "dam-017") -> list[tuple[str, bytes, int, int]]:
+    """Messages with readings from the future of ``now`` (their arrival), tolerance 300 s.
+
+    Each item: (name, payload, readings kept, readings refused with ``future_time``).
+    Every time is within the protocol's range: only the arrival time condemns them.
+    """
+    from datetime import timedelta
+
+    def at(s: float) -> str:
+        return _z(now + timedelta(seconds=s))
+
+    past = [{"t": at(-120), "ch": "stage_m", "v": 2.1}, {"t": at(-60), "ch": "stage_m", "v": 2.2}]
+    return [
+        (
+            "one reading dated 2099 among good ones",
+            _j(row_message(device, 1, [*past, _reading(t="2099-06-01T00:00:00Z", v=9.9)])),
+            2,
+            1,
+        ),
+        (
+            "every reading dated 2099",
+            _j(row_message(device, 2, [_reading(t="2099-06-01T00:00:00Z", v=9.9)])),
+            0,
+            1,
+        ),
+        (
+            "local time sent as UTC, eight hours ahead",
+            _j(row_message(device, 3, [_reading(t=at(8 * 3600), v=2.3)])),
+            0,
+            1,
+        ),
+        (
+            "columnar arrays running past the tolerance",
+            _j(
+                columnar_message(
+                    device, 4, start=at(-180), step_s=120, channels={"level_m": [1.0] * 7}
+                )
+            ),
+            5,  # -180, -60, 60, 180 and 300 s (not beyond) are kept; 420 and 540 s are refused
+            2,
+        ),
+        (
+            "a minute ahead: a drifting clock, tolerated",
+            _j(row_message(device, 5, [_reading(t=at(60), ch="turbidity_ntu", v=10.0)])),
+            1,
+            0,
+        ),
+    ]

@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
 from fastapi.responses import StreamingResponse
+from psycopg_pool import PoolTimeout, TooManyRequests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
 from ...alerting.engine import reset_tracker
 from ...alerting.rules import RULES
 from ...store import alerts as store
-from ..deps import ConnDep, CurrentKey, EngineerKey, StreamKey
+from ..deps import ConnDep, CurrentKey, EngineerKey, StreamKey, key_is_active, pooled
 from ..errors import errors
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/alerts", tags=["alerts"])
 
@@ -27,6 +32,26 @@ RuleName = Literal[tuple(RULES)]  # type: ignore[valid-type]
 SiteId = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$")]
 Note = Annotated[str, Field(max_length=2000, pattern=r"^[^\x00]*$")]
 AlertId = Annotated[int, Path(ge=1, le=2**63 - 1, description="alert id")]
+
+
+class ForecastOut(BaseModel):
+    """The pond forecast of the ``overtopping`` rule (docs/science.md, "Pond forecast")."""
+
+    model_config = ConfigDict(extra="allow")
+
+    time_to_crest_s: float | None = Field(
+        default=None, description="expected time from made_at to the dam crest [s]; null: not"
+    )
+    time_to_crest_low_s: float | None = Field(
+        default=None, description="early end of the band (inflow at +e) [s]"
+    )
+    time_to_crest_high_s: float | None = Field(
+        default=None, description="late end of the band (inflow at -e) [s]; null: not reached"
+    )
+    crest_at: float | None = Field(default=None, description="expected crest time [epoch s]")
+    peak_stage_m: float | None = Field(default=None, description="expected peak stage [m]")
+    crest_m: float | None = Field(default=None, description="the dam crest [m]")
+    made_at: float | None = Field(default=None, description="data time of the forecast [epoch s]")
 
 
 class AlertOut(BaseModel):
@@ -41,7 +66,10 @@ class AlertOut(BaseModel):
     peak_level_name: LevelName
     opened_at: datetime = Field(description="data time of the reading that opened it")
     last_data_at: datetime = Field(description="data time of the last transition")
-    late: bool = Field(description="raised from late data and not (yet) confirmed live")
+    late: bool = Field(
+        description="raised from late data: history only, recorded resolved (late_data) and "
+        "never announced"
+    )
     value: float | None
     acknowledged_at: datetime | None
     acknowledged_by: int | None = Field(description="API key id")
@@ -49,11 +77,15 @@ class AlertOut(BaseModel):
     resolved_at: datetime | None
     resolved_by: int | None = Field(description="API key id, for a manual resolve")
     resolve_reason: str | None = Field(
-        description="condition_cleared, manual, late_data or superseded"
+        description="condition_cleared, manual, late_data, stale (no data for "
+        "SWC_ALERT_STALE_AFTER_S), future_data (data dated after their arrival) or superseded"
     )
     resolve_note: str | None
     created_at: datetime
     updated_at: datetime
+    forecast: ForecastOut | None = Field(
+        default=None, description="the pond forecast behind an overtopping alert, as last evaluated"
+    )
 
 
 class AlertEventOut(BaseModel):
@@ -166,10 +198,11 @@ async def stream(
 
     A reconnecting client sends ``Last-Event-ID`` and first gets the events it
     missed. A comment line is sent every 15 s to keep proxies from closing the
-    connection.
+    connection. The key is checked again every `SWC_API_KEY_RECHECK_S`: once it
+    is revoked the stream sends ``event: revoked`` and ends.
     """
     broadcaster = request.app.state.broadcaster
-    pool = request.app.state.pool
+    recheck_s = request.app.state.settings.api_key_recheck_s
 
     def wanted(ev: dict) -> bool:
         if site_id is not None and ev.get("site_id") != site_id:
@@ -179,6 +212,11 @@ async def stream(
     def frame(ev: dict) -> str:
         return f"id: {ev['event_id']}\nevent: alert\ndata: {json.dumps(ev)}\n\n"
 
+    revoked = (
+        "event: revoked\ndata: "
+        + json.dumps({"detail": f"the API key {key.prefix}… was revoked; the stream ends"})
+        + "\n\n"
+    )
     sub = broadcaster.subscribe()
 
     async def gen() -> AsyncIterator[str]:
@@ -190,10 +228,10 @@ async def stream(
             if last_event_id is not None:
 
                 def missed() -> list[dict]:
-                    with pool.connection(timeout=5) as conn:
+                    with pooled(request) as conn:
                         ids = conn.execute(
                             "SELECT e.id FROM alert_events e JOIN alerts a ON a.id = e.alert_id "
-                            "WHERE e.id > %s AND NOT a.late ORDER BY e.id LIMIT 1000",
+                            f"WHERE e.id > %s AND {store.ANNOUNCED} ORDER BY e.id LIMIT 1000",
                             (last_event_id,),
                         ).fetchall()
                         return [store.event_payload(conn, i) for (i,) in ids]
@@ -202,24 +240,35 @@ async def stream(
                     if wanted(ev):
                         yield frame(ev)
                     sent = max(sent, ev["event_id"])
+            next_check = loop.time() + recheck_s
+            last_sent = loop.time()
             while True:
-                timeout = 15.0
+                now = loop.time()
+                if now >= next_check:
+                    next_check = now + recheck_s
+                    if not await _still_active(request, key.id):
+                        yield revoked
+                        return
+                timeout = min(15.0 - (now - last_sent), next_check - now)
                 if deadline is not None:
-                    timeout = min(timeout, deadline - loop.time())
+                    timeout = min(timeout, deadline - now)
                     if timeout <= 0:
                         return
                 try:
-                    ev = await asyncio.wait_for(sub.queue.get(), timeout)
+                    ev = await asyncio.wait_for(sub.queue.get(), max(timeout, 0.0))
                 except TimeoutError:
                     if await request.is_disconnected():
                         return
-                    yield ": keepalive\n\n"
+                    if loop.time() - last_sent >= 15.0:
+                        last_sent = loop.time()
+                        yield ": keepalive\n\n"
                     continue
                 if sub.overflowed:
                     yield "event: overflow\ndata: {}\n\n"
                     return
                 if ev["event_id"] > sent and wanted(ev):
                     sent = ev["event_id"]
+                    last_sent = loop.time()
                     yield frame(ev)
         finally:
             broadcaster.unsubscribe(sub)
@@ -229,6 +278,15 @@ async def stream(
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+async def _still_active(request: Request, key_id: int) -> bool:
+    """False once the key is revoked; a busy or absent database keeps the stream going."""
+    try:
+        return await asyncio.to_thread(key_is_active, request, key_id)
+    except (psycopg.Error, PoolTimeout, TooManyRequests) as exc:
+        log.warning("event stream: key %d not re-checked: %s", key_id, str(exc)[:200])
+        return True
 
 
 @router.get(

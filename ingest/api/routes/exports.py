@@ -12,11 +12,13 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, BinaryIO
 
 import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import StreamingResponse
+from pydantic import Field
 
 from ...export import Selection, export_csv, export_netcdf, export_parquet
 from ..deps import StreamKey
@@ -35,8 +37,23 @@ _NETCDF_LOCK = threading.Lock()  # HDF5 is not thread-safe: one NetCDF file at a
 _SLOTS_LOCK = threading.Lock()
 
 
+END_MARKER = "# swc-export complete rows="
+
+
 class ExportParams(SelectionParams):
     """The same selection as ``GET /readings``; no range means the whole record."""
+
+
+class CsvExportParams(ExportParams):
+    end_marker: bool = Field(
+        default=False,
+        description=f"end the file with the line `{END_MARKER}<rows>` once every row is "
+        "written; a file without it was cut",
+    )
+
+
+def _end_line(rows: int) -> bytes:
+    return f"{END_MARKER}{rows}\n".encode()
 
 
 def _selection(q: ExportParams) -> Selection:
@@ -131,6 +148,7 @@ def _stream(
     selection: Selection,
     media_type: str,
     filename: str,
+    trailer: Callable[[int], bytes] | None = None,
 ) -> StreamingResponse:
     """Run ``write`` in a thread on its own connection (not the pool's: an export can
     take minutes) and send what it writes as it comes. The export's slot is freed
@@ -145,7 +163,9 @@ def _stream(
         try:
             with psycopg.connect(dsn) as conn:
                 conn.read_only = True
-                write(conn, selection, pipe)
+                result = write(conn, selection, pipe)
+            if trailer is not None:
+                pipe.write(trailer(getattr(result, "rows", 0)))
             pipe.finish()
             pipe._send(_DONE)
         except BrokenPipeError:
@@ -163,20 +183,79 @@ def _stream(
     def body() -> Iterator[bytes]:
         try:
             while True:
-                item = q.get()
+                try:
+                    item = q.get(timeout=0.5)
+                except queue.Empty:
+                    if cancelled.is_set():
+                        return
+                    continue
                 if item is _DONE:
                     return
                 if isinstance(item, BaseException):
-                    raise RuntimeError(f"export {filename} failed: {item}") from item
+                    raise ExportCut(f"export {filename} failed: {item}") from item
                 yield item
         finally:
             cancelled.set()  # stops the thread at its next write
 
-    return StreamingResponse(
+    return _ExportResponse(
         body(),
+        cancelled,
         media_type=media_type,
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
+
+
+class ExportCut(RuntimeError):
+    """An export failed after its first bytes: the connection is dropped without the
+    end of the chunked body, so that the client sees an incomplete transfer."""
+
+
+class _ExportResponse(StreamingResponse):
+    """Frees the export's thread (and its slot) as soon as the response ends, whether
+    it was sent, failed, or its client went away: the thread stops at its next write."""
+
+    def __init__(self, content, cancelled: threading.Event, **kw):
+        super().__init__(content, **kw)
+        self._cancelled = cancelled
+
+    async def __call__(self, scope, receive, send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._cancelled.set()
+
+
+TMP_PREFIX = "swc-export-"  # + "<pid>-"; the file is gone once its export is streamed
+
+
+def sweep_stale_files(folder: Path) -> int:
+    """Remove the temporary files of exports whose process is gone (killed during
+    an export); returns how many. Run when the API starts."""
+    removed = 0
+    try:
+        entries = list(folder.glob(f"{TMP_PREFIX}*"))
+    except OSError:
+        return 0
+    for path in entries:
+        pid_text = path.name[len(TMP_PREFIX) :].split("-", 1)[0]
+        if pid_text.isdigit() and _alive(int(pid_text)) and int(pid_text) != os.getpid():
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+            removed += 1
+    if removed:
+        log.warning("removed %d temporary file(s) of interrupted exports in %s", removed, folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _responses(media_type: str) -> dict[int | str, dict]:
@@ -202,9 +281,21 @@ _DOC = (
     responses=_responses("text/csv"),
 )
 def export_readings_csv(
-    request: Request, key: StreamKey, q: Annotated[ExportParams, Query()]
+    request: Request, key: StreamKey, q: Annotated[CsvExportParams, Query()]
 ) -> StreamingResponse:
-    return _stream(request, export_csv, _selection(q), "text/csv", _filename(q, "csv"))
+    """A complete file is always sent as a complete HTTP body; an export that fails
+    after its first bytes drops the connection instead (curl: exit 18, httpx:
+    RemoteProtocolError), so a cut file never looks complete. With
+    `end_marker=true` the file also ends with a comment line
+    `# swc-export complete rows=<N>` (pandas: `comment="#"`)."""
+    return _stream(
+        request,
+        export_csv,
+        _selection(q),
+        "text/csv",
+        _filename(q, "csv"),
+        trailer=_end_line if q.end_marker else None,
+    )
 
 
 @router.get(
@@ -238,7 +329,9 @@ def export_readings_netcdf(
 ) -> StreamingResponse:
     slots = _slot(request)
     try:
-        fd, path = tempfile.mkstemp(prefix="swc-export-", suffix=".nc")
+        folder = request.app.state.settings.export_tmp_path
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, path = tempfile.mkstemp(prefix=f"{TMP_PREFIX}{os.getpid()}-", suffix=".nc", dir=folder)
         os.close(fd)
         try:
             with _NETCDF_LOCK, psycopg.connect(request.app.state.settings.database_url) as conn:

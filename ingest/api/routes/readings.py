@@ -11,7 +11,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from ...store import timeseries as store
@@ -182,7 +182,12 @@ def encode_cursor(stream_id: int, t: datetime, fp: str) -> str:
     return base64.urlsafe_b64encode(f"{stream_id}:{us}:{fp}".encode()).decode().rstrip("=")
 
 
-def decode_cursor(text: str, fp: str) -> tuple[int, datetime]:
+def decode_cursor(
+    text: str, fp: str, start: datetime | None = None, end: datetime | None = None
+) -> tuple[int, datetime]:
+    """The (stream, time) after which the page starts; a cursor that this query could
+    not have given (another query, a time outside [start, end), a stream id out of
+    range) is refused with 422."""
     bad = HTTPException(422, "cursor is not valid: pass the `next` of the previous page as is")
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)).decode()
@@ -195,6 +200,11 @@ def decode_cursor(text: str, fp: str) -> tuple[int, datetime]:
         raise HTTPException(
             422, "cursor belongs to another query: repeat the parameters of the first page"
         )
+    if not 1 <= stream_id <= 2**63 - 1:
+        raise bad
+    # a bucket may start up to one interval before ``start``
+    if (start is not None and t < start - MAX_INTERVAL) or (end is not None and t >= end):
+        raise bad
     return stream_id, t
 
 
@@ -239,7 +249,7 @@ def use_hourly(q: ReadingsParams, interval: timedelta | None, aggs: list[str]) -
     summary="Readings of streams, sites and channels: raw or in buckets, paged by a cursor",
     responses=errors(401, 422),
 )
-def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query()]) -> ReadingsPage:
+def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query()]) -> Response:
     """Rows are ordered by stream, then time. Follow `next` until it is null.
 
     Bucketed rows (`interval`) carry `count` and the aggregates asked for
@@ -252,7 +262,7 @@ def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query(
     interval = _check_interval(q)
     aggs: list[str] = list(dict.fromkeys(q.agg)) or (["mean"] if interval else [])
     fp = _fingerprint(q, interval, aggs)
-    after = decode_cursor(q.cursor, fp) if q.cursor else None
+    after = decode_cursor(q.cursor, fp, q.start, q.end) if q.cursor else None
     streams = store.streams(conn, q.stream_filter())
     ids = [s["id"] for s in streams]
     hourly = use_hourly(q, interval, aggs)
@@ -269,7 +279,7 @@ def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query(
         rows = rows[: q.limit]
         nxt = encode_cursor(rows[-1]["stream_id"], rows[-1]["time"], fp)
     kept = q.qualities()
-    return ReadingsPage(
+    page = ReadingsPage(
         source="readings_hourly" if hourly else "readings",
         interval=format_interval(interval) if interval else None,
         aggregates=aggs,
@@ -280,3 +290,6 @@ def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query(
         rows=[ReadingRow(**r) for r in rows],
         next=nxt,
     )
+    # rendered here, in the worker thread: a page of 10,000 rows is not serialized
+    # on the event loop, where every other client would wait for it
+    return Response(page.model_dump_json(), media_type="application/json")

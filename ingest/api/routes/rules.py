@@ -28,6 +28,8 @@ class RuleOut(BaseModel):
     unit: str = Field(description="unit of thresholds and hysteresis")
     scope: Literal["site", "device", "stream"]
     applies: bool = Field(description="the site's kind and design values allow this rule")
+    reason: str | None = Field(description="why it does not apply (null when it does)")
+    flood: bool = Field(description="a flood rule: its red means the structure fails")
     config: RuleConfig = Field(description="effective: defaults, then the override")
     override: dict[str, Any] | None = Field(description="what engineers set at this site")
     updated_at: datetime | None
@@ -84,6 +86,8 @@ def _rules(conn, site_id: str, settings, only: str | None = None) -> list[RuleOu
                 unit=rule.unit,
                 scope=rule.scope,
                 applies=rule.applies(ctx),
+                reason=rule.why_not(ctx),
+                flood=rule.flood,
                 config=cfg,
                 override=override,
                 updated_at=row.get("updated_at"),

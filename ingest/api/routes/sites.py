@@ -10,8 +10,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
-from ...store.alerts import record_write
-from ..deps import AdminKey, ConnDep, CurrentKey
+from ...alerting.coverage import site_coverage
+from ...store.alerts import ACTIVE, record_write
+from ..deps import AdminKey, ConnDep, CurrentKey, SettingsDep
 from ..errors import errors
 
 router = APIRouter(prefix="/sites", tags=["sites"])
@@ -34,9 +35,18 @@ class SiteOut(BaseModel):
     elevation_m: float | None
     params: dict[str, Any] = Field(description="design values: spillway_crest_m, ...")
     devices: int
-    active_alerts: int
-    alert_level: int = Field(description="highest level of the site's active alerts, 0..4")
+    active_alerts: int = Field(description="its open or acknowledged alerts (all live)")
+    alert_level: int = Field(
+        description="highest level of its open or acknowledged alerts, 0..4: the level of "
+        "/alerts?active=true&site_id=..., of the retained MQTT state and of the SSE events"
+    )
     last_seen: datetime | None = Field(description="last message from any of its devices")
+    flood_rules: list[str] = Field(
+        default_factory=list, description="the flood rules that can raise its warning"
+    )
+    flood_warning: str | None = Field(
+        default=None, description="why no flood rule applies (null: covered, or none needed)"
+    )
 
 
 class SiteCreate(BaseModel):
@@ -83,13 +93,12 @@ class SiteDetail(SiteOut):
     latest: list[LatestReading]
 
 
-_SITE_SQL = """
+_SITE_SQL = f"""
 SELECT s.id, s.kind, s.name, s.latitude, s.longitude, s.elevation_m, s.params,
   (SELECT count(*) FROM devices d WHERE d.site_id = s.id) AS devices,
-  (SELECT count(*) FROM alerts a WHERE a.site_id = s.id AND a.state <> 'resolved'
-     AND NOT a.late) AS active_alerts,
-  coalesce((SELECT max(a.level) FROM alerts a WHERE a.site_id = s.id
-     AND a.state <> 'resolved' AND NOT a.late), 0) AS alert_level,
+  (SELECT count(*) FROM alerts a WHERE a.site_id = s.id AND {ACTIVE}) AS active_alerts,
+  coalesce((SELECT max(a.level) FROM alerts a WHERE a.site_id = s.id AND {ACTIVE}), 0)
+    AS alert_level,
   (SELECT max(d.last_seen) FROM devices d WHERE d.site_id = s.id) AS last_seen
 FROM sites s
 """
@@ -98,7 +107,13 @@ FROM sites s
 def _sites(conn, where: str = "", params: tuple = ()) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(_SITE_SQL + where + " ORDER BY s.id", params)
-        return cur.fetchall()
+        rows = cur.fetchall()
+    cover = {c.site_id: c for c in site_coverage(conn, [r["id"] for r in rows])}
+    for r in rows:
+        c = cover.get(r["id"])
+        if c is not None:
+            r["flood_rules"], r["flood_warning"] = c.flood_rules, c.reason
+    return rows
 
 
 def _one(conn, site_id: str) -> dict:
@@ -108,15 +123,20 @@ def _one(conn, site_id: str) -> dict:
     return rows[0]
 
 
-def _latest(conn, site_id: str) -> list[dict]:
+# A reading dated after its arrival (beyond the tolerance) is never a stream's
+# latest: ingest refuses them (future_time); this keeps out any stored before.
+_PLAUSIBLE = "r.time <= r.received_at + %s * interval '1 second'"
+
+
+def _latest(conn, site_id: str, tolerance_s: float) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT st.device_id, st.channel, st.unit, r.time, r.value, r.quality, r.received_at "
             "FROM streams st JOIN devices d ON d.id = st.device_id "
-            "CROSS JOIN LATERAL (SELECT time, value, quality, received_at FROM readings "
-            "  WHERE stream_id = st.id ORDER BY time DESC LIMIT 1) r "
+            "CROSS JOIN LATERAL (SELECT time, value, quality, received_at FROM readings r "
+            f"  WHERE stream_id = st.id AND {_PLAUSIBLE} ORDER BY time DESC LIMIT 1) r "
             "WHERE d.site_id = %s ORDER BY st.device_id, st.channel",
-            (site_id,),
+            (tolerance_s, site_id),
         )
         return cur.fetchall()
 
@@ -157,7 +177,9 @@ def create_site(body: SiteCreate, conn: ConnDep, key: AdminKey) -> SiteOut:
     summary="A site with its devices' health and latest readings",
     responses=errors(401, 404, 422),
 )
-def get_site(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> SiteDetail:
+def get_site(
+    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, settings: SettingsDep
+) -> SiteDetail:
     site = _one(conn, site_id)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
@@ -165,13 +187,14 @@ def get_site(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> SiteDetail:
             "AS silent_s, EXISTS (SELECT 1 FROM alerts a WHERE a.site_id = d.site_id "
             "  AND a.rule = 'offline' AND a.subject = d.id AND a.state <> 'resolved') AS offline, "
             "(SELECT r.value FROM streams st JOIN readings r ON r.stream_id = st.id "
-            "  WHERE st.device_id = d.id AND st.channel = 'battery_v' "
+            f"  WHERE st.device_id = d.id AND st.channel = 'battery_v' AND {_PLAUSIBLE} "
             "  ORDER BY r.time DESC LIMIT 1) AS battery_v "
             "FROM devices d WHERE d.site_id = %s ORDER BY d.id",
-            (site_id,),
+            (settings.future_tolerance_s, site_id),
         )
         health = cur.fetchall()
-    return SiteDetail(**site, device_health=health, latest=_latest(conn, site_id))
+    latest = _latest(conn, site_id, settings.future_tolerance_s)
+    return SiteDetail(**site, device_health=health, latest=latest)
 
 
 @router.get(
@@ -180,9 +203,11 @@ def get_site(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> SiteDetail:
     summary="The latest reading of each of the site's streams",
     responses=errors(401, 404, 422),
 )
-def latest(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> list[LatestReading]:
+def latest(
+    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, settings: SettingsDep
+) -> list[LatestReading]:
     _one(conn, site_id)
-    return [LatestReading(**r) for r in _latest(conn, site_id)]
+    return [LatestReading(**r) for r in _latest(conn, site_id, settings.future_tolerance_s)]
 
 
 @router.patch(

@@ -3,6 +3,7 @@ bulk import of survey sheets."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator
 from typing import Annotated, Literal
@@ -31,9 +32,9 @@ from ...surveys.models import (
     SurveyIn,
     SurveyOut,
 )
-from ...surveys.sheets import SheetError, import_sheet
+from ...surveys.sheets import SheetError, write_sheet
 from ...surveys.upload import UploadError, receive
-from ..deps import ConnDep, CurrentKey, StreamKey
+from ..deps import ConnDep, CurrentKey, StreamKey, pooled, statement_timeout
 from ..errors import ErrorOut, errors
 
 log = logging.getLogger(__name__)
@@ -215,19 +216,31 @@ async def import_surveys(
     except UploadError as exc:
         raise HTTPException(exc.status, exc.message) from None
     try:
-        data = upload.file.read()
+        data = await run_in_threadpool(upload.file.read)
     finally:
         upload.close()
     fmt = _sheet_format(format, upload.content_type, upload.filename, data[:64])
-
-    def run() -> ImportResult:
-        with request.app.state.pool.connection(timeout=5) as conn:
-            return import_sheet(conn, data, fmt, key.id, dry_run=dry_run)  # type: ignore[arg-type]
-
-    try:
-        return await run_in_threadpool(run)
+    try:  # read and grouped in a worker process, holding no database connection
+        sheet = await request.app.state.sheet_readers.read(data, fmt)
     except SheetError as exc:
         raise HTTPException(422, f"the sheet cannot be read: {exc}") from None
+    del data
+
+    def write() -> ImportResult:
+        with pooled(request) as conn:
+            statement_timeout(conn, settings, key.role)
+            return write_sheet(conn, sheet, key.id, dry_run=dry_run)
+
+    async with _import_slots(request):  # a few imports write at once; the rest wait
+        return await run_in_threadpool(write)
+
+
+def _import_slots(request: Request) -> asyncio.Semaphore:
+    state = request.app.state
+    slots = getattr(state, "import_slots", None)
+    if slots is None:
+        slots = state.import_slots = asyncio.Semaphore(state.settings.survey_import_max_concurrent)
+    return slots
 
 
 @router.get(
@@ -283,11 +296,10 @@ async def add_attachment(
     unknown = set(request.query_params) - {"filename"}
     if unknown:
         raise HTTPException(422, f"unknown query parameter(s): {', '.join(sorted(unknown))}")
-    pool = request.app.state.pool
     files = _files(request)
 
     def exists() -> bool:
-        with pool.connection(timeout=5) as conn:
+        with pooled(request) as conn:
             return service.survey_exists(conn, survey_id)
 
     if not await run_in_threadpool(exists):
@@ -304,7 +316,7 @@ async def add_attachment(
         raise HTTPException(exc.status, exc.message) from None
 
     def store_it() -> AttachmentOut:
-        with pool.connection(timeout=5) as conn:
+        with pooled(request) as conn:
             return service.add_attachment(conn, files, survey_id, upload, key.id)
 
     try:
@@ -332,7 +344,7 @@ async def add_attachment(
 def download_attachment(
     survey_id: SurveyId, attachment_id: AttachmentId, request: Request, key: StreamKey
 ) -> StreamingResponse:
-    with request.app.state.pool.connection(timeout=5) as conn:
+    with pooled(request) as conn:
         row = store.get_attachment(conn, survey_id, attachment_id)
     if row is None:
         raise HTTPException(404, f"survey {survey_id} has no attachment {attachment_id}")

@@ -10,8 +10,9 @@ from fastapi import APIRouter, HTTPException, Path, Query
 from psycopg.rows import dict_row
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from ...alerting.notify import TargetRefused, resolve_target
 from ...store.alerts import record_write
-from ..deps import AdminKey, ConnDep
+from ..deps import AdminKey, ConnDep, SettingsDep
 from ..errors import errors
 from .sites import ID_PATTERN
 
@@ -82,12 +83,20 @@ def list_webhooks(conn: ConnDep, key: AdminKey) -> list[WebhookOut]:
     summary="Add a webhook (admin)",
     responses=errors(401, 403, 404, 422),
 )
-def create_webhook(body: WebhookCreate, conn: ConnDep, key: AdminKey) -> WebhookCreated:
+def create_webhook(
+    body: WebhookCreate, conn: ConnDep, key: AdminKey, settings: SettingsDep
+) -> WebhookCreated:
+    """The URL must resolve to public addresses (unless SWC_WEBHOOK_ALLOW_PRIVATE
+    allows it); deliveries do not follow redirects."""
     if (
         body.site_id
         and not conn.execute("SELECT 1 FROM sites WHERE id = %s", (body.site_id,)).fetchone()
     ):
         raise HTTPException(404, f"site {body.site_id!r} does not exist")
+    try:
+        resolve_target(str(body.url), settings.webhook_allow_private)
+    except TargetRefused as exc:
+        raise HTTPException(422, str(exc)) from None
     secret = body.secret or secrets.token_urlsafe(32)
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(

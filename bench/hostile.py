@@ -1,0 +1,296 @@
+"""Hostile-load benchmark: the API's latency for ordinary requests, quiet and under attack.
+
+Starts `swc api` (real uvicorn) on a scratch database, then measures, from one
+ordinary client, the latency of GET /sites, /alerts and a one-hour /readings
+page: first alone ("quiet"), then while attackers run the attacks of issue 11
+(each in its own thread, back to back with a short pause):
+
+* 100 MB JSON bodies announced without a key (refused before they are read);
+* multipart uploads with a 120,000-';' Content-Disposition (refused by the parser);
+* 128 KB survey sheets with 3,000 unknown columns (read, all rows reported bad);
+* heavy /readings pages by a viewer (whole record, 10,000 rows);
+* CSV exports abandoned after their first chunk;
+* tampered cursors and a revoked key's event stream.
+
+Prints the ordinary requests' p50/p99 in both phases and their ratio (target:
+p99_ms_attack / p99_ms_quiet <= 2), how many attacks ran, and how many ordinary
+requests failed (target 0). Bounded: about a minute.
+
+    python bench/hostile.py [--seconds 15] [--readings 200000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import httpx
+import psycopg
+
+from bench._common import REPO, percentile, result_line, scratch_database
+from ingest.broker import free_port
+from ingest.store.keys import create_key, revoke_key
+from ingest.store.migrate import migrate
+from ingest.store.registry import RegistryFile, load_registry
+
+
+def prepare(dsn: str, readings: int) -> dict[str, str]:
+    migrate(dsn, "off")
+    spec = RegistryFile.model_validate(
+        {
+            "sites": [
+                {
+                    "id": "dam-1",
+                    "kind": "check_dam",
+                    "name": "dam 1",
+                    "params": {"spillway_crest_m": 5.0, "dam_crest_m": 7.0},
+                    "devices": [{"id": "dam-1-d", "channels": ["stage_m"]}],
+                }
+            ]
+        }
+    )
+    with psycopg.connect(dsn) as conn:
+        load_registry(conn, spec)
+    with psycopg.connect(dsn) as conn:
+        sid = conn.execute(
+            "INSERT INTO streams (device_id, channel) VALUES ('dam-1-d', 'stage_m') "
+            "ON CONFLICT (device_id, channel) DO UPDATE SET unit = streams.unit RETURNING id"
+        ).fetchone()[0]
+        conn.execute(
+            "INSERT INTO readings (time, stream_id, value, quality, received_at) "
+            "SELECT timestamptz '2026-01-01' + g * interval '1 minute', %s, g / 1000.0, 2, now() "
+            "FROM generate_series(0, %s - 1) g",
+            (sid, readings),
+        )
+        keys = {role: create_key(conn, role, f"bench {role}")[1] for role in
+                ("viewer", "surveyor", "admin")}  # fmt: skip
+        keys["ordinary"] = create_key(conn, "viewer", "bench ordinary client")[1]
+        revoked_row, revoked = create_key(conn, "viewer", "bench revoked")
+        revoke_key(conn, revoked_row.id)
+        keys["revoked"] = revoked
+    return keys
+
+
+def ordinary(base: str, key: str, seconds: float, failures: list[str]) -> list[float]:
+    """Latencies [ms] of ordinary requests, back to back, for ``seconds``."""
+    paths = [
+        "/sites",
+        "/alerts?limit=20",
+        "/readings?site_id=dam-1&start=2026-01-02T00:00:00Z&end=2026-01-02T01:00:00Z",
+    ]
+    out: list[float] = []
+    with httpx.Client(base_url=base, headers={"X-API-Key": key}, timeout=30) as c:
+        end = time.monotonic() + seconds
+        k = 0
+        while time.monotonic() < end:
+            t = time.perf_counter()
+            try:
+                r = c.get(paths[k % len(paths)])
+                if r.status_code != 200:
+                    failures.append(f"{paths[k % len(paths)]}: {r.status_code}")
+            except httpx.HTTPError as exc:
+                failures.append(f"{paths[k % len(paths)]}: {exc}")
+            out.append((time.perf_counter() - t) * 1000)
+            k += 1
+            time.sleep(0.01)
+    return out
+
+
+def attackers(base: str, port: int, keys: dict[str, str]) -> list:
+    def big_body_without_key() -> None:
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+            s.sendall(
+                b"POST /sites HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: 100000000\r\n\r\n"
+            )
+            s.recv(65536)
+
+    boundary = "xBOUNDARYx"
+    multipart = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"' + ";" * 120_000
+        + f'; filename="a.csv"\r\n\r\nsite_id,kind,surveyed_at\r\n--{boundary}--\r\n'
+    ).encode()  # fmt: skip
+
+    def hostile_multipart() -> None:
+        httpx.post(
+            f"{base}/surveys/import",
+            content=multipart,
+            headers={
+                "X-API-Key": keys["surveyor"],
+                "Content-Type": f"multipart/form-data; boundary={boundary}",
+            },
+            timeout=60,
+        )
+
+    names = ",".join(["site_id", "kind", "surveyed_at", *(f"c{i}" for i in range(3000))])
+    row = "dam-1,inspection,2026-07-01T00:00:00Z" + ",x" * 3000
+    sheet = (names + "\n" + (row + "\n") * ((128 << 10) // len(row))).encode()
+
+    def wide_sheet() -> None:
+        httpx.post(
+            f"{base}/surveys/import",
+            content=sheet,
+            headers={"X-API-Key": keys["surveyor"], "Content-Type": "text/csv"},
+            timeout=120,
+        )
+
+    def heavy_readings() -> None:
+        httpx.get(
+            f"{base}/readings?site_id=dam-1&limit=10000",
+            headers={"X-API-Key": keys["viewer"]},
+            timeout=120,
+        )
+
+    def abandoned_export() -> None:
+        with httpx.stream(
+            "GET",
+            f"{base}/exports/readings.csv?site_id=dam-1",
+            headers={"X-API-Key": keys["viewer"]},
+            timeout=60,
+        ) as r:
+            if r.status_code == 200:
+                next(r.iter_raw(), None)
+
+    cursor = base64.urlsafe_b64encode(b"1:253402300799000000:000000000000").decode()
+
+    def tampered() -> None:
+        httpx.get(
+            f"{base}/readings?site_id=dam-1&cursor={cursor}",
+            headers={"X-API-Key": keys["viewer"]},
+            timeout=30,
+        )
+        httpx.get(
+            f"{base}/alerts/stream?max_seconds=1",
+            headers={"X-API-Key": keys["revoked"]},
+            timeout=30,
+        )
+
+    return [
+        big_body_without_key,
+        hostile_multipart,
+        wide_sheet,
+        wide_sheet,
+        heavy_readings,
+        heavy_readings,
+        abandoned_export,
+        tampered,
+    ]
+
+
+def run_attacks(funcs, stop, counts: dict[str, int], pause: float) -> list[threading.Thread]:
+    def loop(f) -> None:
+        while not stop.is_set():
+            with contextlib.suppress(httpx.HTTPError, OSError):
+                f()
+            counts[f.__name__] = counts.get(f.__name__, 0) + 1
+            stop.wait(pause)
+
+    threads = [threading.Thread(target=loop, args=(f,), daemon=True) for f in funcs]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def attack_process(base: str, port: int, keys: dict[str, str], pause: float, only, stop, out):
+    """The attackers, in a process of their own: the measuring client shares no GIL
+    with them."""
+    counts: dict[str, int] = {}
+    funcs = [f for f in attackers(base, port, keys) if not only or f.__name__ in only]
+    threads = run_attacks(funcs, stop, counts, pause)
+    stop.wait()
+    for t in threads:
+        t.join(60)
+    out.put(counts)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seconds", type=float, default=15.0, help="length of each phase [s]")
+    ap.add_argument("--readings", type=int, default=200_000)
+    ap.add_argument("--pause", type=float, default=0.05, help="each attacker's pause [s]")
+    ap.add_argument("--only", nargs="*", help="run only these attacks (names as printed)")
+    args = ap.parse_args()
+    with scratch_database() as dsn:
+        keys = prepare(dsn, args.readings)
+        port = free_port()
+        env = {**os.environ, "SWC_DATABASE_URL": dsn, "SWC_LOG_LEVEL": "ERROR"}
+        env.pop("SWC_MQTT_URL", None)
+        log = tempfile.TemporaryFile()  # noqa: SIM115 (read on failure)
+        server = subprocess.Popen(
+            [sys.executable, "-m", "swc_cli", "api", "--port", str(port)],
+            cwd=REPO,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    httpx.get(f"{base}/health", timeout=5)
+                    break
+                except httpx.HTTPError:
+                    if time.monotonic() > deadline or server.poll() is not None:
+                        log.seek(0)
+                        tail = log.read().decode(errors="replace")[-2000:]
+                        raise SystemExit(f"swc api did not start:\n{tail}") from None
+                    time.sleep(0.2)
+            httpx.post(  # warm-up: the sheet readers start on first use
+                f"{base}/surveys/import?dry_run=true",
+                content=b"site_id,kind,surveyed_at\n",
+                headers={"X-API-Key": keys["surveyor"], "Content-Type": "text/csv"},
+                timeout=60,
+            )
+            ordinary(base, keys["ordinary"], 2.0, [])
+            quiet_failures: list[str] = []
+            quiet = ordinary(base, keys["ordinary"], args.seconds, quiet_failures)
+            ctx = multiprocessing.get_context("fork")
+            stop, out = ctx.Event(), ctx.Queue()
+            proc = ctx.Process(
+                target=attack_process, args=(base, port, keys, args.pause, args.only, stop, out)
+            )
+            proc.start()
+            time.sleep(1.0)  # the attacks under way
+            attack_failures: list[str] = []
+            attack = ordinary(base, keys["ordinary"], args.seconds, attack_failures)
+            stop.set()
+            counts = out.get(timeout=120)
+            proc.join(30)
+        finally:
+            server.terminate()
+            server.wait(10)
+    p99_q, p99_a = percentile(quiet, 99), percentile(attack, 99)
+    if attack_failures:
+        print("ordinary requests that failed under attack:", attack_failures[:10])
+    print("attacks run:", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    print(
+        result_line(
+            requests_quiet=len(quiet),
+            requests_attack=len(attack),
+            p50_ms_quiet=percentile(quiet, 50),
+            p99_ms_quiet=p99_q,
+            p50_ms_attack=percentile(attack, 50),
+            p99_ms_attack=p99_a,
+            ratio=p99_a / p99_q,
+            attacks=sum(counts.values()),
+            failed_quiet=len(quiet_failures),
+            failed_attack=len(attack_failures),
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
