@@ -10,8 +10,8 @@ Processes, as deployed: this one runs the ingest consumer with its QC
 re-evaluation and alert engine (what ``swc ingest`` runs); a publisher
 process sends the load and the probes through a private mosquitto; an API
 process serves ``/alerts/stream`` (SSE) and reads it. Probe sites are load
-sites whose stage rule reacts at once (yellow at 0.5 m below the spillway
-crest, no hysteresis, no minimum duration): in the measured minutes their
+sites whose stage rule reacts at once (yellow at 0.5 m below the dam crest,
+no hysteresis, no minimum duration): in the measured minutes their
 minute message alternates a stage above that threshold (an ``open`` event)
 and one below it (a ``resolve`` event). Each SSE event is matched to the
 probe message that caused it by site, kind and data time, so an event that
@@ -57,7 +57,9 @@ ROOT = "bench/v1"
 CHANNELS = ("stage_m", "rain_mm", "turbidity_ntu", "battery_v")
 PERIOD_S = 60.0  # storm mode: one message a minute per site
 LADDER = (1000, 10000, 58000)
-PROBE_OPEN, PROBE_CLOSE, LOAD_STAGE = 4.7, 3.0, 2.0  # m; crest 5.0, probe yellow at 4.5
+# stages [m]: dam crest 7.0, spillway crest 5.0 (the stage rule's blue at 4.2);
+# a probe's stage rule is yellow at 0.5 m below the dam crest (6.5)
+PROBE_OPEN, PROBE_CLOSE, LOAD_STAGE = 6.8, 3.0, 2.0
 
 
 def site_id(i: int) -> str:
