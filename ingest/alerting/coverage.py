@@ -21,7 +21,9 @@ def site_coverage(conn: psycopg.Connection, site_ids: list[str] | None = None) -
     """Flood-rule coverage of every site (or of ``site_ids``), ordered by site id."""
     sql = (
         "SELECT si.id, si.kind, si.params, "
-        "coalesce(array_agg(DISTINCT s.channel) FILTER (WHERE s.channel IS NOT NULL), '{}') "
+        "coalesce(array_agg(DISTINCT s.channel) FILTER (WHERE s.channel IS NOT NULL), '{}'), "
+        "coalesce((SELECT array_agg(sr.rule) FROM site_rules sr WHERE sr.site_id = si.id "
+        "AND sr.config->>'enabled' = 'false'), '{}') "
         "FROM sites si LEFT JOIN devices d ON d.site_id = si.id "
         "LEFT JOIN streams s ON s.device_id = d.id"
     )
@@ -31,8 +33,8 @@ def site_coverage(conn: psycopg.Connection, site_ids: list[str] | None = None) -
         params = (site_ids,)
     sql += " GROUP BY si.id, si.kind, si.params ORDER BY si.id"
     out = []
-    for sid, kind, p, channels in conn.execute(sql, params).fetchall():
-        rules, reason = flood_coverage(kind, p or {}, set(channels))
+    for sid, kind, p, channels, disabled in conn.execute(sql, params).fetchall():
+        rules, reason = flood_coverage(kind, p or {}, set(channels), frozenset(disabled))
         out.append(Coverage(sid, kind, rules, reason))
     return out
 

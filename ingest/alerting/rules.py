@@ -683,19 +683,20 @@ def validate_config(rule: Rule, cfg: RuleConfig) -> None:
 
 
 def flood_coverage(
-    kind: str, params: dict[str, Any], channels: set[str]
+    kind: str, params: dict[str, Any], channels: set[str], disabled: frozenset[str] = frozenset()
 ) -> tuple[list[str], str | None]:
     """The flood rules that apply at a site, and the reason when none does.
 
-    A flood rule applies when the site's kind and design values allow it and a
-    device of the site measures its channel.
+    A flood rule applies when engineers have not disabled it at the site
+    (``disabled``), the site's kind and design values allow it and a device of
+    the site measures its channel.
     """
     ctx = Context(kind, params or {})
     applying, reasons = [], []
     for rule in RULES.values():
         if not rule.flood or (rule.kinds is not None and kind not in rule.kinds):
             continue
-        why = rule.why_not(ctx)
+        why = "disabled at this site" if rule.name in disabled else rule.why_not(ctx)
         if why is None and not set(rule.channels) & channels:
             why = f"no device measures {' or '.join(rule.channels)}"
         if why is None:

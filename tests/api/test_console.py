@@ -114,7 +114,8 @@ def test_device_health_lists_gaps_flags_and_dead_letters(api, db):
             {"id": "dam-small", "kind": "check_dam", "name": "small",
              "params": {"dam_crest_m": 3.0}},
             {"id": "dam-off", "kind": "check_dam", "name": "off",
-             "params": {"spillway_crest_m": 5.0}},
+             "params": {"spillway_crest_m": 5.0, "dam_crest_m": 6.0, "stage_storage": {"a": 300, "b": 2.4}},
+             "devices": [{"id": "dam-off", "channels": ["stage_m"]}]},
             {"id": "cis-1", "kind": "cistern", "name": "cistern"},
             {"id": "rg-1", "kind": "rain_gauge", "name": "gauge"},
         ],
@@ -132,12 +133,13 @@ def test_device_health_lists_gaps_flags_and_dead_letters(api, db):
         conn.execute("INSERT INTO devices (id, kind) VALUES ('gw-1', 'gateway')")
         for code in ("invalid_json", "invalid_json", "unknown_device"):
             conn.execute(
-                "INSERT INTO dead_letters (topic, payload, error_code, error) VALUES (%s, %s, %s, %s)",
+                "INSERT INTO dead_letters (topic, payload, payload_size, error_code, error) "
+                "VALUES (%s, %s, 1, %s, %s)",
                 ("swc/v1/x/telemetry", b"{", code, f"{code}: detail"),
             )
         conn.execute(
-            "INSERT INTO dead_letters (received_at, topic, payload, error_code, error) "
-            "VALUES (now() - interval '2 days', 't', 'x', 'old_reason', 'old')"
+            "INSERT INTO dead_letters (received_at, topic, payload, payload_size, error_code, "
+            "error) VALUES (now() - interval '2 days', 't', 'x', 1, 'old_reason', 'old')"
         )
     key = auth(new_key(db, "viewer"))
     out = api.get("/console/device-health", headers=key).json()
@@ -147,8 +149,8 @@ def test_device_health_lists_gaps_flags_and_dead_letters(api, db):
     assert out["devices_without_site"] == ["stray-7"]  # a gateway needs no site
     gaps = {g["site_id"]: g["reason"] for g in out["sites_without_flood_rule"]}
     assert set(gaps) == {"dam-small", "dam-off", "cis-1"}
-    assert "spillway_crest_m" in gaps["dam-small"]
-    assert gaps["dam-off"].startswith("disabled")
+    assert "no device measures stage_m" in gaps["dam-small"]  # design values alone are not enough
+    assert gaps["dam-off"].count("disabled at this site") == 2
     assert "overflow_level_m" in gaps["cis-1"]
     dead = {d["error_code"]: d["count"] for d in out["dead_letters_last_day"]}
     assert dead == {"invalid_json": 2, "unknown_device": 1}

@@ -10,7 +10,7 @@ from fastapi import APIRouter, HTTPException, Path
 from psycopg.rows import dict_row
 from pydantic import BaseModel, Field
 
-from ...alerting.rules import RULES, Context
+from ...alerting.coverage import uncovered
 from ...research.data import ResearchError, get_site, nearest_rain_site
 from ..deps import ConnDep, CurrentKey, SettingsDep
 from ..errors import errors
@@ -20,13 +20,6 @@ router = APIRouter(prefix="/console", tags=["console"])
 SiteIdPath = Annotated[
     str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,63}$", description="site id")
 ]
-
-#: The rules that warn of water over a structure, per site kind: a dam or cistern
-#: without any of them that applies is listed on the device-health page.
-FLOOD_RULES: dict[str, tuple[str, ...]] = {
-    "check_dam": ("stage", "overtopping"),
-    "cistern": ("cistern_overflow",),
-}
 
 
 class ConsoleConfig(BaseModel):
@@ -119,30 +112,6 @@ def site_context(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> SiteCon
     return SiteContext(site_id=site_id, rain_site_id=rain.id if rain else None)
 
 
-def flood_rule_gap(kind: str, params: dict, overrides: dict[str, dict | None]) -> str | None:
-    """Why a dam or cistern has no flood rule in force, or None when one is."""
-    names = FLOOD_RULES.get(kind)
-    if not names:
-        return None
-    ctx = Context(kind, params)
-    missing: list[str] = []
-    for name in names:
-        rule = RULES[name]
-        if not rule.applies(ctx):
-            missing += [p for p in rule.needs if p not in missing and _num(params.get(p)) is None]
-            continue
-        if (overrides.get(name) or {}).get("enabled") is False:
-            continue
-        return None
-    if missing:
-        return "no " + ", ".join(missing) + " in the site's params"
-    return "disabled at this site: " + ", ".join(names)
-
-
-def _num(x) -> float | None:
-    return float(x) if isinstance(x, int | float) and not isinstance(x, bool) else None
-
-
 _DEVICES_SQL = """
 SELECT d.id, d.kind, d.site_id, d.gateway_id, d.firmware, d.last_seen,
   extract(epoch FROM now() - d.last_seen)::float8 AS silent_s,
@@ -185,19 +154,12 @@ def device_health(conn: ConnDep, key: CurrentKey) -> DeviceHealthOut:
             )
             for r in cur.fetchall()
         ]
-        cur.execute(
-            "SELECT s.id, s.kind, s.name, s.params, coalesce((SELECT jsonb_object_agg(rule, "
-            "config) FROM site_rules sr WHERE sr.site_id = s.id), '{}'::jsonb) AS overrides "
-            "FROM sites s ORDER BY s.id"
-        )
-        gaps = []
-        for s in cur.fetchall():
-            params = s["params"] if isinstance(s["params"], dict) else {}
-            reason = flood_rule_gap(s["kind"], params, s["overrides"])
-            if reason:
-                gaps.append(
-                    SiteWithoutRule(site_id=s["id"], kind=s["kind"], name=s["name"], reason=reason)
-                )
+        names = dict(conn.execute("SELECT id, name FROM sites").fetchall())
+        gaps = [
+            SiteWithoutRule(site_id=c.site_id, kind=c.kind, name=names.get(c.site_id, ""),
+                            reason=c.reason or "")
+            for c in uncovered(conn)
+        ]  # fmt: skip
         cur.execute(
             "SELECT error_code, count(*) AS count, max(received_at) AS last_at, "
             "(array_agg(error ORDER BY received_at DESC))[1] AS last_error FROM dead_letters "
