@@ -214,7 +214,7 @@ def main() -> None:
         started = time.perf_counter()
         written0 = consumer.metrics.snapshot().get("readings_written", 0)
         for i in range(probes):
-            for value, kind, out in ((4.7, "open", open_ms), (3.0, "resolve", resolve_ms)):
+            for value, kind, out in ((6.8, "open", open_ms), (3.0, "resolve", resolve_ms)):
                 seq += 1
                 t_data += timedelta(seconds=1)
                 body = message("probe", seq, [(t_data, value)])

@@ -59,6 +59,7 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=100, help="messages per committed batch")
     ap.add_argument("--history-min", type=int, default=30)
     ap.add_argument("--threads", type=int, default=4, help="engine threads (1 to profile)")
+    ap.add_argument("--no-shortcuts", action="store_true", help="evaluate every rule in full")
     ap.add_argument("--profile", help="write a pyinstrument HTML profile here")
     args = ap.parse_args()
     if args.quick:
@@ -75,6 +76,7 @@ def main() -> None:
             load_sites(conn, args.sites)
             write_history(conn, args.history_min, t0)
             engine = AlertEngine(Settings(_env_file=None, database_url=dsn), dsn, args.threads)
+            engine.shortcuts = not args.no_shortcuts
             engine.process(write_minute(conn, t0, args.sites, args.batch))  # warm-up
             minutes = [
                 write_minute(conn, t0 + (k + 1) * PERIOD_S, args.sites, args.batch)
