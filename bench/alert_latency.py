@@ -209,21 +209,23 @@ def main() -> None:
         time.sleep(2.0)  # steady state
         pub = client(broker.port)
         open_ms, resolve_ms, missed = [], [], 0
-        t_data = datetime.now(UTC) - timedelta(minutes=30)
+        t_data = (datetime.now(UTC) - timedelta(minutes=30)).replace(microsecond=0)
         seq = 0
         started = time.perf_counter()
         written0 = consumer.metrics.snapshot().get("readings_written", 0)
         for i in range(probes):
-            for value, kind, out in ((4.7, "open", open_ms), (3.0, "resolve", resolve_ms)):
+            for value, kind, out in ((6.8, "open", open_ms), (3.0, "resolve", resolve_ms)):
                 seq += 1
                 t_data += timedelta(seconds=1)
                 body = message("probe", seq, [(t_data, value)])
                 t0 = time.perf_counter()
                 pub.publish(f"{ROOT}/probe/telemetry", body, qos=1)
-                try:
+                try:  # the event this reading caused: same kind and data time (a late
+                    # event of an earlier probe is never credited to this one)
                     while True:
                         t1, ev = sse.events.get(timeout=10)
-                        if ev["kind"] == kind:
+                        when = datetime.fromisoformat(ev["data_time"]) if ev["data_time"] else None
+                        if ev["kind"] == kind and when == t_data:
                             out.append((t1 - t0) * 1000)
                             break
                 except queue.Empty:

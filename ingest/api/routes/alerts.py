@@ -222,7 +222,11 @@ async def stream(
     async def gen() -> AsyncIterator[str]:
         loop = asyncio.get_running_loop()
         deadline = None if max_seconds is None else loop.time() + max_seconds
-        sent = last_event_id or 0
+        # Event ids are not in commit order (the engine's chunks commit side by side), so
+        # a live event is dropped only if the client has it: at or below its
+        # Last-Event-ID, or sent in the replay
+        known = last_event_id or 0
+        replayed: set[int] = set()
         try:
             yield ": connected\n\n"
             if last_event_id is not None:
@@ -239,7 +243,7 @@ async def stream(
                 for ev in await asyncio.to_thread(missed):
                     if wanted(ev):
                         yield frame(ev)
-                    sent = max(sent, ev["event_id"])
+                    replayed.add(ev["event_id"])
             next_check = loop.time() + recheck_s
             last_sent = loop.time()
             while True:
@@ -266,8 +270,7 @@ async def stream(
                 if sub.overflowed:
                     yield "event: overflow\ndata: {}\n\n"
                     return
-                if ev["event_id"] > sent and wanted(ev):
-                    sent = ev["event_id"]
+                if ev["event_id"] > known and ev["event_id"] not in replayed and wanted(ev):
                     last_sent = loop.time()
                     yield frame(ev)
         finally:

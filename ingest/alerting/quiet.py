@@ -1,0 +1,162 @@
+"""Cheap proofs that a rule stays at level 0 on a window, so the engine may skip evaluating it.
+
+In storm mode most of the plateau's dams are quiet: their new readings are
+far from every threshold. Evaluating every rule of every site each minute
+(forecast fits, rolling sums) is what limits the engine, so for a rule whose
+tracker is at level 0 the engine first asks :func:`is_quiet`: a bound, from
+the window's extremes, that no reading of the window can give a raw or hold
+level above 0. Then feeding the window to the tracker would change only its
+clock, which :func:`rest` does directly; the persisted state is the same as
+with a full evaluation.
+
+Each bound belongs to one evaluator of :mod:`.rules`; it is used only while
+the rule still has that evaluator (``_BOUNDS`` is keyed by the function), so
+a changed rule is simply evaluated in full. Every bound errs on the side of
+"not quiet": NaN thresholds, negative rain or too little data fall through
+to the real evaluation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from analytics import quality as Q
+from analytics.alerts import AlertTracker
+
+from . import rules as R
+from .rules import COLOURS, Context, Rule, RuleConfig
+
+_MARGIN = 1e-9  # relative slack against rounding in the evaluators
+
+
+@dataclass(frozen=True, slots=True)
+class WindowStats:
+    """Extremes of a stream's readings from some time on; any later start sees less."""
+
+    size: int
+    valid: int  # readings with a value (not NaN)
+    vmin: float
+    vmax: float
+    rain_total: float  # sum of values with failed ones as 0 (NaN as 0)
+    any_negative: bool  # a value < 0 once failed ones count 0
+    any_flagged: bool  # a quality flag suspect or fail
+    last_t: float  # time of the newest reading [s]
+
+
+def window_stats(t: np.ndarray, v: np.ndarray, q: np.ndarray) -> WindowStats:
+    """The extremes :func:`is_quiet` needs, of non-empty arrays sorted by time."""
+    ok = ~np.isnan(v)
+    vv = v[ok]
+    kept = np.where(q == Q.FAIL, 0.0, v)
+    return WindowStats(
+        size=int(t.size),
+        valid=int(vv.size),
+        vmin=float(vv.min()) if vv.size else np.nan,
+        vmax=float(vv.max()) if vv.size else np.nan,
+        rain_total=float(np.nansum(kept)),
+        any_negative=bool(np.any(kept < 0)),
+        any_flagged=bool(np.any((q == Q.FAIL) | (q == Q.SUSPECT))),
+        last_t=float(t[-1]),
+    )
+
+
+def from_row(row: tuple) -> WindowStats:
+    """WindowStats from a row of :func:`ingest.store.alert_bulk.window_extremes`."""
+    size, valid, vmin, vmax, total, negative, flagged, last_t = row
+    return WindowStats(
+        size=int(size),
+        valid=int(valid),
+        vmin=np.nan if vmin is None else float(vmin),
+        vmax=np.nan if vmax is None else float(vmax),
+        rain_total=float(total or 0.0),
+        any_negative=bool(negative),
+        any_flagged=bool(flagged),
+        last_t=float(last_t),
+    )
+
+
+def _given(cfg: RuleConfig) -> list[float]:
+    t = cfg.thresholds
+    return [] if t is None else [float(x) for x in t.as_list() if x is not None]
+
+
+def _stage(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+    # level >= 1 where stage >= crest - threshold (- hysteresis for hold)
+    thr = _given(cfg)
+    if not thr or w.valid == 0:
+        return True
+    crest = float(ctx.params["dam_crest_m"])  # thresholds are depths below the dam crest
+    trigger = min(min(crest - x - cfg.hysteresis, crest - x) for x in thr)
+    return w.vmax < trigger - _MARGIN * max(1.0, abs(trigger))
+
+
+def _rise(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+    # |rate| = |h(t) - h(t - window)| / window, both stages within the readings' range
+    thr = _given(cfg)
+    if not thr or w.valid < 2:
+        return True
+    bound = (w.vmax - w.vmin) / (cfg.window_s or 1800.0) * 3600.0
+    return bound * (1 + _MARGIN) + 1e-12 < min(thr) - cfg.hysteresis
+
+
+def _rainfall(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+    # every rolling sum is at most the sum of the whole window
+    rt = cfg.rain_thresholds
+    depths = [x.depth_mm for c in COLOURS for x in ((getattr(rt, c) or []) if rt else [])]
+    if not depths:
+        return True
+    if w.any_negative:  # the evaluator refuses it: let it say so
+        return False
+    return w.rain_total * (1 + _MARGIN) + 1e-9 < min(depths) - cfg.hysteresis
+
+
+def _battery(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+    # level >= 1 where volts <= threshold (+ hysteresis for hold)
+    thr = _given(cfg)
+    if not thr or w.valid == 0:
+        return True
+    highest = max(x + cfg.hysteresis for x in thr)
+    return w.vmin > highest + _MARGIN * max(1.0, abs(highest))
+
+
+def _sensor_fault(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+    if cfg.range_min is not None and cfg.range_max is not None:
+        return False  # the QC tests would run: evaluate
+    return not w.any_flagged
+
+
+_BOUNDS: dict[Callable, Callable[[WindowStats, RuleConfig, Context], bool]] = {
+    R._stage: _stage,
+    R._rise: _rise,
+    R._rainfall: _rainfall,
+    R._battery: _battery,
+    R._sensor_fault: _sensor_fault,
+}
+
+
+def is_quiet(rule: Rule, w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+    """True when ``rule`` provably gives raw and hold level 0 at every reading ``w`` covers."""
+    bound = _BOUNDS.get(rule.evaluate)
+    if bound is None or w.size == 0:
+        return False
+    try:
+        return bool(bound(w, cfg, ctx))
+    except (KeyError, TypeError, ValueError):  # a parameter the evaluator will complain about
+        return False
+
+
+def rest(tracker: AlertTracker, last_time_s: float) -> None:
+    """What ``tracker.update`` does at level 0 with raw and hold 0 throughout: move the clock."""
+    if tracker.level != 0:
+        raise ValueError("only a tracker at level 0 can rest")
+    tracker.up_since_s = None
+    tracker.down_since_s = None
+    tracker.last_time_s = float(last_time_s)
+
+
+def state(tracker: AlertTracker) -> dict:
+    """``tracker.to_dict()`` for a tracker whose fields are plain numbers (a shallow copy)."""
+    return dict(vars(tracker))
