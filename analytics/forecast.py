@@ -277,8 +277,6 @@ def forecast_pond(
     prior_volume_m3: float | None = None,
     persistence_window_s: float = 900.0,
     warning_stage_m: float | None = None,
-    nowcast_s: float = 0.0,
-    nowcast_window_s: float = 1800.0,
     with_outflow: bool = False,
 ) -> PondForecast:
     """Forecast the pond of a check dam from the stage record and the event rain.
@@ -360,12 +358,7 @@ def forecast_pond(
     if catchment is not None and rain_steps_mm is not None and len(rain_steps_mm) > 0:
         method = "committed_runoff"
         m = len(rain_steps_mm)
-        steps = np.asarray(rain_steps_mm, dtype=float)
-        if nowcast_s > 0:
-            w = max(1, round(nowcast_window_s / dt_s))
-            rate = float(steps[-w:].sum()) / w
-            steps = np.concatenate([steps, np.full(round(nowcast_s / dt_s), rate)])
-        q = committed_inflow_m3_s(steps, dt_s, catchment)
+        q = committed_inflow_m3_s(rain_steps_mm, dt_s, catchment)
         start = float(rain_start_s if rain_start_s is not None else now_s - m * dt_s)
         past = q[:m]
         v_mod = float(past.sum() * dt_s) + upstream_volume_m3

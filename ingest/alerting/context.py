@@ -10,7 +10,6 @@ before the newest stage reading.
 from __future__ import annotations
 
 import logging
-import math
 import threading
 import time
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ import psycopg
 
 from analytics.storage import CheckDam
 
+from ..research.data import distance_km
 from .rules import (
     FORECAST_RAIN_LOOKBACK_S,
     FORECAST_STAGE_LOOKBACK_S,
@@ -33,14 +33,6 @@ log = logging.getLogger(__name__)
 REGISTRY_TTL_S = 60.0
 RAIN_CANDIDATES = 3  # the nearest rain streams tried, nearest first, for one with data
 RAIN_MAX_DISTANCE_KM = 25.0  # farther gauges say little about a gully's storm
-
-
-def distance_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance [km] (haversine)."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * 6371.0 * math.asin(math.sqrt(min(h, 1.0)))
 
 
 class SiteContext:

@@ -153,7 +153,8 @@ def read_series(
     return Series(t, v, list(stream_ids))
 
 
-def _distance_km(lat1, lon1, lat2, lon2) -> float:
+def distance_km(lat1, lon1, lat2, lon2) -> float:
+    """Great-circle distance [km] (haversine)."""
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     h = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
@@ -177,7 +178,7 @@ def nearest_rain_site(conn: psycopg.Connection, site: Site) -> Site | None:
         "WHERE s.channel = 'rain_mm' AND si.latitude IS NOT NULL AND si.longitude IS NOT NULL "
         "AND EXISTS (SELECT 1 FROM readings r WHERE r.stream_id = s.id)"
     ):
-        dist = _distance_km(site.latitude, site.longitude, lat, lon)
+        dist = distance_km(site.latitude, site.longitude, lat, lon)
         if best is None or (dist, sid) < best:
             best = (dist, sid)
     return get_site(conn, best[1]) if best else None
