@@ -247,6 +247,10 @@ def _has_curve(ctx: Context) -> str | None:
         return "no stage-storage curve (site parameter stage_storage: {a, b})"
     if not (_num(sc.get("a")) > 0 and _num(sc.get("b")) > 0):
         return "stage_storage a and b must be > 0"
+    try:  # outlets that do not validate would fail every evaluation: say so instead
+        check_dam_model(ctx.params)
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"the dam's outlets do not validate: {exc}"
     return None
 
 

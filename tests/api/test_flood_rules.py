@@ -31,6 +31,10 @@ SITES = [
     {"id": "dam-nosensor", "kind": "check_dam", "name": "no stage sensor",
      "params": {"dam_crest_m": 5.0, "stage_storage": CURVE},
      "devices": [{"id": "dam-nosensor", "channels": ["battery_v"]}]},
+    {"id": "dam-badoutlet", "kind": "check_dam", "name": "culvert area mistyped",
+     "params": {"dam_crest_m": 5.0, "stage_storage": CURVE, "culvert_centre_m": 0.5,
+                "culvert_area_m2": -0.03},
+     "devices": [{"id": "dam-badoutlet", "channels": ["stage_m"]}]},
     {"id": "cis-1", "kind": "cistern", "name": "cistern", "params": {"overflow_level_m": 3.0},
      "devices": [{"id": "cis-1", "channels": ["level_m"]}]},
     {"id": "cis-2", "kind": "cistern", "name": "cistern without overflow level", "params": {},
@@ -72,6 +76,9 @@ def test_rules_sites_and_health_say_why_a_site_has_no_flood_rule(db, tmp_path):
         small = {r["rule"]: r for r in api.get("/sites/dam-small/rules", headers=key).json()}
         assert small["stage"]["applies"] and small["overtopping"]["applies"]
         assert small["stage"]["reason"] is None
+        bad = {r["rule"]: r for r in api.get("/sites/dam-badoutlet/rules", headers=key).json()}
+        assert bad["overtopping"]["applies"] is False and bad["stage"]["applies"]
+        assert "culvert_area_m2" in bad["overtopping"]["reason"]
         # a dam without spillway: orange at the design freeboard (small: 0.5 m), red 0.01 m
         assert small["stage"]["config"]["thresholds"]["orange"] == 0.5
         assert small["stage"]["config"]["thresholds"]["red"] == 0.01
