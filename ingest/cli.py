@@ -104,10 +104,13 @@ def _require_db(settings: Settings) -> str:
     return settings.database_url
 
 
-def do_migrate(settings: Settings, dsn: str) -> str:
-    from .store.migrate import apply_policies, migrate
+def do_migrate(settings: Settings, dsn: str, accept_changed: bool = False) -> str:
+    from .store.migrate import MigrationError, apply_policies, migrate
 
-    mode, applied = migrate(dsn, settings.timescale)
+    try:
+        mode, applied = migrate(dsn, settings.timescale, accept_changed=accept_changed)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
     log.info(
         "storage mode=%s (%s) applied=%s",
         mode,
@@ -156,10 +159,15 @@ def register(group: click.Group) -> None:
 
 @click.command("migrate")
 @_options(_COMMON)
-def migrate_cmd(**flags: Any) -> None:
+@click.option(
+    "--accept-changed-migrations",
+    is_flag=True,
+    help="record the new checksum of applied migration files that changed, instead of refusing",
+)
+def migrate_cmd(accept_changed_migrations: bool, **flags: Any) -> None:
     """Create or upgrade the database schema (idempotent)."""
     settings = load_settings(**flags)
-    mode = do_migrate(settings, _require_db(settings))
+    mode = do_migrate(settings, _require_db(settings), accept_changed_migrations)
     click.echo(f"migrated ({mode})")
 
 
