@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,9 @@ def api_cmd(host: str, port: int, **flags: Any) -> None:
 
     settings = load_settings(**flags)
     _require_db(settings)
+    # uvicorn stops on SIGTERM (event streams end cleanly) and then raises the signal
+    # again for the previous handler: this one makes that a plain exit 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=host,

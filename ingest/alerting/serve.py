@@ -17,8 +17,9 @@ class ApiThread:
     def __init__(self, settings: Settings):
         from ..api import create_app
 
+        self.app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            self.app,
             host=settings.api_host,
             port=settings.api_port,
             log_config=None,
@@ -41,6 +42,9 @@ class ApiThread:
         return self
 
     def stop(self) -> None:
+        from ..api.app import stop_streams
+
+        stop_streams(self.app)  # event streams end cleanly, not cut at the timeout
         self.server.should_exit = True
         self.thread.join(10)
 
