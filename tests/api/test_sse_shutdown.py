@@ -67,3 +67,36 @@ def test_sigterm_with_a_connected_stream_ends_it_cleanly_and_exits_0(db, tmp_pat
     # it ended before the stream's first heartbeat (15 s): no wait for a timeout
     assert ": keepalive" not in lines
     assert "ERROR" not in log_text and "Traceback" not in log_text, log_text
+
+
+def test_swc_up_stopping_its_api_thread_ends_streams_cleanly(db, caplog):
+    import logging
+
+    from ingest.alerting.serve import start_api
+    from ingest.settings import Settings
+
+    site(db)
+    k = keys(db)
+    port = free_port()
+    api = start_api(Settings(_env_file=None, database_url=db, api_host="127.0.0.1", api_port=port))
+    lines: list[str] = []
+    outcome: list[BaseException | None] = []
+
+    def read() -> None:
+        try:
+            url = f"http://127.0.0.1:{port}/alerts/stream"
+            with httpx.stream("GET", url, headers=auth(k["viewer"]), timeout=60) as r:
+                lines.extend(r.iter_lines())
+            outcome.append(None)
+        except httpx.HTTPError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    wait_for(lambda: ": connected" in lines, 20, what="the stream")
+    with caplog.at_level(logging.INFO):
+        api.stop()
+        reader.join(30)
+    assert not api.thread.is_alive()
+    assert outcome == [None] and "event: shutdown" in lines
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
