@@ -175,6 +175,12 @@ def migrate(
             wanted = plan(mode, directory)
             done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
             _check_applied(conn, [m for m in wanted if m.version in done], done, accept_changed)
+            unknown = sorted(set(done) - {m.version for m in wanted})
+            if unknown:  # a newer release applied them, or their files were removed
+                log.warning(
+                    "applied migration version(s) %s have no file here",
+                    ", ".join(f"{v:04d}" for v in unknown),
+                )
             applied = []
             for mig in wanted:
                 if mig.version in done:

@@ -219,9 +219,7 @@ async def stream(
         return max(ev.get("level", 0), ev.get("previous_level", 0)) >= min_level
 
     def frame(ev: dict) -> ServerSentEvent:
-        return ServerSentEvent(
-            id=str(ev["event_id"]), event="alert", data=json.dumps(ev), sep="\n"
-        )
+        return ServerSentEvent(id=str(ev["event_id"]), event="alert", data=json.dumps(ev), sep="\n")
 
     revoked = ServerSentEvent(
         event="revoked",
