@@ -226,9 +226,10 @@ async def stream(
         data=json.dumps({"detail": f"the API key {key.prefix}… was revoked; the stream ends"}),
         sep="\n",
     )
-    sub = broadcaster.subscribe()
 
     async def gen() -> AsyncIterator[ServerSentEvent]:
+        # subscribed here, where the finally below unsubscribes it
+        sub = broadcaster.subscribe()
         loop = asyncio.get_running_loop()
         deadline = None if max_seconds is None else loop.time() + max_seconds
         # Event ids are not in commit order (the engine's chunks commit side by side), so
