@@ -100,4 +100,3 @@ def test_swc_up_stopping_its_api_thread_ends_streams_cleanly(db, caplog):
     assert not api.thread.is_alive()
     assert outcome == [None] and "event: shutdown" in lines
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR], caplog.text
-
