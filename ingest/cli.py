@@ -327,7 +327,7 @@ def api_cmd(host: str, port: int, **flags: Any) -> None:
         host=host,
         port=port,
         log_config=None,
-        timeout_graceful_shutdown=5,  # SSE streams do not end by themselves
+        timeout_graceful_shutdown=5,  # a safety net: event streams end on shutdown by themselves
     )
 
 

@@ -23,7 +23,7 @@ class ApiThread:
             host=settings.api_host,
             port=settings.api_port,
             log_config=None,
-            timeout_graceful_shutdown=2,  # SSE streams never end by themselves
+            timeout_graceful_shutdown=2,  # a safety net: stop() ends the event streams first
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="swc-api", daemon=True)
