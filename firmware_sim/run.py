@@ -198,7 +198,7 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
     moment publishing begins and ``0`` sends as fast as possible; both may publish
     ahead of the wall clock.
     """
-    url = MqttUrl(cfg.mqtt_url or "")
+    url = MqttUrl.parse(cfg.mqtt_url or "")
     outbox = Outbox(Path(cfg.out_dir) / "outbox.sqlite")
     firmware = {s.id: s.logger.firmware for s in scenario.sites()}
     links = {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,10 +105,13 @@ def _require_db(settings: Settings) -> str:
     return settings.database_url
 
 
-def do_migrate(settings: Settings, dsn: str) -> str:
-    from .store.migrate import apply_policies, migrate
+def do_migrate(settings: Settings, dsn: str, accept_changed: bool = False) -> str:
+    from .store.migrate import MigrationError, apply_policies, migrate
 
-    mode, applied = migrate(dsn, settings.timescale)
+    try:
+        mode, applied = migrate(dsn, settings.timescale, accept_changed=accept_changed)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
     log.info(
         "storage mode=%s (%s) applied=%s",
         mode,
@@ -156,10 +160,15 @@ def register(group: click.Group) -> None:
 
 @click.command("migrate")
 @_options(_COMMON)
-def migrate_cmd(**flags: Any) -> None:
+@click.option(
+    "--accept-changed-migrations",
+    is_flag=True,
+    help="record the new checksum of applied migration files that changed, instead of refusing",
+)
+def migrate_cmd(accept_changed_migrations: bool, **flags: Any) -> None:
     """Create or upgrade the database schema (idempotent)."""
     settings = load_settings(**flags)
-    mode = do_migrate(settings, _require_db(settings))
+    mode = do_migrate(settings, _require_db(settings), accept_changed_migrations)
     click.echo(f"migrated ({mode})")
 
 
@@ -310,12 +319,15 @@ def api_cmd(host: str, port: int, **flags: Any) -> None:
 
     settings = load_settings(**flags)
     _require_db(settings)
+    # uvicorn stops on SIGTERM (event streams end cleanly) and then raises the signal
+    # again for the previous handler: this one makes that a plain exit 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     uvicorn.run(
         create_app(settings),
         host=host,
         port=port,
         log_config=None,
-        timeout_graceful_shutdown=5,  # SSE streams do not end by themselves
+        timeout_graceful_shutdown=5,  # a safety net: event streams end on shutdown by themselves
     )
 
 

@@ -12,6 +12,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
 import psycopg
 
 from .broker import MosquittoProcess, free_port, mosquitto_binary, port_open
@@ -55,6 +56,10 @@ class BrokerHandle:
     kind: str  # "mosquitto" or "amqtt"
 
 
+class BrokerUnavailable(click.ClickException):
+    """Neither mosquitto nor amqtt can be started: the message says what to install."""
+
+
 class EmbeddedBroker:
     def __init__(self, data_dir: Path, port: int = 1883, prefer: str = "auto"):
         self.data_dir = Path(data_dir).resolve()
@@ -79,7 +84,14 @@ class EmbeddedBroker:
         return BrokerHandle(f"mqtt://127.0.0.1:{port}", "3.1.1", "amqtt")
 
     def _start_amqtt(self, port: int) -> None:
-        from amqtt.broker import Broker
+        try:
+            from amqtt.broker import Broker
+        except ModuleNotFoundError:
+            raise BrokerUnavailable(
+                "no MQTT broker to start: mosquitto is not installed (e.g. apt-get install "
+                "mosquitto) and neither is the pure-Python amqtt (pip install "
+                "'swc-monitor[broker]'); or set SWC_MQTT_URL to a running broker"
+            ) from None
 
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"127.0.0.1:{port}"}},

@@ -4,55 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.mqtt_url import MqttUrl as MqttTarget  # the broker address of SWC_MQTT_URL
+from protocol.mqtt_url import parse_mqtt_url
 from protocol.topics import DEFAULT_ROOT, validate_root
-
-
-class MqttTarget(BaseModel):
-    """A broker address parsed from ``mqtt://user:pass@host:port``."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-    @classmethod
-    def from_url(cls, url: str) -> MqttTarget:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
-            raise ValueError(
-                f"MQTT URL {url!r} has scheme {parts.scheme!r}; expected mqtt://user:pass@host:port "
-                "or mqtts://..."
-            )
-        if not parts.hostname:
-            raise ValueError(f"MQTT URL {url!r} has no host; expected mqtt://host:port")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"MQTT URL {url!r} has an invalid port") from None
-        tls = parts.scheme == "mqtts"
-        return cls(
-            host=parts.hostname,
-            port=port or (8883 if tls else 1883),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-        )
-
-    def url(self, hide_password: bool = True) -> str:
-        auth = ""
-        if self.username:
-            pw = "***" if hide_password and self.password else (self.password or "")
-            auth = f"{self.username}:{pw}@" if self.password else f"{self.username}@"
-        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}{self.host}:{self.port}"
 
 
 class Settings(BaseSettings):
@@ -269,7 +230,7 @@ class Settings(BaseSettings):
     @classmethod
     def _mqtt(cls, v: str | None) -> str | None:
         if v:
-            MqttTarget.from_url(v)
+            parse_mqtt_url(v)
         return v or None
 
     @field_validator("database_url")
@@ -329,4 +290,4 @@ class Settings(BaseSettings):
     def mqtt(self) -> MqttTarget:
         if not self.mqtt_url:
             raise ValueError("no MQTT URL configured (SWC_MQTT_URL)")
-        return MqttTarget.from_url(self.mqtt_url)
+        return parse_mqtt_url(self.mqtt_url)

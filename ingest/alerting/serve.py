@@ -17,12 +17,13 @@ class ApiThread:
     def __init__(self, settings: Settings):
         from ..api import create_app
 
+        self.app = create_app(settings)
         config = uvicorn.Config(
-            create_app(settings),
+            self.app,
             host=settings.api_host,
             port=settings.api_port,
             log_config=None,
-            timeout_graceful_shutdown=2,  # SSE streams never end by themselves
+            timeout_graceful_shutdown=2,  # a safety net: stop() ends the event streams first
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self._run, name="swc-api", daemon=True)
@@ -41,6 +42,9 @@ class ApiThread:
         return self
 
     def stop(self) -> None:
+        from ..api.app import stop_streams
+
+        stop_streams(self.app)  # event streams end cleanly, not cut at the timeout
         self.server.should_exit = True
         self.thread.join(10)
 

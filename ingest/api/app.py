@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 from fastapi import FastAPI
 
 from ..settings import Settings
@@ -53,6 +56,19 @@ def _default_timeout_ms(settings: Settings) -> int:
     return round(min(settings.api_statement_timeout_s.values(), default=30.0) * 1000)
 
 
+def stop_streams(app: FastAPI) -> None:
+    """End the open event streams cleanly (``event: shutdown``); from any thread.
+
+    Under `swc api` sse-starlette sees uvicorn's SIGTERM by itself; a server run
+    in a thread (`swc up`) has no signal handler, so its owner calls this
+    before telling uvicorn to exit."""
+    loop = getattr(app.state, "loop", None)
+    stopping = getattr(app.state, "streams_stopping", None)
+    if loop is not None and stopping is not None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed already
+            loop.call_soon_threadsafe(stopping.set)
+
+
 def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise ValueError("the API needs a database: set SWC_DATABASE_URL")
@@ -76,6 +92,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.pool = pool
         app.state.settings = settings
         app.state.broadcaster = Broadcaster(settings.database_url).start()
+        # set by stop_streams(): event streams end cleanly before the server stops
+        app.state.streams_stopping = anyio.Event()
+        app.state.loop = asyncio.get_running_loop()
         app.state.sheet_readers = SheetReaders(settings.survey_import_max_concurrent)
         try:
             yield

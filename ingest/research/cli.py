@@ -257,13 +257,16 @@ def validate_cmd(sim_dir, load, database_url):
     into it. The per-dam table goes to stderr, the report as JSON to stdout.
     """
     from ingest.cli import _require_db, load_settings
-    from ingest.store.migrate import migrate
+    from ingest.store.migrate import MigrationError, migrate
 
     from .validate import format_table, load_simulation, validate
 
     settings = load_settings(database_url=database_url)
     dsn = _require_db(settings)
-    migrate(dsn, settings.timescale)
+    try:
+        migrate(dsn, settings.timescale)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
     with psycopg.connect(dsn) as conn:
         if load:
             try:

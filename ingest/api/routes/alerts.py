@@ -5,15 +5,17 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Literal
 
+import anyio
 import psycopg
 from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
 from psycopg_pool import PoolTimeout, TooManyRequests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ...alerting.engine import reset_tracker
 from ...alerting.rules import RULES
@@ -173,10 +175,14 @@ def list_alerts(
     return [AlertOut(**_alert(r)) for r in rows]
 
 
+HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing the stream
+SHUTDOWN_GRACE_S = 2.0  # a stream's time to end cleanly when the server stops
+
+
 @router.get(
     "/stream",
     summary="Live alert events (Server-Sent Events)",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "event stream"},
         **errors(401, 422),
@@ -193,33 +199,37 @@ async def stream(
     last_event_id: Annotated[
         int | None, Header(ge=0, le=2**63 - 1, description="replay events after this id")
     ] = None,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Each announced alert event as ``id: <event id>``, ``event: alert``, ``data: <JSON>``.
 
     A reconnecting client sends ``Last-Event-ID`` and first gets the events it
     missed. A comment line is sent every 15 s to keep proxies from closing the
     connection. The key is checked again every `SWC_API_KEY_RECHECK_S`: once it
-    is revoked the stream sends ``event: revoked`` and ends.
+    is revoked the stream sends ``event: revoked`` and ends. When the server
+    stops, the stream sends ``event: shutdown`` and ends (the client reconnects
+    with ``Last-Event-ID`` to another or the restarted server).
     """
     broadcaster = request.app.state.broadcaster
     recheck_s = request.app.state.settings.api_key_recheck_s
+    stopping = anyio.Event()  # set by sse-starlette when the server shuts down
 
     def wanted(ev: dict) -> bool:
         if site_id is not None and ev.get("site_id") != site_id:
             return False
         return max(ev.get("level", 0), ev.get("previous_level", 0)) >= min_level
 
-    def frame(ev: dict) -> str:
-        return f"id: {ev['event_id']}\nevent: alert\ndata: {json.dumps(ev)}\n\n"
+    def frame(ev: dict) -> ServerSentEvent:
+        return ServerSentEvent(id=str(ev["event_id"]), event="alert", data=json.dumps(ev), sep="\n")
 
-    revoked = (
-        "event: revoked\ndata: "
-        + json.dumps({"detail": f"the API key {key.prefix}… was revoked; the stream ends"})
-        + "\n\n"
+    revoked = ServerSentEvent(
+        event="revoked",
+        data=json.dumps({"detail": f"the API key {key.prefix}… was revoked; the stream ends"}),
+        sep="\n",
     )
-    sub = broadcaster.subscribe()
 
-    async def gen() -> AsyncIterator[str]:
+    async def gen() -> AsyncIterator[ServerSentEvent]:
+        # subscribed here, where the finally below unsubscribes it
+        sub = broadcaster.subscribe()
         loop = asyncio.get_running_loop()
         deadline = None if max_seconds is None else loop.time() + max_seconds
         # Event ids are not in commit order (the engine's chunks commit side by side), so
@@ -227,8 +237,14 @@ async def stream(
         # Last-Event-ID, or sent in the replay
         known = last_event_id or 0
         replayed: set[int] = set()
+        # the server stops: sse-starlette saw uvicorn's signal, or `swc up` stops its API
+        stops = {
+            asyncio.ensure_future(stopping.wait()),
+            asyncio.ensure_future(request.app.state.streams_stopping.wait()),
+        }
+        get: asyncio.Future | None = None
         try:
-            yield ": connected\n\n"
+            yield ServerSentEvent(comment="connected", sep="\n")
             if last_event_id is not None:
 
                 def missed() -> list[dict]:
@@ -245,7 +261,6 @@ async def stream(
                         yield frame(ev)
                     replayed.add(ev["event_id"])
             next_check = loop.time() + recheck_s
-            last_sent = loop.time()
             while True:
                 now = loop.time()
                 if now >= next_check:
@@ -253,33 +268,39 @@ async def stream(
                     if not await _still_active(request, key.id):
                         yield revoked
                         return
-                timeout = min(15.0 - (now - last_sent), next_check - now)
+                timeout = next_check - now
                 if deadline is not None:
                     timeout = min(timeout, deadline - now)
                     if timeout <= 0:
                         return
-                try:
-                    ev = await asyncio.wait_for(sub.queue.get(), max(timeout, 0.0))
-                except TimeoutError:
-                    if await request.is_disconnected():
+                get = asyncio.ensure_future(sub.queue.get())
+                await asyncio.wait({get, *stops}, timeout=timeout, return_when=FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    if any(f.done() for f in stops):
+                        yield ServerSentEvent(event="shutdown", data="{}", sep="\n")
                         return
-                    if loop.time() - last_sent >= 15.0:
-                        last_sent = loop.time()
-                        yield ": keepalive\n\n"
                     continue
+                ev = get.result()
                 if sub.overflowed:
-                    yield "event: overflow\ndata: {}\n\n"
+                    yield ServerSentEvent(event="overflow", data="{}", sep="\n")
                     return
                 if ev["event_id"] > known and ev["event_id"] not in replayed and wanted(ev):
-                    last_sent = loop.time()
                     yield frame(ev)
         finally:
+            for f in (get, *stops):
+                if f is not None:
+                    f.cancel()
             broadcaster.unsubscribe(sub)
 
-    return StreamingResponse(
+    return EventSourceResponse(
         gen(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache"},
+        sep="\n",
+        ping=HEARTBEAT_S,
+        ping_message_factory=lambda: ServerSentEvent(comment="keepalive", sep="\n"),
+        shutdown_event=stopping,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
     )
 
 
