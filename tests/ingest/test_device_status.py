@@ -50,7 +50,7 @@ def test_status_messages_are_stored_and_bad_ones_dead_lettered(
             ]
         )
     wait_for(lambda: stored(db, "dam-017")[1] == "1.4.2", what="the live status")
-    state, firmware, battery, rssi, details, _ = stored(db, "dam-017")
+    state, _, battery, rssi, details, _at = stored(db, "dam-017")
     assert (state, battery, rssi, details) == ("online", 12.6, -87, {"queued": 0})
     wait_for(lambda: scalar(db, "SELECT count(*) FROM dead_letters") == 2, what="dead letters")
     codes = scalar(db, "SELECT array_agg(error_code ORDER BY error_code) FROM dead_letters")
