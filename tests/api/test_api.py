@@ -63,9 +63,9 @@ def test_viewer_reads_but_cannot_acknowledge(api, db, keys):
 def test_engineer_acknowledges_and_resolves_with_attribution(api, db, keys):
     alert_id = raise_alert(db)
     eng = auth(keys["engineer"])
-    listed = api.get(
-        "/alerts", params={"state": "open", "site_id": "dam-1"}, headers=eng
-    ).json()["items"]
+    listed = api.get("/alerts", params={"state": "open", "site_id": "dam-1"}, headers=eng).json()[
+        "items"
+    ]
     assert [a["id"] for a in listed] == [alert_id]
     assert listed[0]["level_name"] == "yellow"
     r = api.post(f"/alerts/{alert_id}/acknowledge", json={"note": "on my way"}, headers=eng)
