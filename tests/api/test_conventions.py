@@ -288,6 +288,8 @@ def test_raw_and_bucketed_readings_have_their_own_shapes(world):
     r = client.get("/readings", params={**span, "interval": "1h", "agg": "max"}, headers=h).json()
     assert set(r["items"][0]) == {"stream_id", "time", "unit", "count", "max"}
     assert r["next"] is None and r["total"] is None
+    latest = client.get("/sites/dam-1/latest", headers=h).json()
+    assert latest[0]["channel"] == "stage_m" and latest[0]["unit"] == unit_of("stage_m")
 
 
 def test_dead_letters_for_engineers_with_filters_and_the_cli(world):

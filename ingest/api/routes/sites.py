@@ -10,6 +10,8 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
 
+from protocol.channels import unit_of
+
 from ...alerting.coverage import site_coverage
 from ...store.alerts import ACTIVE, record_write
 from ..deps import AdminKey, ConnDep, CurrentKey, SettingsDep
@@ -73,7 +75,7 @@ class SiteUpdate(BaseModel):
 class LatestReading(BaseModel):
     device_id: str
     channel: str
-    unit: str | None
+    unit: str | None = Field(description="the channel's unit (protocol channel registry)")
     time: datetime
     value: float
     quality: int
@@ -140,7 +142,10 @@ def _latest(conn, site_id: str, tolerance_s: float) -> list[dict]:
             "WHERE d.site_id = %s ORDER BY st.device_id, st.channel",
             (tolerance_s, site_id),
         )
-        return cur.fetchall()
+        rows = cur.fetchall()
+    for r in rows:  # the registry is the one place for units (the stored one: unknown channels)
+        r["unit"] = unit_of(r["channel"]) or r["unit"]
+    return rows
 
 
 @router.get(
