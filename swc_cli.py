@@ -22,6 +22,7 @@ SUBCOMMAND_PROVIDERS: dict[str, tuple[str, tuple[str, ...]]] = {
             "alerts",
             "api",
             "broker",
+            "dead-letters",
             "devices",
             "export",
             "ingest",

@@ -7,6 +7,7 @@ import logging
 import os
 import signal
 import sys
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -156,6 +157,7 @@ def register(group: click.Group) -> None:
 
     research_cli.register(group)  # swc research
     group.add_command(export_cmd)
+    group.add_command(dead_letters_cmd)
 
 
 @click.command("migrate")
@@ -401,3 +403,64 @@ def export_cmd(
             target = sys.stdout.buffer if out == "-" else out
             result = export(conn, selection, fmt, target, progress=bar.update)
     click.echo(f"{result.rows} rows", err=True)
+
+
+def _parse_since(ctx, param, value):
+    """An RFC 3339 time, or a span back from now such as 30m, 2h, 1d, 1w."""
+    if value is None:
+        return None
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    m = re.fullmatch(r"([0-9]{1,6})([smhdw])", value)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return datetime.now(UTC) - timedelta(seconds=int(m.group(1)) * unit)
+    try:
+        return _parse_time(ctx, param, value)
+    except click.BadParameter:
+        raise click.BadParameter(
+            f"{value!r} is neither a span such as 30m, 2h, 1d nor an RFC 3339 time such as "
+            "2026-07-21T00:00:00Z"
+        ) from None
+
+
+@click.command("dead-letters")
+@click.option("--since", callback=_parse_since, help="received since: 30m, 2h, 1d or RFC 3339")
+@click.option("--until", callback=_parse_since, help="received before: 30m, 2h, 1d or RFC 3339")
+@click.option("--reason", multiple=True, help="error code, e.g. bad_json (repeatable)")
+@click.option("--device", help="sent on this device's or gateway's topic")
+@click.option(
+    "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="rows shown"
+)
+@_options(_COMMON)
+def dead_letters_cmd(since, until, reason, device, limit, **flags: Any) -> None:
+    """The messages ingest rejected, newest first, as a table (also GET /dead-letters)."""
+    from .store.dead_letters import count_dead_letters, list_dead_letters
+
+    settings = load_settings(**flags)
+    filters = dict(since=since, until=until, reasons=list(reason), device=device)
+    with psycopg.connect(_require_db(settings)) as conn:
+        rows = list_dead_letters(conn, settings.topic_root, limit=limit, **filters)
+        total = count_dead_letters(conn, settings.topic_root, **filters)
+    if not rows:
+        click.echo("no dead letters" + (" match" if any(filters.values()) else ""))
+        return
+    table = [("RECEIVED (UTC)", "REASON", "SENDER", "BYTES", "ERROR")]
+    for r in rows:
+        error = " ".join(r["error"].split())
+        table.append(
+            (
+                r["received_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                r["error_code"],
+                r["sender"] or "-",
+                str(r["payload_size"]),
+                error if len(error) <= 80 else error[:79] + "…",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        )
+    click.echo(f"{len(rows)} of {total} shown (newest first)", err=True)

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from ..settings import Settings
 from ..surveys.reader import SheetReaders
@@ -17,8 +17,10 @@ from . import console, errors
 from .dbpool import CheckedPool
 from .events import Broadcaster
 from .guard import RequestGuard
+from .paging import reject_unknown_query
 from .routes import (
     alerts,
+    dead_letters,
     devices,
     exports,
     health,
@@ -36,9 +38,15 @@ DESCRIPTION = """Sites, readings and alerts of soil-and-water-conservation works
 Every endpoint but `/health` needs an API key (`swc keys create --role ROLE`),
 sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Roles: `viewer`
 reads; `engineer` also acknowledges and resolves alerts and edits rule
-thresholds; `admin` also manages sites, devices, keys and webhooks. Errors are
-JSON objects with a `message`; refusals of the API's limits (body size, busy
-database, slow query) are RFC 9457 `application/problem+json`. See docs/api.md.
+thresholds and reads dead letters; `admin` also manages sites, devices, keys
+and webhooks.
+
+Every error is an RFC 9457 problem document (`application/problem+json`:
+`type`, `title`, `status`, `detail`, and `errors` for the fields at fault).
+Unknown query parameters are refused (422) on every endpoint. Every list pages
+the same way: `{items, total, limit, next, next_cursor}`, with the next page
+also in the `Link: <...>; rel="next"` header; follow `next` until it is null.
+See docs/api.md.
 
 Researchers' data (docs/research.md): `/readings` (time series, raw or bucketed,
 cursor-paged), `/exports` (CSV, Parquet, NetCDF), `/research` (derived products)
@@ -113,9 +121,11 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestGuard, settings=settings, pool_of=lambda: app.state.pool)
-    for module in (health, sites, rules, alerts, devices, keys, webhooks):
-        app.include_router(module.router)
+    strict = [Depends(reject_unknown_query)]  # unknown query parameters: 422 everywhere
+    for module in (health, sites, rules, alerts, devices, keys, webhooks, dead_letters):
+        app.include_router(module.router, dependencies=strict)
     for module in (readings, exports, research, surveys):  # researchers' data
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=strict)
     console.install(app)  # the web console at /, offline API docs
+    errors.add_problem_responses(app)
     return app

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 import anyio
 import psycopg
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response
 from psycopg_pool import PoolTimeout, TooManyRequests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
@@ -22,6 +22,7 @@ from ...alerting.rules import RULES
 from ...store import alerts as store
 from ..deps import ConnDep, CurrentKey, EngineerKey, StreamKey, key_is_active, pooled
 from ..errors import errors
+from ..paging import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, fingerprint, page
 
 log = logging.getLogger(__name__)
 
@@ -72,12 +73,15 @@ class AlertOut(BaseModel):
         description="raised from late data: history only, recorded resolved (late_data) and "
         "never announced"
     )
-    value: float | None
+    value: float | None = Field(description="the rule's measure at the last transition")
+    unit: str | None = Field(description="unit of value (the rule's unit)")
     acknowledged_at: datetime | None
     acknowledged_by: int | None = Field(description="API key id")
+    acknowledged_by_name: str | None = Field(description="that key's name")
     ack_note: str | None
     resolved_at: datetime | None
     resolved_by: int | None = Field(description="API key id, for a manual resolve")
+    resolved_by_name: str | None = Field(description="that key's name")
     resolve_reason: str | None = Field(
         description="condition_cleared, manual, late_data, stale (no data for "
         "SWC_ALERT_STALE_AFTER_S), future_data (data dated after their arrival) or superseded"
@@ -100,7 +104,9 @@ class AlertEventOut(BaseModel):
     data_time: datetime | None = Field(description="reading time; null for a person's action")
     late: bool
     value: float | None
-    key_id: int | None
+    unit: str | None = Field(description="unit of value (the rule's unit)")
+    key_id: int | None = Field(description="the API key of a person's action")
+    key_name: str | None = Field(description="that key's name")
     note: str | None
     created_at: datetime
 
@@ -125,54 +131,96 @@ class AlertFilter(BaseModel):
     active: bool | None = Field(default=None, description="true: open or acknowledged")
     site_id: SiteId | None = None
     rule: RuleName | None = None
-    level: int | None = Field(default=None, ge=0, le=4, description="current level")
-    min_level: int | None = Field(default=None, ge=1, le=4, description="peak level at least")
+    level: int | None = Field(default=None, ge=0, le=4, description="current level exactly")
+    min_current_level: int | None = Field(
+        default=None, ge=1, le=4, description="current level at least (0 once resolved)"
+    )
+    min_peak_level: int | None = Field(
+        default=None, ge=1, le=4, description="highest level of the episode at least"
+    )
+    min_level: int | None = Field(
+        default=None,
+        ge=1,
+        le=4,
+        description="deprecated alias of min_peak_level",
+        json_schema_extra={"deprecated": True},
+    )
     since: AwareDatetime | None = Field(default=None, description="active at or after")
     until: AwareDatetime | None = Field(default=None, description="opened at or before")
     late: bool | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=1_000_000)
+    limit: int = Field(
+        default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"at most {MAX_LIMIT}"
+    )
+    cursor: str | None = Field(
+        default=None, max_length=400, pattern=r"^[A-Za-z0-9_\-]+$", description="`next_cursor`"
+    )
+
+
+def _unit(rule: str) -> str | None:
+    r = RULES.get(rule)
+    return getattr(r, "unit", None) if r is not None else None
 
 
 def _alert(row: dict) -> dict:
-    return {**row, "level_name": LEVELS[row["level"]], "peak_level_name": LEVELS[row["peak_level"]]}
+    return {
+        **row,
+        "level_name": LEVELS[row["level"]],
+        "peak_level_name": LEVELS[row["peak_level"]],
+        "unit": _unit(row["rule"]),
+    }
 
 
 def _detail(conn, alert_id: int) -> AlertDetail:
     row = store.get_alert(conn, alert_id)
     if row is None:
         raise HTTPException(404, f"alert {alert_id} does not exist")
-    events = [{**e, "level_name": LEVELS[e["level"]]} for e in store.alert_events(conn, alert_id)]
+    unit = _unit(row["rule"])
+    events = [
+        {**e, "level_name": LEVELS[e["level"]], "unit": unit}
+        for e in store.alert_events(conn, alert_id)
+    ]
     return AlertDetail(**_alert(row), events=events)
 
 
 @router.get(
     "",
-    response_model=list[AlertOut],
+    response_model=Page[AlertOut],
     summary="List alerts, newest first, filtered by state, level, site, rule and time",
     responses=errors(401, 422),
 )
 def list_alerts(
-    conn: ConnDep, key: CurrentKey, q: Annotated[AlertFilter, Query()]
-) -> list[AlertOut]:
+    request: Request,
+    response: Response,
+    conn: ConnDep,
+    key: CurrentKey,
+    q: Annotated[AlertFilter, Query()],
+) -> dict:
+    """Newest first by `opened_at` (then id). `total` counts every alert that matches."""
     states = list(q.state) if q.state else None
     if q.active is not None:
         wanted = ["open", "acknowledged"] if q.active else ["resolved"]
         states = [s for s in (states or wanted) if s in wanted] or ["-none-"]
-    rows = store.list_alerts(
-        conn,
+    peak = max(q.min_peak_level or 0, q.min_level or 0) or None
+    filters = dict(
         states=states,
         site_id=q.site_id,
         rule=q.rule,
         level=q.level,
-        min_level=q.min_level,
+        min_level=peak,
+        min_current_level=q.min_current_level,
         since=q.since,
         until=q.until,
         late=q.late,
-        limit=q.limit,
-        offset=q.offset,
     )
-    return [AlertOut(**_alert(r)) for r in rows]
+    fp = fingerprint(request)
+    after = None
+    if q.cursor:
+        opened, last_id = decode_cursor(q.cursor, fp, [datetime, int])
+        after = (opened, last_id)
+    rows = store.list_alerts(conn, limit=q.limit + 1, after=after, **filters)
+    items = [AlertOut(**_alert(r)) for r in rows]
+    total = store.count_alerts(conn, **filters)
+    return page(request, response, items, q.limit, fp, lambda a: [a.opened_at, a.id], total)
 
 
 HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing the stream
@@ -329,7 +377,14 @@ def get_alert(alert_id: AlertId, conn: ConnDep, key: CurrentKey) -> AlertDetail:
     summary="Acknowledge an alert (engineer)",
     responses=errors(401, 403, 404, 409, 422),
 )
-def acknowledge(alert_id: AlertId, body: AlertAck, conn: ConnDep, key: EngineerKey) -> AlertDetail:
+def acknowledge(
+    alert_id: AlertId,
+    conn: ConnDep,
+    key: EngineerKey,
+    body: Annotated[AlertAck | None, Body()] = None,
+) -> AlertDetail:
+    """The body (`{"note": "..."}`) is optional: an empty request acknowledges."""
+    note = body.note if body is not None else None
     row = store.get_alert(conn, alert_id, lock=True)
     if row is None:
         raise HTTPException(404, f"alert {alert_id} does not exist")
@@ -340,10 +395,10 @@ def acknowledge(alert_id: AlertId, body: AlertAck, conn: ConnDep, key: EngineerK
     conn.execute(
         "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = %s, "
         "ack_note = %s, updated_at = now() WHERE id = %s",
-        (key.id, body.note, alert_id),
+        (key.id, note, alert_id),
     )
     event_id = store.insert_event(
-        conn, alert_id, "acknowledge", row["level"], row["level"], key_id=key.id, note=body.note
+        conn, alert_id, "acknowledge", row["level"], row["level"], key_id=key.id, note=note
     )
     if not row["late"]:
         store.announce(conn, event_id)

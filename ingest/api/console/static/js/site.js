@@ -115,7 +115,7 @@ async function infoPanels(site, zone) {
     }
   }
   if (surveys.status === "fulfilled") {
-    const s = surveys.value[0];
+    const s = surveys.value.items[0];
     out.push(panel("site.survey", s
       ? h("p", { dataset: { field: "survey" } }, timeEl(s.surveyed_at, zone), ` · ${s.kind} · ${s.surveyor}`, s.notes ? ` · ${s.notes}` : "")
       : h("p", { class: "muted", i18n: "site.nosurvey" })));
