@@ -274,7 +274,12 @@ class QCReevaluator:
 
 
 def _process_main(dsn: str, spans: multiprocessing.Queue) -> None:
+    import signal
+
     from .logs import setup_logging
+
+    # Ctrl-C reaches the whole process group: the consumer stops this process itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     setup_logging()
     reevaluator = QCReevaluator(dsn)

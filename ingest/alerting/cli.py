@@ -19,16 +19,10 @@ def _db(flags: dict[str, Any]):
     return settings, _require_db(settings)
 
 
-_db_options = [
-    click.option("--database-url", help="PostgreSQL URL [SWC_DATABASE_URL]"),
-    click.option("--log-level", help="DEBUG, INFO, WARNING [SWC_LOG_LEVEL]"),
-]
-
-
 def _with_db(f):
-    for opt in reversed(_db_options):
-        f = opt(f)
-    return f
+    from ..settings_cli import DATABASE_FIELDS, settings_options
+
+    return settings_options(DATABASE_FIELDS)(f)
 
 
 @click.group("keys")
