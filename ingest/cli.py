@@ -216,6 +216,7 @@ def up_cmd(**flags: Any) -> None:
     data_dir = settings.data_dir.resolve()
     log_dir = data_dir / "logs"
     check_not_running(settings)
+    check_root_postgres(settings)
     stack = []
     pg = broker = None
     if not settings.database_url:
@@ -241,7 +242,6 @@ def up_cmd(**flags: Any) -> None:
             broker.choose_port()
         if pg is not None:
             pg.check_port()
-        check_root_postgres(settings)
         dsn = settings.database_url
         if pg is not None:
             stack.append(pg)
