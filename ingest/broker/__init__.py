@@ -150,6 +150,7 @@ class MosquittoProcess:
         self.extra_conf = extra_conf
         self.conf = self.data_dir / "mosquitto.conf"
         self.log_path = Path(log_path) if log_path else self.data_dir / "mosquitto.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
 
     @property
