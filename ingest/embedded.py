@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 
 from .broker import MosquittoProcess, free_port, mosquitto_binary
-from .ports import bind, ensure_free
+from .ports import PortInUse, bind, ensure_free
 
 log = logging.getLogger(__name__)
 
@@ -183,7 +183,7 @@ class EmbeddedBroker:
             try:
                 bind("127.0.0.1", 1883, "embedded broker", "embedded_broker_port").close()
                 return 1883
-            except OSError:  # PortInUse is one
+            except (PortInUse, OSError):
                 return free_port()
         if self.port == 0:
             return free_port()
