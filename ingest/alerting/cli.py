@@ -111,6 +111,38 @@ def broker() -> None:
     """The MQTT broker's access files."""
 
 
+@broker.command("conf")
+@click.option("--port", type=int, default=1883, show_default=True, help="listener port")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="listener address")
+@click.option(
+    "--persistence-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/mosquitto"),
+    show_default=True,
+    help="where mosquitto keeps sessions and queued messages (created if missing)",
+)
+def broker_conf(port: int, bind: str, persistence_dir: Path) -> None:
+    """Print a mosquitto.conf for a mosquitto run on this host, not in a container.
+
+    It is the shipped ingest/broker/mosquitto.conf (persistence, no queue limit)
+    with its listener and persistence folder set for this machine:
+    `swc broker conf > mosquitto.conf && mosquitto -c mosquitto.conf`.
+    """
+    import os
+    import sys
+
+    from ..broker import prepare_for_broker_user, render_mosquitto_conf
+
+    folder = persistence_dir.resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create {folder}: {exc.strerror}") from None
+    # started as root, mosquitto drops to its own user, which must be able to write there
+    extra = prepare_for_broker_user(folder) if os.geteuid() == 0 else ""
+    sys.stdout.write(render_mosquitto_conf(port, folder, bind=bind, extra=extra))
+
+
 @broker.command("acl")
 @click.option(
     "--dir",

@@ -109,3 +109,11 @@ def test_a_stale_state_file_is_ignored_with_a_note(tmp_path, capsys):
     (tmp_path / "swc-up.json").write_text(json.dumps([1, 2]))
     s = apply_up_state(Settings(_env_file=None, data_dir=tmp_path))
     assert s.database_url is None and "not a state file" in capsys.readouterr().err
+
+
+def test_every_setting_is_in_the_readme_table():
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    missing = [f for f in Settings.model_fields if f"SWC_{f.upper()}" not in readme]
+    assert not missing, f"README's settings table lacks {missing}"
