@@ -322,6 +322,22 @@ def sim_start_hint(now: datetime | None = None) -> str:
     return start.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def swc_command() -> str:
+    """How to call swc in another shell: `swc` when that is this program on the PATH, else
+    as it was called here (`.venv/bin/swc` in the README's first command)."""
+    import shutil
+
+    argv0 = sys.argv[0]
+    on_path = shutil.which("swc")
+    if Path(argv0).name == "swc":
+        if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+            return "swc"
+        return shlex.quote(argv0)
+    if on_path:
+        return "swc"
+    return f"{shlex.quote(sys.executable)} -m swc_cli"
+
+
 def up_banner(settings: Settings, state, state_file: Path, db_note: str, broker_note: str) -> str:
     """What `swc up` prints once everything runs: where things are, and what to try next."""
     rows = [
@@ -336,17 +352,18 @@ def up_banner(settings: Settings, state, state_file: Path, db_note: str, broker_
     lines = [f"swc up runs (pid {state.pid}); Ctrl-C stops everything."]
     for name, value, note in rows:
         lines.append(f"  {name:<9}{value}" + (f"  ({note})" if note else ""))
+    swc = swc_command()
     prefix = ""
     if settings.data_dir != Settings.model_fields["data_dir"].default:
         prefix = f"SWC_DATA_DIR={shlex.quote(state.data_dir)} "
     mqtt = hide_password(state.mqtt_url)
     lines += [
         "Next, in another shell in this folder:",
-        f"  {prefix}swc keys create --role admin",
+        f"  {prefix}{swc} keys create --role admin",
         "      an API key (the console and the API ask for one)",
-        f"  swc sim registry > county.yaml && {prefix}swc sites load county.yaml",
+        f"  {swc} sim registry > county.yaml && {prefix}{swc} sites load county.yaml",
         "      the simulated county's sites, devices and streams",
-        f"  swc sim run --mqtt {mqtt} --start {sim_start_hint()}",
+        f"  {swc} sim run --mqtt {mqtt} --start {sim_start_hint()}",
         "      its 50-year storm of the last two days, sent at once; then watch the console",
     ]
     return "\n".join(lines)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psycopg
 
-from .broker import MosquittoProcess, free_port, mosquitto_binary
+from .broker import MosquittoProcess, free_port, mosquitto_binary, port_open
 from .ports import PortInUse, bind, ensure_free
 
 log = logging.getLogger(__name__)
@@ -196,9 +196,19 @@ class EmbeddedBroker:
             self.prefer == "auto" and mosquitto_binary() is not None
         )
         if use_mosquitto:
-            self._mosquitto = MosquittoProcess(
-                self.data_dir, port=port, log_path=self.log_path
-            ).start()
+            for attempt in range(3):
+                try:
+                    self._mosquitto = MosquittoProcess(
+                        self.data_dir, port=port, log_path=self.log_path
+                    ).start()
+                    break
+                except (RuntimeError, TimeoutError):
+                    # a port picked here can be taken by another program before mosquitto
+                    # binds it: pick again (a pinned port is not changed)
+                    if self.port or attempt == 2 or not port_open("127.0.0.1", port):
+                        raise
+                    log.warning("embedded broker port=%d was taken meanwhile; another", port)
+                    port = free_port()
             log.info("embedded broker mosquitto port=%d", port)
             return BrokerHandle(self._mosquitto.url, "5", "mosquitto")
         if self.log_path:
