@@ -91,6 +91,7 @@ def up(tmp_path_factory) -> Up:
         env=second_shell_env(),
         stdout=out.open("wb"),
         stderr=err.open("wb"),
+        start_new_session=True,  # its own process group, as in a terminal
     )
     stack = Up(home, proc, out, err, api_port, metrics_port)
     try:
@@ -218,8 +219,9 @@ def test_a_busy_port_is_one_line_naming_its_setting(up, tmp_path, flag, port_of)
 
 def test_ctrl_c_stops_everything_and_removes_the_state_file(up):
     dsn = up.state["database_url"]
-    up.proc.send_signal(signal.SIGINT)
+    os.killpg(up.proc.pid, signal.SIGINT)  # Ctrl-C reaches every process of the group
     assert up.proc.wait(60) == 0, up.err.read_text()[-3000:]
+    assert "Traceback" not in up.err.read_text()
     assert not (up.home / "data" / STATE_FILE).exists()
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(dsn, connect_timeout=2)
