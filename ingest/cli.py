@@ -177,7 +177,14 @@ def migrate_cmd(**flags: Any) -> None:
 @_ALL
 def ingest_cmd(**flags: Any) -> None:
     """Run the MQTT-to-database consumer."""
-    settings = load_settings(**flags)
+    given = load_settings(use_state=False, **flags)
+    settings = apply_up_state(given)
+    if not given.mqtt_url and settings.mqtt_url and "client_id" not in given.model_fields_set:
+        # the broker of a running `swc up`, whose own consumer has the default client id
+        raise click.UsageError(
+            f"swc up's own consumer already uses the client id {settings.client_id} on its "
+            "broker; give this one another: --client-id ID (SWC_CLIENT_ID)"
+        )
     run_consumer(settings, _require_db(settings))
 
 

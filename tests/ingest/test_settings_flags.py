@@ -117,3 +117,13 @@ def test_every_setting_is_in_the_readme_table():
     readme = (Path(__file__).parents[2] / "README.md").read_text()
     missing = [f for f in Settings.model_fields if f"SWC_{f.upper()}" not in readme]
     assert not missing, f"README's settings table lacks {missing}"
+
+
+def test_swc_ingest_next_to_swc_up_needs_its_own_client_id(tmp_path, monkeypatch):
+    for k in list(os.environ):
+        if k.startswith("SWC_"):
+            monkeypatch.delenv(k)
+    write_state(tmp_path, UpState(pid=os.getpid(), database_url="postgresql://x@/y?host=/none",
+                                  mqtt_url="mqtt://127.0.0.1:1"))  # fmt: skip
+    result = CliRunner().invoke(main, ["ingest", "--data-dir", str(tmp_path)])
+    assert result.exit_code == 2 and "--client-id" in result.output
