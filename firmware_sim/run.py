@@ -304,7 +304,7 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
         outbox.close()
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
-    log.info("published %s", stats)
+    log.info("published %s", " ".join(f"{k}={v}" for k, v in stats.items()))
     return stats
 
 

@@ -274,7 +274,12 @@ class QCReevaluator:
 
 
 def _process_main(dsn: str, spans: multiprocessing.Queue) -> None:
+    import signal
+
     from .logs import setup_logging
+
+    # Ctrl-C reaches the whole process group: the consumer stops this process itself
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     setup_logging()
     reevaluator = QCReevaluator(dsn)
@@ -295,7 +300,19 @@ class QCProcess:
         self._proc = ctx.Process(target=_process_main, args=(dsn, self._spans), name="swc-qc")
 
     def start(self) -> QCProcess:
-        self._proc.start()
+        import signal
+        import threading
+
+        # Ctrl-C reaches the whole process group, also while the child still imports:
+        # it starts with SIGINT ignored (inherited), and the consumer stops it itself
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            try:
+                self._proc.start()
+            finally:
+                signal.signal(signal.SIGINT, previous)
+        else:
+            self._proc.start()
         return self
 
     def hook(self, batch) -> None:

@@ -38,6 +38,20 @@ class Settings(BaseSettings):
     embedded_broker: Literal["auto", "mosquitto", "amqtt"] = Field(
         default="auto", description="broker `swc up` starts: mosquitto when installed, else amqtt"
     )
+    embedded_broker_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="port of the broker `swc up` starts: unset = 1883 when free, else a free "
+        "one; 0 = a free one; N = exactly N (refused when taken)",
+    )
+    embedded_postgres_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="also let the embedded PostgreSQL listen on 127.0.0.1 at this TCP port "
+        "(for psql, Grafana); unset = Unix socket only; 0 = a free port",
+    )
 
     # consumer
     client_id: str = Field(default="swc-ingest-1", description="MQTT client id (session name)")

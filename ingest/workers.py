@@ -49,7 +49,18 @@ def run_one(settings: Settings, dsn: str) -> None:
     plan = None if settings.retire else plan_for(settings, settings.workers)
     consumer = Consumer(settings, dsn, plan=plan)
     if settings.metrics_port:
-        consumer.metrics.serve(settings.metrics_port, settings.metrics_host)
+        try:
+            consumer.metrics.serve(settings.metrics_port, settings.metrics_host)
+        except OSError:
+            from .ports import PortInUse
+
+            raise PortInUse(
+                "metrics",
+                settings.metrics_host,
+                settings.metrics_port,
+                "metrics_port",
+                "0 turns the metrics off",
+            ) from None
         log.info("metrics http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
 
     def on_signal(signum, frame):

@@ -14,8 +14,14 @@ log = logging.getLogger(__name__)
 
 
 class ApiThread:
+    """The API on a socket bound at once, so a taken port fails here (PortInUse), in the
+    caller's thread, before anything says where the API is."""
+
     def __init__(self, settings: Settings):
         from ..api import create_app
+        from ..ports import bind
+
+        self.sock = bind(settings.api_host, settings.api_port, "HTTP API", "api_port", "0: no API")
 
         self.app = create_app(settings)
         config = uvicorn.Config(
@@ -30,15 +36,18 @@ class ApiThread:
 
     def _run(self) -> None:
         try:
-            self.server.run()
-        except SystemExit:  # uvicorn exits when it cannot bind
-            log.error("the HTTP API could not start (port in use?)")
+            self.server.run(sockets=[self.sock])
+        except SystemExit:  # uvicorn exits when it cannot start
+            log.error("the HTTP API could not start")
 
     def start(self) -> ApiThread:
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
             time.sleep(0.05)
+        if not self.server.started:
+            self.stop()
+            raise RuntimeError("the HTTP API did not start; its error is logged above")
         return self
 
     def stop(self) -> None:
@@ -46,7 +55,9 @@ class ApiThread:
 
         stop_streams(self.app)  # event streams end cleanly, not cut at the timeout
         self.server.should_exit = True
-        self.thread.join(10)
+        if self.thread.is_alive():
+            self.thread.join(10)
+        self.sock.close()
 
 
 def start_api(settings: Settings) -> ApiThread:
