@@ -24,8 +24,11 @@ DATABASE_COMMANDS = [["keys", "create"], ["keys", "list"], ["sites", "load"], ["
 
 def _command(path: list[str]) -> click.Command:
     cmd: click.Command = main
-    for name in path:
-        cmd = cmd.commands[name]  # type: ignore[attr-defined]
+    ctx = click.Context(main)
+    for name in path:  # the `swc` group loads its commands lazily
+        found = cmd.get_command(ctx, name)  # type: ignore[attr-defined]
+        assert found is not None, f"no command {name!r}"
+        cmd = found
     return cmd
 
 
