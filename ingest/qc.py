@@ -76,6 +76,8 @@ CHANNEL_QC: dict[str, dict[str, Any]] = {
     "battery_v": dict(fail_span=(0.0, 30.0), suspect_span=(10.5, 15.5)),
     "rssi_dbm": dict(fail_span=(-150.0, 0.0), suspect_span=(-120.0, -20.0)),
     "temperature_c": dict(fail_span=(-50.0, 70.0), suspect_span=(-40.0, 50.0)),
+    "air_temperature_c": dict(fail_span=(-50.0, 70.0), suspect_span=(-40.0, 50.0)),
+    "water_temperature_c": dict(fail_span=(-5.0, 50.0), suspect_span=(-1.0, 40.0)),
 }
 
 
@@ -121,6 +123,28 @@ def evaluate(
     """All configured tests over one stream's sorted window, with the logger's flags."""
     tests = qc_flags(times_s, values, **config)["aggregate"]
     return aggregate_flags(tests, logger_flags)
+
+
+def stream_configs(conn: psycopg.Connection, sids: list[int]) -> dict[int, dict[str, Any] | None]:
+    """The QC configuration of each stream: its channel's ``CHANNEL_QC`` with the site's
+    ``params.qc.<channel>`` overrides; None for a stream with no test."""
+    rows = conn.execute(
+        "SELECT s.id, s.channel, st.params -> 'qc' -> s.channel FROM streams s "
+        "JOIN devices d ON d.id = s.device_id LEFT JOIN sites st ON st.id = d.site_id "
+        "WHERE s.id = ANY(%s)",
+        (list(sids),),
+    ).fetchall()
+    out: dict[int, dict[str, Any] | None] = {}
+    for sid, channel, override in rows:
+        base = CHANNEL_QC.get(channel)
+        if base is None and not override:
+            out[sid] = None
+            continue
+        cfg = dict(base or {})
+        for key, value in (override or {}).items():
+            cfg[key] = tuple(value) if isinstance(value, list) else value
+        out[sid] = cfg
+    return out
 
 
 class QCReevaluator:
@@ -205,23 +229,8 @@ class QCReevaluator:
 
     def _config(self, conn: psycopg.Connection, sids: list[int]) -> None:
         missing = [s for s in sids if s not in self._configs]
-        if not missing:
-            return
-        rows = conn.execute(
-            "SELECT s.id, s.channel, st.params -> 'qc' -> s.channel FROM streams s "
-            "JOIN devices d ON d.id = s.device_id LEFT JOIN sites st ON st.id = d.site_id "
-            "WHERE s.id = ANY(%s)",
-            (missing,),
-        ).fetchall()
-        for sid, channel, override in rows:
-            base = CHANNEL_QC.get(channel)
-            if base is None and not override:
-                self._configs[sid] = None
-                continue
-            cfg = dict(base or {})
-            for key, value in (override or {}).items():
-                cfg[key] = tuple(value) if isinstance(value, list) else value
-            self._configs[sid] = cfg
+        if missing:
+            self._configs.update(stream_configs(conn, missing))
 
     def _reevaluate(self, spans: dict[int, tuple[datetime, datetime]]) -> int:
         conn = self._connection()
