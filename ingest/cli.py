@@ -387,5 +387,5 @@ def export_cmd(
             length=max(total, 1), label=f"exporting {fmt}", file=sys.stderr, show_pos=True
         ) as bar:
             target = sys.stdout.buffer if out == "-" else out
-            result = export(conn, selection, fmt, target, progress=bar.update)
+            result = export(conn, selection, fmt, target, bar.update, settings.export_attributes)
     click.echo(f"{result.rows} rows", err=True)

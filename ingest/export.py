@@ -639,7 +639,9 @@ def export(
     fmt: Format,
     out: BinaryIO | str | Path,
     progress: Callable[[int], None] | None = None,
+    attributes: dict[str, str] | None = None,
 ) -> ExportResult:
+    """Export ``selection`` as ``fmt``; ``attributes`` are NetCDF global attributes."""
     if fmt == "csv":
         if isinstance(out, (str, Path)):
             with open(out, "wb") as f:
@@ -650,5 +652,5 @@ def export(
     if fmt == "netcdf":
         if not isinstance(out, (str, Path)):
             raise ValueError("NetCDF is written to a file path, not a stream")
-        return export_netcdf(conn, selection, out, progress)
+        return export_netcdf(conn, selection, out, progress, attributes)
     raise ValueError(f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}")

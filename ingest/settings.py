@@ -225,6 +225,11 @@ class Settings(BaseSettings):
     survey_import_max_concurrent: int = Field(
         default=2, ge=1, le=64, description="sheet imports written at once (others wait)"
     )
+    export_attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="ACDD global attributes of NetCDF exports (JSON object) over the defaults, "
+        'e.g. {"creator_name": "...", "license": "CC-BY-4.0", "naming_authority": "org.example"}',
+    )
     export_tmp_dir: Path | None = Field(
         default=None, description="NetCDF exports' temporary files; unset: <tmp>/swc-exports"
     )
