@@ -306,12 +306,15 @@ def api_cmd(host: str, port: int, **flags: Any) -> None:
     """Serve the HTTP API (OpenAPI at /docs)."""
     import uvicorn
 
+    from .alerting.serve import serve_api_metrics
     from .api import create_app
 
     settings = load_settings(**flags)
     _require_db(settings)
+    app = create_app(settings)
+    serve_api_metrics(settings, app)
     uvicorn.run(
-        create_app(settings),
+        app,
         host=host,
         port=port,
         log_config=None,

@@ -84,3 +84,34 @@ class IngestMetrics:
                         key += "{" + ",".join(f"{k}={v}" for k, v in sample.labels.items()) + "}"
                     out[key] = sample.value
         return out
+
+
+# --- the webhook sender (ingest/alerting/notify.py), once per process --------------
+_WEBHOOK_ATTEMPTS = Counter(
+    "swc_webhook_attempts",
+    "webhook delivery attempts by outcome: delivered, retry (failed, tried again later), "
+    "failed (failed, given up)",
+    ["outcome"],
+    registry=ops.PROCESS,
+)
+_WEBHOOK_SECONDS = Histogram(
+    "swc_webhook_attempt_seconds",
+    "duration of one webhook delivery attempt",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=ops.PROCESS,
+)
+_WEBHOOK_LAST = Gauge(
+    "swc_webhook_last_delivered_timestamp_seconds",
+    "Unix time of the last delivered webhook",
+    registry=ops.PROCESS,
+)
+for _outcome in ("delivered", "retry", "failed"):
+    _WEBHOOK_ATTEMPTS.labels(outcome=_outcome)
+
+
+def record(outcome: str, seconds: float) -> None:
+    """Count one webhook delivery attempt."""
+    _WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
+    _WEBHOOK_SECONDS.observe(seconds)
+    if outcome == "delivered":
+        _WEBHOOK_LAST.set_to_current_time()

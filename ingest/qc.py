@@ -181,9 +181,8 @@ class _QCCollector(Collector):
         stats = [s.values() for s in list(_LIVE_STATS)]
         for i, name in enumerate(STAT_FIELDS):
             kind, doc = self._DOC[name]
-            total = (max if name == "last_pass_timestamp" else sum)(
-                (v[i] for v in stats), default=0.0
-            )
+            column = [v[i] for v in stats]
+            total = max(column, default=0.0) if name == "last_pass_timestamp" else sum(column)
             full = f"swc_qc_{name}" + ("_seconds" if name == "last_pass_timestamp" else "")
             family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
             yield family(full, doc, value=total)

@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="`swc up` serves the API here")
     api_port: int = Field(default=8000, ge=0, le=65535, description="`swc up` API port; 0 = off")
+    api_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="the API's Prometheus port; 0 turns it off"
+    )
 
     # field surveys and researchers' exports
     attachments_backend: Literal["disk", "s3"] = Field(

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
 
 from ..settings import Settings
 from ..surveys.reader import SheetReaders
@@ -53,6 +54,30 @@ def _default_timeout_ms(settings: Settings) -> int:
     return round(min(settings.api_statement_timeout_s.values(), default=30.0) * 1000)
 
 
+def instrument(app: FastAPI) -> CollectorRegistry:
+    """Count requests by route template, method and status, and time them (``swc_api_*``,
+    served on SWC_API_METRICS_PORT by `swc api` and `swc up`)."""
+    from prometheus_fastapi_instrumentator import Instrumentator, metrics
+
+    registry = CollectorRegistry()  # one per app: tests build many apps in one process
+    Instrumentator(
+        should_group_status_codes=False,
+        should_group_untemplated=True,  # unknown paths count as "none", not one series each
+        should_instrument_requests_inprogress=True,
+        inprogress_name="swc_api_requests_inprogress",
+        inprogress_labels=True,
+        registry=registry,
+    ).add(
+        metrics.default(
+            metric_namespace="swc",
+            metric_subsystem="api",
+            should_exclude_streaming_duration=True,  # an event stream lasts hours
+            registry=registry,
+        )
+    ).instrument(app)
+    return registry
+
+
 def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise ValueError("the API needs a database: set SWC_DATABASE_URL")
@@ -94,6 +119,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestGuard, settings=settings, pool_of=lambda: app.state.pool)
+    app.state.metrics = instrument(app)  # outside the guard: its refusals count too
     for module in (health, sites, rules, alerts, devices, keys, webhooks):
         app.include_router(module.router)
     for module in (readings, exports, research, surveys):  # researchers' data
