@@ -243,8 +243,19 @@ class Settings(BaseSettings):
         "and go on, true = go on, false = refuse",
     )
 
-    log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: logfmt lines; json: one JSON object per line"
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        from swc_ops.logs import LEVELS
+
+        if v.upper() not in LEVELS:
+            raise ValueError(f"{v!r} is not a log level; use one of {', '.join(LEVELS)}")
+        return v.upper()
 
     @field_validator("console_timezone")
     @classmethod
