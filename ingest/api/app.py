@@ -63,9 +63,8 @@ def instrument(app: FastAPI) -> CollectorRegistry:
     Instrumentator(
         should_group_status_codes=False,
         should_group_untemplated=True,  # unknown paths count as "none", not one series each
-        should_instrument_requests_inprogress=True,
-        inprogress_name="swc_api_requests_inprogress",
-        inprogress_labels=True,
+        # no in-progress gauge: the middleware would register it again each time the
+        # app's middleware stack is built (each start of a test client)
         registry=registry,
     ).add(
         metrics.default(
