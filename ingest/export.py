@@ -21,11 +21,14 @@ quality     int8                      QARTOD flag: 1 pass, 2 not evaluated,
 =========== ========================= =========================================
 
 NetCDF follows CF 1.8 discrete sampling geometries (``featureType =
-timeSeries``, indexed ragged arrays): one station per stream, and per
-channel its own unlimited observation dimension ``obs_<channel>`` with
-``time_<channel>``, ``station_index_<channel>``, the values ``<channel>`` (with
-``units`` and ``standard_name`` where CF has one) and a CF flag variable
-``<channel>_qc``.
+timeSeries``, indexed ragged arrays) with ACDD 1.3 discovery attributes: one
+station per stream, and per channel its own unlimited observation dimension
+``obs_<channel>`` with ``time_<channel>`` (double seconds since 1970),
+``station_index_<channel>``, the values ``<channel>`` (UDUNITS ``units``, the
+UCUM code in ``ucum_units``, ``cell_methods``, ``standard_name`` where CF has
+one) and the CF flag variables ``<channel>_qc`` (the stored aggregate) and
+``<channel>_qc_<test>`` (each QARTOD test, computed while writing). What the
+file holds, and why some variables have no standard name: docs/research.md.
 """
 
 from __future__ import annotations
