@@ -37,12 +37,18 @@ def resolve(level: str | None = None, fmt: str | None = None) -> tuple[str, str]
     return level, "json" if fmt == "json" else "text"
 
 
+def _drop_color_message(logger, name, event: dict) -> dict:
+    event.pop("color_message", None)  # uvicorn's copy of msg with terminal colours
+    return event
+
+
 def formatter(fmt: str = "text") -> logging.Formatter:
     """A logging.Formatter writing logfmt (``text``) or JSON lines."""
     shared = [
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),
+        _drop_color_message,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts"),
     ]
     if fmt == "json":

@@ -183,3 +183,4 @@ def test_api_logs_json_lines_uvicorns_too(db):
     )
     records = check_lines(err, "json")
     assert any(r["logger"].startswith("uvicorn") for r in records)
+    assert not any("color_message" in r for r in records)  # no terminal colours
