@@ -26,8 +26,8 @@ station per stream, and per channel its own unlimited observation dimension
 ``obs_<channel>`` with ``time_<channel>`` (double seconds since 1970),
 ``station_index_<channel>``, the values ``<channel>`` (UDUNITS ``units``, the
 UCUM code in ``ucum_units``, ``cell_methods``, ``standard_name`` where CF has
-one) and the CF flag variables ``<channel>_qc`` (the stored aggregate) and
-``<channel>_qc_<test>`` (each QARTOD test, computed while writing). What the
+one) and the CF flag variables ``<channel>_qc`` (the stored aggregate),
+``<channel>_qc_logger`` (the logger's own flag) and ``<channel>_qc_<test>`` (each QARTOD test, computed while writing). What the
 file holds, and why some variables have no standard name: docs/research.md.
 """
 
@@ -66,6 +66,7 @@ PARQUET_SCHEMA = pa.schema(
         pa.field("quality", pa.int8(), nullable=False),
     ]
 )
+_LOGGER_SCHEMA = PARQUET_SCHEMA.append(pa.field("logger_quality", pa.int8(), nullable=False))
 _RAW_COLUMNS = [
     "time_us",
     "site_id",
@@ -122,13 +123,19 @@ class Selection:
         return sql.SQL(" AND ").join(conds), params
 
 
-def _query(selection: Selection, time_expr: str) -> tuple[sql.Composed, list]:
+def _query(
+    selection: Selection, time_expr: str, logger_quality: bool = False
+) -> tuple[sql.Composed, list]:
     where, params = selection.where()
     query = sql.SQL(
-        "SELECT {time}, d.site_id, s.device_id, s.channel, s.unit, s.id, r.value, r.quality "
+        "SELECT {time}, d.site_id, s.device_id, s.channel, s.unit, s.id, r.value, r.quality{extra} "
         "FROM readings r JOIN streams s ON s.id = r.stream_id "
         "JOIN devices d ON d.id = s.device_id WHERE {where} ORDER BY r.stream_id, r.time"
-    ).format(time=sql.SQL(time_expr), where=where)
+    ).format(
+        time=sql.SQL(time_expr),
+        extra=sql.SQL(", coalesce(r.logger_quality, 2)" if logger_quality else ""),
+        where=where,
+    )
     return query, params
 
 
@@ -204,10 +211,17 @@ def export_csv(
 
 
 def iter_batches(
-    conn: psycopg.Connection, selection: Selection, block_size: int = 8 << 20
+    conn: psycopg.Connection,
+    selection: Selection,
+    block_size: int = 8 << 20,
+    logger_quality: bool = False,
 ) -> Iterator[pa.RecordBatch]:
-    """Arrow record batches in the Parquet schema, parsed by pyarrow as they stream."""
-    query, params = _query(selection, _EPOCH_US)
+    """Arrow record batches in the Parquet schema, parsed by pyarrow as they stream; with
+    ``logger_quality`` a last column holds the flag the logger sent (2 where none)."""
+    query, params = _query(selection, _EPOCH_US, logger_quality)
+    names = [*_RAW_COLUMNS, "logger_quality"] if logger_quality else _RAW_COLUMNS
+    types = {**_RAW_TYPES, "logger_quality": pa.int8()}
+    schema = _LOGGER_SCHEMA if logger_quality else PARQUET_SCHEMA
     with conn.cursor().copy(
         sql.SQL("COPY ({}) TO STDOUT WITH (FORMAT csv)").format(query), params
     ) as copy:
@@ -217,23 +231,23 @@ def iter_batches(
             return
         reader = pacsv.open_csv(
             _CopyStream(itertools.chain([first], chunks)),
-            read_options=pacsv.ReadOptions(column_names=_RAW_COLUMNS, block_size=block_size),
+            read_options=pacsv.ReadOptions(column_names=names, block_size=block_size),
             convert_options=pacsv.ConvertOptions(
-                column_types=_RAW_TYPES, strings_can_be_null=True, quoted_strings_can_be_null=False
+                column_types=types, strings_can_be_null=True, quoted_strings_can_be_null=False
             ),
         )
         pool = pa.default_memory_pool()
         for i, batch in enumerate(reader, 1):
-            yield _to_schema(batch)
+            yield _to_schema(batch, schema)
             if i % 32 == 0:
                 pool.release_unused()  # keep the allocator from hoarding freed blocks
 
 
-def _to_schema(batch: pa.RecordBatch) -> pa.RecordBatch:
+def _to_schema(batch: pa.RecordBatch, schema: pa.Schema = PARQUET_SCHEMA) -> pa.RecordBatch:
     cols = batch.columns
     time = cols[0].cast(pa.timestamp("us", tz="UTC"))
     dict_cols = [c.dictionary_encode() for c in cols[1:5]]
-    return pa.RecordBatch.from_arrays([time, *dict_cols, *cols[5:]], schema=PARQUET_SCHEMA)
+    return pa.RecordBatch.from_arrays([time, *dict_cols, *cols[5:]], schema=schema)
 
 
 def export_parquet(
@@ -279,7 +293,7 @@ DEFAULT_ATTRIBUTES = {
     "processing_level": "Raw logger readings with automatic QARTOD quality flags; not "
     "reviewed by hand",
     "comment": "Per-test flags are recomputed at export time over the exported rows; the "
-    "aggregate flag is the one stored, which also includes the flag the logger sent.",
+    "aggregate flag is the one stored: the worst of the tests and of the logger's own flag.",
 }
 
 
@@ -317,11 +331,12 @@ def export_netcdf(
             cv.append(times_us, index, values, quality, tests)
 
         flags = _StreamFlags(configs, write)
-        for batch in iter_batches(conn, selection):
+        for batch in iter_batches(conn, selection, logger_quality=True):
             times = batch.column(0).cast(pa.int64()).to_numpy()
             stream = batch.column(5).to_numpy()
             values = batch.column(6).to_numpy()
-            quality = batch.column(7).to_numpy()
+            # the stored aggregate and the logger's own flag, side by side
+            quality = np.stack([batch.column(7).to_numpy(), batch.column(8).to_numpy()], axis=1)
             cuts = [0, *(np.flatnonzero(np.diff(stream)) + 1).tolist(), len(stream)]
             for a, b in itertools.pairwise(cuts):
                 if b > a:
@@ -537,6 +552,7 @@ _FLAG_DOC = {
         "aggregate_quality_flag",
         "QARTOD aggregate flag (worst of the tests and the logger's own flag, as stored)",
     ),
+    "logger": ("quality_flag", "flag the logger sent (2: it sent none)"),
     "gross_range": ("gross_range_test_quality_flag", "QARTOD gross range test"),
     "spike": ("spike_test_quality_flag", "QARTOD spike test"),
     "rate_of_change": ("rate_of_change_test_quality_flag", "QARTOD rate of change test"),
@@ -599,7 +615,7 @@ class _ChannelVars:
         value.coordinates = f"time_{channel} lat lon alt station_name stream_id"
         # a test that runs on any stream of this channel has its own flag variable
         sids = [sid for sid, st in stations.items() if st["channel"] == channel]
-        names = ["aggregate"] + [
+        names = ["aggregate", "logger"] + [
             t for t in QC_TESTS if any(_runs(t, configs.get(sid)) for sid in sids)
         ]
         flags = {}
@@ -627,7 +643,9 @@ class _ChannelVars:
         self.value[sl] = values
         for name, var in self.flags.items():
             if name == "aggregate":
-                var[sl] = quality
+                var[sl] = quality[:, 0]
+            elif name == "logger":
+                var[sl] = quality[:, 1]
             else:
                 var[sl] = tests.get(name, np.full(n, 2, dtype=np.uint8)).astype(np.int8)
         lo, hi = int(times_us.min()), int(times_us.max())

@@ -143,7 +143,11 @@ def test_the_file_says_what_it_holds(county_nc):
         stage_tests = [t for t in QC_TESTS if f"stage_m_qc_{t}" in v]
         assert stage_tests == ["gross_range", "spike", "rate_of_change", "flat_line"]
         ancillary = v["stage_m"].ancillary_variables.split()
-        assert ancillary == ["stage_m_qc"] + [f"stage_m_qc_{t}" for t in stage_tests]
+        assert ancillary == ["stage_m_qc", "stage_m_qc_logger"] + [
+            f"stage_m_qc_{t}" for t in stage_tests
+        ]
+        assert v["stage_m_qc_logger"].standard_name == "quality_flag"
+        assert set(np.unique(v["stage_m_qc_logger"][:])) <= {1, 2, 3, 4, 9}
         for name in ancillary:
             assert list(v[name].flag_values) == [1, 2, 3, 4, 9]
             assert v[name].flag_meanings.split()[0] == "pass"
