@@ -58,6 +58,8 @@ TRICKY = 'pond "A" at 4.61 m = over the crest\nsecond line \\ done'
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_every_line_parses_with_spaces_quotes_and_tracebacks(fmt):
     out = io.StringIO()
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
     try:
         setup_logging("DEBUG", fmt, stream=out)
         log = logging.getLogger("swc.test")
@@ -69,7 +71,8 @@ def test_every_line_parses_with_spaces_quotes_and_tracebacks(fmt):
         except ValueError:
             log.exception("failed=yes")
     finally:
-        setup_logging("INFO", "text")
+        root.handlers[:], _ = saved
+        root.setLevel(saved[1])
     records = check_lines(out.getvalue(), fmt)
     assert len(records) == 4  # one line per record, line breaks escaped
     assert records[0]["msg"] == f"site dam a01: {TRICKY}"
