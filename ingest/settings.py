@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="`swc up` serves the API here")
     api_port: int = Field(default=8000, ge=0, le=65535, description="`swc up` API port; 0 = off")
+    api_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="the API's Prometheus port; 0 turns it off"
+    )
 
     # field surveys and researchers' exports
     attachments_backend: Literal["disk", "s3"] = Field(
@@ -200,6 +203,11 @@ class Settings(BaseSettings):
     survey_import_max_concurrent: int = Field(
         default=2, ge=1, le=64, description="sheet imports written at once (others wait)"
     )
+    export_attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="ACDD global attributes of NetCDF exports (JSON object) over the defaults, "
+        'e.g. {"creator_name": "...", "license": "CC-BY-4.0", "naming_authority": "org.example"}',
+    )
     export_tmp_dir: Path | None = Field(
         default=None, description="NetCDF exports' temporary files; unset: <tmp>/swc-exports"
     )
@@ -210,8 +218,19 @@ class Settings(BaseSettings):
         "and go on, true = go on, false = refuse",
     )
 
-    log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: logfmt lines; json: one JSON object per line"
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        from swc_ops.logs import LEVELS
+
+        if v.upper() not in LEVELS:
+            raise ValueError(f"{v!r} is not a log level; use one of {', '.join(LEVELS)}")
+        return v.upper()
 
     @field_validator("console_timezone")
     @classmethod
