@@ -182,7 +182,7 @@ def test_api_logs_json_lines_uvicorns_too(db):
             "SWC_LOG_LEVEL": "INFO",
             "SWC_API_METRICS_PORT": "0",
         },
-        until="Uvicorn running",
+        until="Application startup complete",
     )
     records = check_lines(err, "json")
     assert any(r["logger"].startswith("uvicorn") for r in records)
