@@ -18,6 +18,7 @@ Every block gets this environment (docs/README say the same to readers):
   root of this run alone (``swc sim run --root`` reads it too);
 - ``SCRATCH_URL``: the URL of a database that does not exist yet (for
   ``swc research validate``, which creates it), dropped afterwards;
+- ``SWC_WEBHOOK_ALLOW_PRIVATE``: the example network of docs/api.md;
 - ``SWC_API_URL``: a running ``swc api`` on a free port, and ``SWC_API_KEY``:
   an admin key of it;
 - a running ``swc ingest`` (with its alert engine) on that broker and root;
@@ -215,8 +216,9 @@ def stack(admin_dsn, broker, tmp_path_factory) -> Iterator[Stack]:
         SWC_TOPIC_ROOT=root,
         SWC_DATA_DIR=str(base / "data"),
         SWC_METRICS_PORT="0",
-        # the examples replay simulated runs dated in the past at full speed
         SWC_ALERT_CHECK_INTERVAL_S="5",
+        # docs/api.md's webhook example goes to the county network, as its text says
+        SWC_WEBHOOK_ALLOW_PRIVATE='["10.20.0.0/16", "duty.lan"]',
     )
     logs = {"ingest": base / "ingest.log", "api": base / "api.log"}
     st = Stack(env, logs)
@@ -288,7 +290,7 @@ def file_states() -> dict[str, FileState]:
 _SH_PRELUDE = """\
 set -euo pipefail
 trap 'env -0 > "$SWC_DOCS_TEST_STATE"' EXIT
-curl() { command curl --fail-with-body "$@"; }
+curl() { command curl --fail-with-body --show-error "$@"; }
 """
 _NOT_KEPT = {"PWD", "OLDPWD", "SHLVL", "_", "SWC_DOCS_TEST_STATE"}
 
