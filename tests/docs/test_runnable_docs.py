@@ -267,7 +267,7 @@ def stack(admin_dsn, broker, tmp_path_factory) -> Iterator[Stack]:
             p.terminate()
         for p in st.procs:
             try:
-                p.wait(20)
+                p.wait(5)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
@@ -289,6 +289,7 @@ def file_states() -> dict[str, FileState]:
 
 _SH_PRELUDE = """\
 set -euo pipefail
+PS4='+ ${EPOCHREALTIME} ' && set -x  # stderr names the command that failed, and when
 trap 'env -0 > "$SWC_DOCS_TEST_STATE"' EXIT
 curl() { command curl --fail-with-body --show-error "$@"; }
 """
