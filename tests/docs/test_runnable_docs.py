@@ -24,8 +24,9 @@ Every block gets this environment (docs/README say the same to readers):
 - a running ``swc ingest`` (with its alert engine) on that broker and root;
 - ``PATH`` with this venv's ``bin`` first, so ``swc`` is this checkout's.
 
-``curl`` fails on an HTTP error (it runs with ``--fail-with-body``), so an
-example that answers 404 fails its block. A block that must fail says so in
+``curl`` fails on an HTTP error (it runs with ``--fail-with-body``, and
+``--retry 3`` for the transient 503 of a loaded machine), so an example that
+answers 404 fails its block. Each command is traced on stderr with its time. A block that must fail says so in
 a comment line ``# docs-test: expect-fail`` (keep that rare). Blocks that
 cannot run here (``docker compose``, ``apt-get``, ``swc up``, services that
 never end) stay unmarked.
@@ -291,7 +292,8 @@ _SH_PRELUDE = """\
 set -euo pipefail
 PS4='+ ${EPOCHREALTIME} ' && set -x  # stderr names the command that failed, and when
 trap 'env -0 > "$SWC_DOCS_TEST_STATE"' EXIT
-curl() { command curl --fail-with-body --show-error "$@"; }
+# a busy CI machine may get a 503 (pool wait, /health's 1 s broker probe): try again then
+curl() { command curl --fail-with-body --show-error --retry 3 --retry-delay 1 "$@"; }
 """
 _NOT_KEPT = {"PWD", "OLDPWD", "SHLVL", "_", "SWC_DOCS_TEST_STATE"}
 
