@@ -225,7 +225,12 @@ def main() -> None:
     with scratch_database() as dsn:
         keys = prepare(dsn, args.readings)
         port = free_port()
-        env = {**os.environ, "SWC_DATABASE_URL": dsn, "SWC_LOG_LEVEL": "ERROR"}
+        env = {
+            **os.environ,
+            "SWC_DATABASE_URL": dsn,
+            "SWC_LOG_LEVEL": "ERROR",
+            "SWC_API_METRICS_PORT": "0",
+        }
         env.pop("SWC_MQTT_URL", None)
         log = tempfile.TemporaryFile()  # noqa: SIM115 (read on failure)
         server = subprocess.Popen(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -89,7 +89,12 @@ def run_cmd(scenario, storm, days, start_text, speed, overwrite, out_dir, mqtt_u
 
     if storm is not None and days is not None:
         raise click.UsageError("give either --storm or --days, not both")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    from swc_ops.logs import setup_logging
+
+    try:  # SWC_LOG_LEVEL / SWC_LOG_FORMAT as in every process; quiet by default
+        setup_logging(os.environ.get("SWC_LOG_LEVEL") or "WARNING")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         base = load_scenario(scenario)
     except ScenarioError as exc:
@@ -132,19 +137,7 @@ def run_cmd(scenario, storm, days, start_text, speed, overwrite, out_dir, mqtt_u
                 err=True,
             )
 
-    def progress(phase: str, done: float, total: float) -> None:
-        if quiet:
-            return
-        if phase == "publish":
-            at = start + timedelta(seconds=done)
-            line = f"publish: {at:%Y-%m-%d %H:%M} UTC (sim +{_hhmm(done)} of {_hhmm(total)})"
-            click.echo(f"\r{line}", nl=False, err=True)
-        else:
-            pct = 100.0 * done / total if total else 100.0
-            click.echo(f"\r{phase}: {done:.0f}/{total:.0f} ({pct:5.1f} %)", nl=False, err=True)
-        if done >= total:
-            click.echo("", err=True)
-
+    progress = Progress(start, quiet=quiet, tty=sys.stderr.isatty())
     try:
         out = run(cfg, progress)
     except RunRefused as exc:
@@ -152,24 +145,8 @@ def run_cmd(scenario, storm, days, start_text, speed, overwrite, out_dir, mqtt_u
         sys.exit(2)
     except (ConnectionError, ValueError) as exc:
         raise click.ClickException(str(exc)) from None
-    s = out.summary["run"]
     if not quiet:
-        click.echo(f"rain: {out.rain.description}", err=True)
-        click.echo(
-            f"dams overtopped: {', '.join(s['dams_overtopped']) or 'none'}; "
-            f"cisterns overflowed: {', '.join(s['cisterns_overflowed']) or 'none'}",
-            err=True,
-        )
-        click.echo(
-            f"water balance rel. error {s['water_balance_rel_error']:.2e}, sediment "
-            f"{s['sediment_balance_rel_error']:.2e}; truth in {out_dir}",
-            err=True,
-        )
-        if out.publish:
-            click.echo(publish_table(out.publish), err=True)
-        click.echo(
-            "timings: " + ", ".join(f"{k} {v:.2f}" for k, v in out.timings_s.items()), err=True
-        )
+        click.echo(final_table(out, out_dir), err=True)
     click.echo(f"run id: {out.run_id}", err=True)
     if out.publish.get("interrupted"):
         click.echo(
@@ -180,20 +157,82 @@ def run_cmd(scenario, storm, days, start_text, speed, overwrite, out_dir, mqtt_u
         sys.exit(130)
 
 
-def publish_table(stats: dict) -> str:
-    """The publishing counters as a small two-line table."""
-    cols = [
-        ("messages", f"{stats['messages']}"),
-        ("published", f"{stats['published']}"),
-        ("acked", f"{stats['acked']}"),
-        ("replayed", f"{stats['replayed']}"),
-        ("unacked", f"{stats['unacked_at_end']}"),
-        ("wall s", f"{stats['wall_s']:.1f}"),
+class Progress:
+    """Progress on stderr in simulated time and per cent of the run: one line rewritten in
+    place on a terminal, a line per tenth of the run otherwise (logs, pipes)."""
+
+    def __init__(self, start: datetime, quiet: bool = False, tty: bool = False):
+        self.start = start
+        self.quiet = quiet
+        self.tty = tty
+        self._next_pct: dict[str, float] = {}
+
+    def line(self, phase: str, done: float, total: float) -> str:
+        pct = 100.0 * done / total if total else 100.0
+        if phase == "publish":
+            at = self.start + timedelta(seconds=done)
+            return (
+                f"publish: simulated {at:%Y-%m-%d %H:%M} UTC, +{_hhmm(done)} of "
+                f"{_hhmm(total)} ({pct:3.0f} %)"
+            )
+        if phase == "physics":
+            return "physics: done" if done >= total else "physics: simulating the county"
+        return f"{phase}: {pct:3.0f} %"
+
+    def __call__(self, phase: str, done: float, total: float) -> None:
+        if self.quiet:
+            return
+        finished = done >= total
+        text = self.line(phase, done, total)
+        if self.tty:
+            click.echo(f"\r\x1b[K{text}", nl=finished, err=True)
+            return
+        pct = 100.0 * done / total if total else 100.0
+        if pct >= self._next_pct.get(phase, 0.0) or finished:
+            if finished and self._next_pct.get(phase) == float("inf"):
+                return  # the end was already reported
+            click.echo(text, err=True)
+            self._next_pct[phase] = float("inf") if finished else (pct // 10 + 1) * 10
+
+
+def _ids(ids: list[str]) -> str:
+    return ", ".join(ids) if ids else "none"
+
+
+def final_table(out, out_dir: Path) -> str:
+    """The end of a run as a small two-column table."""
+    s = out.summary["run"]
+    t = out.timings_s
+    start = out.scenario.start
+    simulated = float(s.get("simulated_s") or out.result.t_s[-1])
+    rows = [
+        ("rain", out.rain.description),
+        (
+            "simulated",
+            f"{start:%Y-%m-%d %H:%M} .. {start + timedelta(seconds=simulated):%Y-%m-%d %H:%M} "
+            f"UTC ({_hhmm(simulated)} h)",
+        ),
+        ("dams overtopped", _ids(s["dams_overtopped"])),
+        ("cisterns overflowed", _ids(s["cisterns_overflowed"])),
+        ("water balance", f"relative error {s['water_balance_rel_error']:.1e}"),
+        ("sediment balance", f"relative error {s['sediment_balance_rel_error']:.1e}"),
+        ("truth", str(out_dir)),
     ]
-    widths = [max(len(h), len(v)) for h, v in cols]
-    head = "  ".join(h.rjust(w) for (h, _), w in zip(cols, widths, strict=True))
-    row = "  ".join(v.rjust(w) for (_, v), w in zip(cols, widths, strict=True))
-    return f"mqtt {head}\n     {row}"
+    p = out.publish
+    if p:
+        rows.append(
+            (
+                "messages",
+                f"{p['published']} of {p['messages']} published, {p['acked']} acknowledged, "
+                f"{p['unacked_at_end']} unacknowledged at the end, {p['replayed']} resent",
+            )
+        )
+        if p.get("data_end"):
+            rows.append(("data sent up to", str(p["data_end"])))
+    phases = ", ".join(f"{k.removesuffix('_s')} {v:.1f}" for k, v in t.items() if k != "total_s")
+    rows.append(("wall time", f"{t.get('total_s', 0.0):.1f} s ({phases})"))
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)
 
 
 @sim.command("truth")

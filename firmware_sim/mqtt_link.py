@@ -23,33 +23,17 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from urllib.parse import unquote, urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocol.messages import DeviceStatus
+from protocol.mqtt_url import MqttUrl
 from protocol.topics import DEFAULT_ROOT, Topic
 
 log = logging.getLogger(__name__)
 
 __all__ = ["LoggerLink", "MqttUrl", "Outbox"]
-
-
-class MqttUrl:
-    """``mqtt://user:pass@host:port`` (``mqtts://`` for TLS)."""
-
-    def __init__(self, url: str):
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
-            raise ValueError(f"MQTT URL {url!r}: expected mqtt://host:port or mqtts://host:port")
-        if not parts.hostname:
-            raise ValueError(f"MQTT URL {url!r} has no host")
-        self.tls = parts.scheme == "mqtts"
-        self.host = parts.hostname
-        self.port = parts.port or (8883 if self.tls else 1883)
-        self.username = unquote(parts.username) if parts.username else None
-        self.password = unquote(parts.password) if parts.password else None
 
 
 class Outbox:

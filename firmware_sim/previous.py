@@ -85,7 +85,7 @@ def retained_runs(url: str, root: str, devices: list[str],
     ConnectionError
         if the broker cannot be reached or refuses the connection within ``timeout_s``.
     """
-    u = MqttUrl(url)
+    u = MqttUrl.parse(url)
     wanted = set(devices)
     found: dict[str, PreviousRun] = {}
     subscribed = threading.Event()
@@ -208,5 +208,5 @@ def check_out_dir(run_json: Path, scenario_name: str, broker: str, start: dateti
 
 def broker_key(url: str, root: str) -> str:
     """``host:port/root`` of a broker URL, without user or password (for run.json)."""
-    u = MqttUrl(url)
+    u = MqttUrl.parse(url)
     return f"{'mqtts' if u.tls else 'mqtt'}://{u.host}:{u.port}/{root}"

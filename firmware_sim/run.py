@@ -198,7 +198,7 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
     moment publishing begins and ``0`` sends as fast as possible; both may publish
     ahead of the wall clock.
     """
-    url = MqttUrl(cfg.mqtt_url or "")
+    url = MqttUrl.parse(cfg.mqtt_url or "")
     outbox = Outbox(Path(cfg.out_dir) / "outbox.sqlite")
     firmware = {s.id: s.logger.firmware for s in scenario.sites()}
     links = {
@@ -304,7 +304,7 @@ def publish(scenario: Scenario, loggers: dict[str, LoggerOutput], cfg: RunConfig
         outbox.close()
         if previous_handler is not None:
             signal.signal(signal.SIGINT, previous_handler)
-    log.info("published %s", stats)
+    log.info("published %s", " ".join(f"{k}={v}" for k, v in stats.items()))
     return stats
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Annotated, Literal
-from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from protocol.messages import MAX_PAYLOAD_BYTES, MAX_READINGS_PER_MESSAGE
+from protocol.mqtt_url import MqttUrl, parse_mqtt_url
 from protocol.topics import DEFAULT_ROOT, validate_client_id, validate_root
 
 SAMPLE_CONFIG_PATH = Path(__file__).parent / "sample-config.yaml"
@@ -39,27 +39,29 @@ class BrokerConfig(BaseModel):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        parse_url(url)
+        parse_mqtt_url(url)
         return url
 
     @property
+    def parsed(self) -> MqttUrl:
+        return parse_mqtt_url(self.url)
+
+    @property
     def host(self) -> str:
-        return parse_url(self.url)[0]
+        return self.parsed.host
 
     @property
     def port(self) -> int:
-        return parse_url(self.url)[1]
+        return self.parsed.port
 
     @property
     def tls(self) -> bool:
-        return parse_url(self.url)[2]
+        return self.parsed.tls
 
     def credentials(self) -> tuple[str | None, str | None]:
         """Username and password: explicit options win over those in the URL."""
-        parts = urlsplit(self.url)
-        user = self.username or (unquote(parts.username) if parts.username else None)
-        password = self.password or (unquote(parts.password) if parts.password else None)
-        return user, password
+        parsed = self.parsed
+        return self.username or parsed.username, self.password or parsed.password
 
 
 class LocalConfig(BrokerConfig):
@@ -121,10 +123,21 @@ class StatusConfig(BaseModel):
 
 
 class LogConfig(BaseModel):
+    """Log lines; SWC_LOG_LEVEL and SWC_LOG_FORMAT, when set, override these."""
+
     model_config = _STRICT
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+
+
+class MetricsConfig(BaseModel):
+    """Prometheus metrics (swc_gateway_*) at http://host:port/metrics; port 0 turns them off."""
+
+    model_config = _STRICT
+
+    port: Annotated[int, Field(ge=0, le=65_535)] = 0
+    host: str = "127.0.0.1"
 
 
 class GatewayConfig(BaseModel):
@@ -145,6 +158,7 @@ class GatewayConfig(BaseModel):
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("gateway_id")
     @classmethod
@@ -187,23 +201,6 @@ class GatewayConfig(BaseModel):
     @property
     def upstream_client_id(self) -> str:
         return self.upstream.client_id or self.gateway_id
-
-
-def parse_url(url: str) -> tuple[str, int, bool]:
-    """``mqtt://[user:pass@]host[:port]`` -> (host, port, tls); raise ValueError if malformed."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts", "tcp"):
-        raise ValueError(
-            f"MQTT URL {url!r} has scheme {parts.scheme!r}; expected mqtt://host:port or mqtts://"
-        )
-    if not parts.hostname:
-        raise ValueError(f"MQTT URL {url!r} has no host; expected mqtt://host:port")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"MQTT URL {url!r} has an invalid port") from None
-    tls = parts.scheme == "mqtts"
-    return parts.hostname, port or (8883 if tls else 1883), tls
 
 
 def load_config(path: Path | str) -> GatewayConfig:

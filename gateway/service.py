@@ -105,6 +105,13 @@ class Gateway:
         self.uplink.on_connect = self._on_uplink_connect
         self.uplink.on_disconnect = self._on_uplink_disconnect
         self.uplink.on_publish = self._on_uplink_publish
+        self.uplink.on_connect_fail = self._on_uplink_connect_fail
+        self.local.on_connect_fail = self._on_local_connect_fail
+        # the last reason a connection could not be made (None once connected), and how often
+        self.uplink_error: str | None = None
+        self.uplink_failures = 0
+        self.local_error: str | None = None
+        self._uplink_error_logged_at = 0.0
 
         self.line_sources = [
             LineSource(src, self.queue, self.admission, self._stop, self._on_line_rows)
@@ -200,6 +207,7 @@ class Gateway:
         else:
             client.subscribe(telemetry_filter(self.config.topic_root), qos=1)
         self.local_connected.set()
+        self.local_error = None
         self._status_due.set()
         log.info(
             "local broker connected url=%s session_present=%s filter=%s",
@@ -279,12 +287,46 @@ class Gateway:
     # --- upstream broker (paho network thread) --------------------------------------------
     def _on_uplink_connect(self, client, userdata, flags, reason_code, properties) -> None:
         if reason_code.is_failure:
+            self.uplink_error = f"refused: {reason_code}"
+            self.uplink_failures += 1
             log.error("upstream broker refused the connection reason=%s", reason_code)
+            self._status_due.set()
             return
         self.uplink_connected.set()
+        self.uplink_error = None
         self._status_due.set()
         self._wake.set()
         log.info("uplink connected url=%s depth=%d", self.config.upstream.url, self.queue.depth)
+
+    def _on_uplink_connect_fail(self, client, userdata) -> None:
+        """paho could not reach the upstream broker (DNS, refused, timeout, TLS): also on the
+        very first attempt, when no disconnect will ever be reported."""
+        error = _current_error()
+        first = self.uplink_error is None
+        changed = error != self.uplink_error
+        self.uplink_error = error
+        self.uplink_failures += 1
+        now = time.monotonic()
+        if first or changed or now - self._uplink_error_logged_at > 300:
+            self._uplink_error_logged_at = now
+            log.error(
+                "uplink unreachable url=%s error=%s attempts=%d depth=%d; readings stay queued, "
+                "retrying",
+                self.config.upstream.url,
+                error,
+                self.uplink_failures,
+                self.queue.depth,
+            )
+        if first or changed:
+            self._status_due.set()
+
+    def _on_local_connect_fail(self, client, userdata) -> None:
+        error = _current_error()
+        if error != self.local_error:
+            log.error(
+                "local broker unreachable url=%s error=%s; retrying", self.config.local.url, error
+            )
+        self.local_error = error
 
     def _on_uplink_disconnect(self, client, userdata, flags, reason_code, properties) -> None:
         was = self.uplink_connected.is_set()
@@ -418,7 +460,15 @@ class Gateway:
             details={
                 "kind": "gateway",
                 "version": __version__,
-                "uplink": "connected" if self.uplink_connected.is_set() else "disconnected",
+                "uplink": (
+                    "connected"
+                    if self.uplink_connected.is_set()
+                    else "unreachable"
+                    if self.uplink_error
+                    else "disconnected"
+                ),
+                "uplink_error": self.uplink_error,
+                "uplink_failed_attempts": self.uplink_failures,
                 "local": "connected" if self.local_connected.is_set() else "disconnected",
                 "queue_depth": stats.depth,
                 "oldest_unsent_age_s": round(stats.oldest_age_s(), 3),
@@ -466,6 +516,17 @@ class Gateway:
             self.uplink.publish(self.uplink_status_topic, payload, qos=1, retain=True)
         if self.config.status.local and self.local_connected.is_set():
             self.local.publish(self.local_status_topic, payload, qos=1, retain=True)
+
+
+def _current_error() -> str:
+    """The exception paho is handling when it calls on_connect_fail (it passes none)."""
+    import sys
+
+    exc = sys.exc_info()[1]
+    if exc is None:
+        return "connection failed"
+    text = str(exc) or type(exc).__name__
+    return f"{type(exc).__name__}: {text}" if not isinstance(exc, OSError) else text
 
 
 def _fmt_counters(counters: dict[str, int]) -> str:

@@ -5,7 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
+import shlex
+import signal
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -13,75 +17,22 @@ import click
 import psycopg
 from pydantic import ValidationError
 
+from .ports import PortInUse, bind, ensure_free
 from .settings import Settings
+from .settings_cli import DATABASE_FIELDS, flag_values, settings_options
+from .state import StateError, read_state, state_path
 
 log = logging.getLogger("swc")
 
-# CLI flag -> Settings field. Every flag is optional and overrides SWC_<FIELD>.
-_COMMON = [
-    click.option("--database-url", help="PostgreSQL URL [SWC_DATABASE_URL]"),
-    click.option("--mqtt-url", help="mqtt://user:pass@host:port [SWC_MQTT_URL]"),
-    click.option("--topic-root", help="topic root, default swc/v1 [SWC_TOPIC_ROOT]"),
-    click.option(
-        "--auto-register/--no-auto-register",
-        default=None,
-        help="register unknown devices on first message, or dead-letter them [SWC_AUTO_REGISTER]",
-    ),
-    click.option("--data-dir", type=click.Path(path_type=Path), help="[SWC_DATA_DIR]"),
-    click.option(
-        "--embedded-broker",
-        type=click.Choice(["auto", "mosquitto", "amqtt"]),
-        help="broker for `swc up` without a URL [SWC_EMBEDDED_BROKER]",
-    ),
-    click.option("--timescale", type=click.Choice(["auto", "on", "off"]), help="[SWC_TIMESCALE]"),
-    click.option("--log-level", help="DEBUG, INFO, WARNING [SWC_LOG_LEVEL]"),
-    click.option("--log-format", type=click.Choice(["text", "json"]), help="[SWC_LOG_FORMAT]"),
-]
-_CONSUMER = [
-    click.option("--client-id", help="MQTT client id of this consumer [SWC_CLIENT_ID]"),
-    click.option("--mqtt-protocol", type=click.Choice(["5", "3.1.1"]), help="[SWC_MQTT_PROTOCOL]"),
-    click.option(
-        "--subscription",
-        type=click.Choice(["auto", "plain", "shared"]),
-        help="auto: plain for one consumer, shared for several on a broker that keeps shared "
-        "subscriptions over a restart [SWC_SUBSCRIPTION]",
-    ),
-    click.option(
-        "--shared-group", help="group of a shared subscription, '' never shares [SWC_SHARED_GROUP]"
-    ),
-    click.option(
-        "--allow-unsafe-shared",
-        is_flag=True,
-        default=None,
-        help="share on a broker that drops shared subscriptions on restart, accepting that loss "
-        "[SWC_ALLOW_UNSAFE_SHARED]",
-    ),
-    click.option("--batch-max-readings", type=int, help="[SWC_BATCH_MAX_READINGS]"),
-    click.option("--batch-max-latency-ms", type=int, help="[SWC_BATCH_MAX_LATENCY_MS]"),
-    click.option("--metrics-port", type=int, help="Prometheus port, 0 = off [SWC_METRICS_PORT]"),
-    click.option("--workers", type=int, help="consumer processes sharing the load [SWC_WORKERS]"),
-    click.option(
-        "--retire",
-        is_flag=True,
-        default=None,
-        help="store what this client id's session still holds, leave the shared group, "
-        "delete the session and exit [SWC_RETIRE]",
-    ),
-]
+# Every setting is a flag of the same name (ingest/settings_cli.py derives them).
+_ALL = settings_options()
+_DB = settings_options(DATABASE_FIELDS)
 
 
-def _options(options):
-    def deco(f):
-        for opt in reversed(options):
-            f = opt(f)
-        return f
-
-    return deco
-
-
-def load_settings(**flags: Any) -> Settings:
-    """Settings from the environment, overridden by the flags that were given."""
-    given = {k: v for k, v in flags.items() if v is not None}
+def load_settings(*, use_state: bool = True, **flags: Any) -> Settings:
+    """Settings from the environment, overridden by the flags that were given; without a
+    database or broker URL, those of a running `swc up` on the same data folder."""
+    given = flag_values(flags)
     try:
         settings = Settings(**given)
     except ValidationError as exc:
@@ -90,12 +41,54 @@ def load_settings(**flags: Any) -> Settings:
     from .logs import setup_logging
 
     setup_logging(settings.log_level, settings.log_format)
+    if use_state:
+        settings = apply_up_state(settings)
     return settings
+
+
+def hide_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
+
+
+def apply_up_state(settings: Settings) -> Settings:
+    """Fill in the database and broker URLs of the `swc up` that runs on this data folder,
+    when none was given, saying so on stderr."""
+    if settings.database_url and settings.mqtt_url:
+        return settings
+    path = state_path(settings.data_dir)
+    try:
+        state = read_state(settings.data_dir)
+    except StateError as exc:
+        click.echo(f"note: {exc}; ignored", err=True)
+        return settings
+    if state is None:
+        return settings
+    if not state.alive:
+        click.echo(
+            f"note: ignoring {path}: the swc up that wrote it (pid {state.pid}) is not running",
+            err=True,
+        )
+        return settings
+    update: dict[str, Any] = {}
+    used = []
+    if not settings.database_url:
+        update["database_url"] = state.database_url
+        used.append(f"database {hide_password(state.database_url)}")
+    if not settings.mqtt_url:
+        update["mqtt_url"] = state.mqtt_url
+        if "mqtt_protocol" not in settings.model_fields_set:
+            update["mqtt_protocol"] = state.mqtt_protocol
+        used.append(f"broker {hide_password(state.mqtt_url)}")
+    click.echo(f"using swc up (pid {state.pid}, {path}): {', '.join(used)}", err=True)
+    return settings.model_copy(update=update)
 
 
 def _require_db(settings: Settings) -> str:
     if not settings.database_url:
-        raise click.UsageError("no database: set SWC_DATABASE_URL or --database-url")
+        raise click.UsageError(
+            "no database: set SWC_DATABASE_URL or --database-url, or run `swc up` "
+            f"(its state file {state_path(settings.data_dir)} is not there)"
+        )
     try:
         with psycopg.connect(settings.database_url, connect_timeout=10):
             pass
@@ -104,10 +97,13 @@ def _require_db(settings: Settings) -> str:
     return settings.database_url
 
 
-def do_migrate(settings: Settings, dsn: str) -> str:
-    from .store.migrate import apply_policies, migrate
+def do_migrate(settings: Settings, dsn: str, accept_changed: bool = False) -> str:
+    from .store.migrate import MigrationError, apply_policies, migrate
 
-    mode, applied = migrate(dsn, settings.timescale)
+    try:
+        mode, applied = migrate(dsn, settings.timescale, accept_changed=accept_changed)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
     log.info(
         "storage mode=%s (%s) applied=%s",
         mode,
@@ -126,16 +122,34 @@ def run_consumer(settings: Settings, dsn: str) -> None:
     from .workers import run_one, run_workers
 
     if not settings.mqtt_url:
-        raise click.UsageError("no broker: set SWC_MQTT_URL or --mqtt-url")
+        raise click.UsageError(
+            "no broker: set SWC_MQTT_URL or --mqtt-url (or run `swc up` on this data folder)"
+        )
     try:
+        check_metrics_ports(settings)
         if settings.workers > 1:
             sys.exit(run_workers(settings, dsn))
         run_one(settings, dsn)
     except SubscriptionRefused as exc:
         log.error("refused: %s", exc)
         raise click.UsageError(str(exc)) from None
-    except BrokerUnreachable as exc:
+    except (BrokerUnreachable, PortInUse) as exc:
         raise click.ClickException(str(exc)) from None
+
+
+def check_metrics_ports(settings: Settings) -> None:
+    """Raise PortInUse for a metrics port (one per worker) that is taken."""
+    if not settings.metrics_port:
+        return
+    ports = (
+        [settings.metrics_port]
+        if settings.workers == 1
+        else [settings.metrics_port + i for i in range(1, settings.workers + 1)]
+    )
+    for port in ports:
+        ensure_free(
+            settings.metrics_host, port, "metrics", "metrics_port", "0 turns the metrics off"
+        )
 
 
 def register(group: click.Group) -> None:
@@ -152,22 +166,35 @@ def register(group: click.Group) -> None:
 
     research_cli.register(group)  # swc research
     group.add_command(export_cmd)
+    group.add_command(dead_letters_cmd)
 
 
 @click.command("migrate")
-@_options(_COMMON)
-def migrate_cmd(**flags: Any) -> None:
+@_ALL
+@click.option(
+    "--accept-changed-migrations",
+    is_flag=True,
+    help="record the new checksum of applied migration files that changed, instead of refusing",
+)
+def migrate_cmd(accept_changed_migrations: bool, **flags: Any) -> None:
     """Create or upgrade the database schema (idempotent)."""
     settings = load_settings(**flags)
-    mode = do_migrate(settings, _require_db(settings))
+    mode = do_migrate(settings, _require_db(settings), accept_changed_migrations)
     click.echo(f"migrated ({mode})")
 
 
 @click.command("ingest")
-@_options(_COMMON + _CONSUMER)
+@_ALL
 def ingest_cmd(**flags: Any) -> None:
     """Run the MQTT-to-database consumer."""
-    settings = load_settings(**flags)
+    given = load_settings(use_state=False, **flags)
+    settings = apply_up_state(given)
+    if not given.mqtt_url and settings.mqtt_url and "client_id" not in given.model_fields_set:
+        # the broker of a running `swc up`, whose own consumer has the default client id
+        raise click.UsageError(
+            f"swc up's own consumer already uses the client id {settings.client_id} on its "
+            "broker; give this one another: --client-id ID (SWC_CLIENT_ID)"
+        )
     run_consumer(settings, _require_db(settings))
 
 
@@ -196,60 +223,173 @@ def check_root_postgres(settings: Settings) -> None:
 
 
 @click.command("up")
-@_options(_COMMON + _CONSUMER)
-@click.option(
-    "--embedded-postgres-as-root",
-    is_flag=True,
-    default=None,
-    help="as root, let embedded PostgreSQL add a system user and chmod 755 the parents "
-    "of the data folder [SWC_EMBEDDED_POSTGRES_AS_ROOT]",
-)
+@_ALL
 def up_cmd(**flags: Any) -> None:
     """Everything on one machine: embedded PostgreSQL and broker unless URLs are given."""
     from .embedded import EmbeddedBroker, EmbeddedPostgres
+    from .state import UpState, remove_state, write_state
 
-    settings = load_settings(**flags)
+    settings = load_settings(use_state=False, **flags)
+    data_dir = settings.data_dir.resolve()
+    log_dir = data_dir / "logs"
+    check_not_running(settings)
     check_root_postgres(settings)
     stack = []
+    pg = broker = None
+    if not settings.database_url:
+        pg = EmbeddedPostgres(
+            data_dir / "postgres",
+            log_path=log_dir / "postgres.log",
+            port=settings.embedded_postgres_port,
+        )
+    if not settings.mqtt_url:
+        broker = EmbeddedBroker(
+            data_dir / "broker",
+            port=settings.embedded_broker_port,
+            prefer=settings.embedded_broker,
+            log_path=log_dir / "broker.log",
+        )
+    wrote_state = False
     try:
+        # every port is checked before anything starts
+        check_metrics_ports(settings)
+        if settings.api_port:
+            ensure_free(settings.api_host, settings.api_port, "HTTP API", "api_port", "0: no API")
+            if settings.api_metrics_port:
+                ensure_free(settings.metrics_host, settings.api_metrics_port, "API metrics",
+                            "api_metrics_port", "0 turns them off")  # fmt: skip
+        if broker is not None and settings.embedded_broker_port:
+            broker.choose_port()
+        if pg is not None:
+            pg.check_port()
         dsn = settings.database_url
-        if not dsn:
-            pg = EmbeddedPostgres(settings.data_dir / "postgres")
+        if pg is not None:
             stack.append(pg)
             dsn = pg.start()
-            click.echo(f"PostgreSQL (embedded): {dsn}")
-        if not settings.mqtt_url:
-            broker = EmbeddedBroker(settings.data_dir / "broker", prefer=settings.embedded_broker)
+        broker_note = "yours"
+        if broker is not None:
             stack.append(broker)
             handle = broker.start()
             overrides = {"mqtt_url": handle.url, "mqtt_protocol": handle.protocol}
             if handle.kind == "amqtt":
                 overrides["subscription"] = "plain"  # amqtt has no shared subscriptions
             settings = settings.model_copy(update=overrides)
-            click.echo(
-                f"MQTT broker (embedded {handle.kind}, MQTT {handle.protocol}): {handle.url}"
-            )
+            broker_note = f"embedded {handle.kind}, MQTT {handle.protocol}"
         do_migrate(settings, dsn)
+        api_url = None
         if settings.api_port:
             from .alerting.serve import start_api
 
             stack.append(start_api(settings.model_copy(update={"database_url": dsn})))
-            click.echo(
-                f"HTTP API: http://{settings.api_host}:{settings.api_port} (OpenAPI at /docs); "
-                "a key: swc keys create --role admin"
-            )
+            host = "127.0.0.1" if settings.api_host in ("0.0.0.0", "::", "") else settings.api_host
+            api_url = f"http://{host}:{settings.api_port}"
+        metrics_url = (
+            f"http://{settings.metrics_host}:{settings.metrics_port}/metrics"
+            if settings.metrics_port
+            else None
+        )
+        state = UpState(
+            pid=os.getpid(),
+            database_url=dsn,
+            mqtt_url=settings.mqtt_url,
+            mqtt_protocol=settings.mqtt_protocol,
+            api_url=api_url,
+            console_url=f"{api_url}/" if api_url else None,
+            metrics_url=metrics_url,
+            data_dir=str(data_dir),
+            log_dir=str(log_dir),
+        )
+        state_file = write_state(data_dir, state)
+        wrote_state = True
         click.echo(
-            f"Ingesting {settings.topic_root}/+/telemetry; try:\n"
-            f"  mosquitto_pub -h {settings.mqtt.host} -p {settings.mqtt.port} -q 1 "
-            f"-t {settings.topic_root}/dam-017/telemetry -m "
-            '\'{"device": "dam-017", "seq": 1, "sent_at": "2026-07-21T03:15:05Z", '
-            '"readings": [{"t": "2026-07-21T03:15:00Z", "ch": "stage_m", "v": 2.31}]}\'\n'
-            "Ctrl-C stops everything."
+            up_banner(
+                settings,
+                state,
+                state_file,
+                db_note="embedded PostgreSQL" if pg is not None else "yours",
+                broker_note=broker_note,
+            )
         )
         run_consumer(settings, dsn)
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from None
     finally:
+        if wrote_state:
+            remove_state(data_dir)
         for service in reversed(stack):
             service.stop()
+
+
+def check_not_running(settings: Settings) -> None:
+    """Refuse a second `swc up` on a data folder whose `swc up` still runs."""
+    try:
+        state = read_state(settings.data_dir)
+    except StateError:
+        return  # replaced once this one runs
+    if state is not None and state.alive and state.pid != os.getpid():
+        where = state.api_url or state.mqtt_url
+        raise click.ClickException(
+            f"swc up already runs on the data folder {settings.data_dir.resolve()} "
+            f"(pid {state.pid}, {where}); stop it first (Ctrl-C in its shell), or give "
+            "this one another --data-dir / SWC_DATA_DIR"
+        )
+
+
+def sim_start_hint(now: datetime | None = None) -> str:
+    """A start two days back (on the hour), so the county's storm is sent at once."""
+    now = now or datetime.now(UTC)
+    start = (now - timedelta(hours=48)).replace(minute=0, second=0, microsecond=0)
+    return start.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def swc_command() -> str:
+    """How to call swc in another shell: `swc` when that is this program on the PATH, else
+    as it was called here (`.venv/bin/swc` in the README's first command)."""
+    import shutil
+
+    argv0 = sys.argv[0]
+    on_path = shutil.which("swc")
+    if Path(argv0).name == "swc":
+        if on_path and Path(on_path).resolve() == Path(argv0).resolve():
+            return "swc"
+        return shlex.quote(argv0)
+    if on_path:
+        return "swc"
+    return f"{shlex.quote(sys.executable)} -m swc_cli"
+
+
+def up_banner(settings: Settings, state, state_file: Path, db_note: str, broker_note: str) -> str:
+    """What `swc up` prints once everything runs: where things are, and what to try next."""
+    api_metrics_note = ""
+    if state.api_url and settings.api_metrics_port:
+        api_metrics_note = f"the API's on port {settings.api_metrics_port}"
+    rows = [
+        ("database", hide_password(state.database_url), db_note),
+        ("broker", hide_password(state.mqtt_url), broker_note),
+        ("API", state.api_url or "off (--api-port 0)", "OpenAPI at /docs" if state.api_url else ""),
+        ("console", state.console_url or "off", ""),
+        ("metrics", state.metrics_url or "off (--metrics-port 0)", api_metrics_note),
+        ("data", state.data_dir, f"{state_file.name} tells other commands where all this is"),
+        ("logs", state.log_dir, "postgres.log, broker.log; swc's own log is this terminal"),
+    ]
+    lines = [f"swc up runs (pid {state.pid}); Ctrl-C stops everything."]
+    for name, value, note in rows:
+        lines.append(f"  {name:<9}{value}" + (f"  ({note})" if note else ""))
+    swc = swc_command()
+    prefix = ""
+    if settings.data_dir != Settings.model_fields["data_dir"].default:
+        prefix = f"SWC_DATA_DIR={shlex.quote(state.data_dir)} "
+    mqtt = hide_password(state.mqtt_url)
+    lines += [
+        "Next, in another shell in this folder:",
+        f"  {prefix}{swc} keys create --role admin",
+        "      an API key (the console and the API ask for one)",
+        f"  {swc} sim registry > county.yaml && {prefix}{swc} sites load county.yaml",
+        "      the simulated county's sites, devices and streams",
+        f"  {swc} sim run --mqtt {mqtt} --start {sim_start_hint()}",
+        "      its 50-year storm of the last two days, sent at once; then watch the console",
+    ]
+    return "\n".join(lines)
 
 
 @click.group("sites")
@@ -259,7 +399,7 @@ def sites() -> None:
 
 @sites.command("load")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@_options(_COMMON)
+@_DB
 def sites_load(file: Path, **flags: Any) -> None:
     """Register sites, devices, streams and gateways from a YAML or JSON FILE."""
     from .store.registry import RegistryFileError, load_registry, read_registry_file
@@ -299,24 +439,35 @@ def protocol_schema() -> None:
 
 
 @click.command("api")
-@_options(_COMMON)
-@click.option("--host", default="127.0.0.1", show_default=True)
-@click.option("--port", default=8000, show_default=True, type=int)
-def api_cmd(host: str, port: int, **flags: Any) -> None:
-    """Serve the HTTP API (OpenAPI at /docs)."""
+@settings_options(aliases={"api_host": ["--host"], "api_port": ["--port"]})
+def api_cmd(**flags: Any) -> None:
+    """Serve the HTTP API (OpenAPI at /docs) and the console at /."""
     import uvicorn
 
+    from .alerting.serve import serve_api_metrics
     from .api import create_app
 
     settings = load_settings(**flags)
     _require_db(settings)
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
+    if not settings.api_port:
+        raise click.UsageError("swc api needs a port: --api-port N (SWC_API_PORT)")
+    try:
+        sock = bind(settings.api_host, settings.api_port, "HTTP API", "api_port")
+    except PortInUse as exc:
+        raise click.ClickException(str(exc)) from None
+    # uvicorn stops on SIGTERM (event streams end cleanly) and then raises the signal
+    # again for the previous handler: this one makes that a plain exit 0
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    app = create_app(settings)
+    serve_api_metrics(settings, app)
+    config = uvicorn.Config(
+        app,
+        host=settings.api_host,
+        port=settings.api_port,
         log_config=None,
-        timeout_graceful_shutdown=5,  # SSE streams do not end by themselves
+        timeout_graceful_shutdown=5,  # a safety net: event streams end on shutdown by themselves
     )
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 def _parse_time(ctx, param, value):
@@ -360,7 +511,7 @@ def _parse_time(ctx, param, value):
     type=click.Choice(["1", "2", "3", "4", "9"]),
     help="keep only these QARTOD flags (repeatable), e.g. --quality 1 --quality 2",
 )
-@_options(_COMMON)
+@_DB
 def export_cmd(
     out, fmt, sites_, device, channel, stream, start, end, quality, **flags: Any
 ) -> None:
@@ -397,5 +548,66 @@ def export_cmd(
             length=max(total, 1), label=f"exporting {fmt}", file=sys.stderr, show_pos=True
         ) as bar:
             target = sys.stdout.buffer if out == "-" else out
-            result = export(conn, selection, fmt, target, progress=bar.update)
+            result = export(conn, selection, fmt, target, bar.update, settings.export_attributes)
     click.echo(f"{result.rows} rows", err=True)
+
+
+def _parse_since(ctx, param, value):
+    """An RFC 3339 time, or a span back from now such as 30m, 2h, 1d, 1w."""
+    if value is None:
+        return None
+    import re
+    from datetime import UTC, datetime, timedelta
+
+    m = re.fullmatch(r"([0-9]{1,6})([smhdw])", value)
+    if m:
+        unit = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}[m.group(2)]
+        return datetime.now(UTC) - timedelta(seconds=int(m.group(1)) * unit)
+    try:
+        return _parse_time(ctx, param, value)
+    except click.BadParameter:
+        raise click.BadParameter(
+            f"{value!r} is neither a span such as 30m, 2h, 1d nor an RFC 3339 time such as "
+            "2026-07-21T00:00:00Z"
+        ) from None
+
+
+@click.command("dead-letters")
+@click.option("--since", callback=_parse_since, help="received since: 30m, 2h, 1d or RFC 3339")
+@click.option("--until", callback=_parse_since, help="received before: 30m, 2h, 1d or RFC 3339")
+@click.option("--reason", multiple=True, help="error code, e.g. bad_json (repeatable)")
+@click.option("--device", help="sent on this device's or gateway's topic")
+@click.option(
+    "--limit", type=click.IntRange(1, 10_000), default=20, show_default=True, help="rows shown"
+)
+@_DB
+def dead_letters_cmd(since, until, reason, device, limit, **flags: Any) -> None:
+    """The messages ingest rejected, newest first, as a table (also GET /dead-letters)."""
+    from .store.dead_letters import count_dead_letters, list_dead_letters
+
+    settings = load_settings(**flags)
+    filters = dict(since=since, until=until, reasons=list(reason), device=device)
+    with psycopg.connect(_require_db(settings)) as conn:
+        rows = list_dead_letters(conn, settings.topic_root, limit=limit, **filters)
+        total = count_dead_letters(conn, settings.topic_root, **filters)
+    if not rows:
+        click.echo("no dead letters" + (" match" if any(filters.values()) else ""))
+        return
+    table = [("RECEIVED (UTC)", "REASON", "SENDER", "BYTES", "ERROR")]
+    for r in rows:
+        error = " ".join(r["error"].split())
+        table.append(
+            (
+                r["received_at"].astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+                r["error_code"],
+                r["sender"] or "-",
+                str(r["payload_size"]),
+                error if len(error) <= 80 else error[:79] + "…",
+            )
+        )
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        click.echo(
+            "  ".join(c.ljust(w) for c, w in zip(row[:4], widths, strict=True)) + "  " + row[4]
+        )
+    click.echo(f"{len(rows)} of {total} shown (newest first)", err=True)

@@ -26,9 +26,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import ValidationError
 
-from protocol.messages import ProtocolError, decode_telemetry, refuse_future
-from protocol.topics import Topic, TopicError, shared_telemetry_filter, telemetry_filter
+from protocol.messages import DeviceStatus, ProtocolError, decode_telemetry, refuse_future
+from protocol.topics import (
+    Topic,
+    TopicError,
+    TopicKind,
+    shared_telemetry_filter,
+    status_filter,
+    telemetry_filter,
+)
 
 from .metrics import IngestMetrics
 from .qc import merge_spans, provisional_flags
@@ -47,6 +55,7 @@ _REPLACE_NOT_ALLOWED = (
     "not for readings forwarded by a gateway"
 )
 _PURGE_EVERY_S = 3600.0
+REJECTION_SUMMARY_S = 60.0  # at most one summary line of rejected messages per this long
 
 
 @dataclass(slots=True)
@@ -66,6 +75,7 @@ class _Batch:
     messages: list[Incoming] = field(default_factory=list)
     decoded: list[tuple[Incoming, Topic, object]] = field(default_factory=list)
     dead: list[DeadLetterRow] = field(default_factory=list)
+    statuses: list[tuple[Incoming, Topic, DeviceStatus]] = field(default_factory=list)
     readings: int = 0
 
 
@@ -128,6 +138,9 @@ class Consumer:
         # exception is logged and does not affect ingest.
         self.after_commit: list[Callable[[CommittedBatch], None]] = []
         self.max_batch_messages = max(1, min(settings.receive_maximum, 1000) // 2)
+        self._rejected: Counter[str] = Counter()  # since the last summary line
+        self._summary_since = time.monotonic()
+        self._next_summary = self._summary_since + REJECTION_SUMMARY_S
 
     # --- MQTT side (network thread) ------------------------------------------------
     def _make_client(self) -> mqtt.Client:
@@ -156,7 +169,7 @@ class Consumer:
     def _retired_filters(self) -> list[str]:
         """Every filter a session of this consumer may hold, plain or shared."""
         root, group = self.settings.topic_root, self.settings.shared_group
-        filters = [telemetry_filter(root)]
+        filters = [telemetry_filter(root), status_filter(root)]
         if group:
             filters.append(shared_telemetry_filter(root, group))
         return filters
@@ -181,6 +194,9 @@ class Consumer:
             if plan.warning:
                 log.warning("UNSAFE SUBSCRIPTION: %s", plan.warning)
             awaiting.add(self._subscribe(client, plan))
+            # every consumer hears every device status (a plain subscription: storing a
+            # status twice is harmless); retained ones arrive flagged as replays
+            awaiting.add(client.subscribe(status_filter(self.settings.topic_root), qos=1)[1])
             if plan.stale != plan.filter and flags.session_present:
                 # a session kept from the other mode would get every message twice
                 awaiting.add(client.unsubscribe(plan.stale)[1])
@@ -281,6 +297,7 @@ class Consumer:
         try:
             while not self._stop.is_set():
                 self._purge_when_due()
+                self._summarize_rejections()
                 batch = self._collect()
                 if batch.messages:
                     self._commit(batch)
@@ -290,6 +307,7 @@ class Consumer:
                     if time.monotonic() - quiet_since > self.settings.retire_idle_s:
                         break
             self._drain()
+            self._summarize_rejections(force=True)
         finally:
             if retire:
                 props = Properties(PacketTypes.DISCONNECT)
@@ -316,6 +334,27 @@ class Consumer:
             return
         if deleted:
             log.info("dead letters older than %d days deleted count=%d", days, deleted)
+
+    def _note_rejections(self, dead: list[DeadLetterRow]) -> None:
+        for row in dead:
+            self._rejected[row[2]] += 1
+        self._summarize_rejections()
+
+    def _summarize_rejections(self, force: bool = False) -> None:
+        """One log line per REJECTION_SUMMARY_S at most: messages rejected, by reason."""
+        now = time.monotonic()
+        if not self._rejected or (now < self._next_summary and not force):
+            return
+        counts = " ".join(f"{code}={n}" for code, n in sorted(self._rejected.items()))
+        log.warning(
+            "messages rejected total=%d window_s=%.0f %s; see: swc dead-letters",
+            sum(self._rejected.values()),
+            now - self._summary_since,
+            counts,
+        )
+        self._rejected.clear()
+        self._summary_since = now
+        self._next_summary = now + REJECTION_SUMMARY_S
 
     def _drain(self) -> None:
         deadline = time.monotonic() + self.settings.drain_timeout_s
@@ -353,6 +392,8 @@ class Consumer:
                     continue
             self._add(batch, item)
         self.metrics.messages_received.inc(len(batch.messages))
+        if batch.messages:
+            self.metrics.last_message.set_to_current_time()
         self.metrics.inbox.set(self.inbox.qsize())
         return batch
 
@@ -360,6 +401,9 @@ class Consumer:
         batch.messages.append(item)
         try:
             topic = Topic.parse(item.topic, self.settings.topic_root)
+            if topic.kind == TopicKind.STATUS:
+                self._add_status(batch, item, topic)
+                return
             telemetry = decode_telemetry(item.payload)
         except (ProtocolError, TopicError) as exc:
             code = getattr(exc, "code", "bad_topic")
@@ -375,6 +419,19 @@ class Consumer:
             return
         batch.decoded.append((item, topic, telemetry))
         batch.readings += len(telemetry.rows)
+
+    def _add_status(self, batch: _Batch, item: Incoming, topic: Topic) -> None:
+        if not item.payload:  # a retained status deleted at the broker
+            return
+        try:
+            status = DeviceStatus.model_validate_json(item.payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first.get("loc", ())) or "payload"
+            text = f"status message is not valid: {where}: {first.get('msg', 'invalid')}"
+            batch.dead.append(_dead_letter(item, "bad_status", text))
+            return
+        batch.statuses.append((item, topic, status))
 
     def _connection(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -432,6 +489,14 @@ class Consumer:
                 dead.append(_dead_letter(item, "replace_not_allowed", _REPLACE_NOT_ALLOWED))
                 continue
             accepted.append((item, tel))
+        statuses = []
+        for item, topic, status in batch.statuses:
+            try:
+                self.resolver.check_owner(conn, topic.client_id, status.device)
+            except Rejected as exc:
+                dead.append(_dead_letter(item, exc.code, exc.message))
+                continue
+            statuses.append((status, item.received_at, item.retain))
         channels = [{ch for _, ch, _, _ in tel.rows} for _, tel in accepted]
         pairs = {
             (tel.device, ch) for (_, tel), chs in zip(accepted, channels, strict=True) for ch in chs
@@ -483,6 +548,7 @@ class Consumer:
                 dead,
                 [(d, seen, seq) for d, (seen, seq) in devices_seen.items()],
                 replace=[rows[i] for i in sorted(replacing)],
+                statuses=statuses,
             )
         except psycopg.DataError as exc:  # a value the database refuses: isolate the message
             log.error("batch refused by the database, writing message by message: %s", exc)
@@ -506,9 +572,11 @@ class Consumer:
         m.readings_duplicate.inc(result.duplicates + within_batch_dupes)
         for _, _, code, _, _ in dead:
             m.dead_letters.labels(code=code).inc()
+        self._note_rejections(dead)
         m.batch_readings.observe(len(rows))
         m.batch_seconds.observe(time.monotonic() - batch.messages[0].arrived)
         m.lag_seconds.set(max(0.0, time.monotonic() - batch.messages[-1].arrived))
+        m.last_commit.set_to_current_time()
         log.debug(
             "batch committed messages=%d written=%d duplicates=%d dead=%d write_ms=%.1f",
             len(batch.messages),
@@ -532,6 +600,7 @@ class Consumer:
             except psycopg.DataError as exc:
                 self.writer.write(conn, [], [_dead_letter(item, "store_error", str(exc))])
                 self.metrics.dead_letters.labels(code="store_error").inc()
+                self._rejected["store_error"] += 1
                 continue
             if committed is not None:  # the hooks hear of every message that was stored
                 merge_spans(spans, committed.streams)
@@ -545,7 +614,12 @@ class Consumer:
     def _clear_retained(self, batch: _Batch) -> None:
         """Telemetry is not retained by the protocol: once a retained message is stored (or
         dead-lettered), delete it at the broker with an empty retained message."""
-        topics = {item.topic for item in batch.messages if item.retain and item.payload}
+        status_end = "/" + TopicKind.STATUS.value
+        topics = {
+            item.topic
+            for item in batch.messages
+            if item.retain and item.payload and not item.topic.endswith(status_end)
+        }
         for topic in sorted(topics):
             self._client.publish(topic, b"", qos=1, retain=True)
         if topics:

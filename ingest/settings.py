@@ -4,55 +4,16 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
-from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
-from pydantic import BaseModel, Field, field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from protocol.mqtt_url import MqttUrl as MqttTarget  # the broker address of SWC_MQTT_URL
+from protocol.mqtt_url import parse_mqtt_url
 from protocol.topics import DEFAULT_ROOT, validate_root
-
-
-class MqttTarget(BaseModel):
-    """A broker address parsed from ``mqtt://user:pass@host:port``."""
-
-    host: str
-    port: int
-    username: str | None = None
-    password: str | None = None
-    tls: bool = False
-
-    @classmethod
-    def from_url(cls, url: str) -> MqttTarget:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts", "tcp"):
-            raise ValueError(
-                f"MQTT URL {url!r} has scheme {parts.scheme!r}; expected mqtt://user:pass@host:port "
-                "or mqtts://..."
-            )
-        if not parts.hostname:
-            raise ValueError(f"MQTT URL {url!r} has no host; expected mqtt://host:port")
-        try:
-            port = parts.port
-        except ValueError:
-            raise ValueError(f"MQTT URL {url!r} has an invalid port") from None
-        tls = parts.scheme == "mqtts"
-        return cls(
-            host=parts.hostname,
-            port=port or (8883 if tls else 1883),
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-        )
-
-    def url(self, hide_password: bool = True) -> str:
-        auth = ""
-        if self.username:
-            pw = "***" if hide_password and self.password else (self.password or "")
-            auth = f"{self.username}:{pw}@" if self.password else f"{self.username}@"
-        return f"{'mqtts' if self.tls else 'mqtt'}://{auth}{self.host}:{self.port}"
 
 
 class Settings(BaseSettings):
@@ -76,6 +37,20 @@ class Settings(BaseSettings):
     data_dir: Path = Field(default=Path("data"), description="embedded services' data folder")
     embedded_broker: Literal["auto", "mosquitto", "amqtt"] = Field(
         default="auto", description="broker `swc up` starts: mosquitto when installed, else amqtt"
+    )
+    embedded_broker_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="port of the broker `swc up` starts: unset = 1883 when free, else a free "
+        "one; 0 = a free one; N = exactly N (refused when taken)",
+    )
+    embedded_postgres_port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="also let the embedded PostgreSQL listen on 127.0.0.1 at this TCP port "
+        "(for psql, Grafana); unset = Unix socket only; 0 = a free port",
     )
 
     # consumer
@@ -166,6 +141,9 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="`swc up` serves the API here")
     api_port: int = Field(default=8000, ge=0, le=65535, description="`swc up` API port; 0 = off")
+    api_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="the API's Prometheus port; 0 turns it off"
+    )
 
     # field surveys and researchers' exports
     attachments_backend: Literal["disk", "s3"] = Field(
@@ -225,6 +203,11 @@ class Settings(BaseSettings):
     survey_import_max_concurrent: int = Field(
         default=2, ge=1, le=64, description="sheet imports written at once (others wait)"
     )
+    export_attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="ACDD global attributes of NetCDF exports (JSON object) over the defaults, "
+        'e.g. {"creator_name": "...", "license": "CC-BY-4.0", "naming_authority": "org.example"}',
+    )
     export_tmp_dir: Path | None = Field(
         default=None, description="NetCDF exports' temporary files; unset: <tmp>/swc-exports"
     )
@@ -235,8 +218,19 @@ class Settings(BaseSettings):
         "and go on, true = go on, false = refuse",
     )
 
-    log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: logfmt lines; json: one JSON object per line"
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        from swc_ops.logs import LEVELS
+
+        if v.upper() not in LEVELS:
+            raise ValueError(f"{v!r} is not a log level; use one of {', '.join(LEVELS)}")
+        return v.upper()
 
     @field_validator("console_timezone")
     @classmethod
@@ -269,7 +263,7 @@ class Settings(BaseSettings):
     @classmethod
     def _mqtt(cls, v: str | None) -> str | None:
         if v:
-            MqttTarget.from_url(v)
+            parse_mqtt_url(v)
         return v or None
 
     @field_validator("database_url")
@@ -329,4 +323,4 @@ class Settings(BaseSettings):
     def mqtt(self) -> MqttTarget:
         if not self.mqtt_url:
             raise ValueError("no MQTT URL configured (SWC_MQTT_URL)")
-        return MqttTarget.from_url(self.mqtt_url)
+        return parse_mqtt_url(self.mqtt_url)

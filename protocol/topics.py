@@ -119,6 +119,11 @@ def telemetry_filter(root: str = DEFAULT_ROOT) -> str:
     return f"{validate_root(root)}/+/{TopicKind.TELEMETRY.value}"
 
 
+def status_filter(root: str = DEFAULT_ROOT) -> str:
+    """Subscription filter matching every client's (retained) status."""
+    return f"{validate_root(root)}/+/{TopicKind.STATUS.value}"
+
+
 def shared_telemetry_filter(root: str = DEFAULT_ROOT, group: str = SHARED_GROUP) -> str:
     """MQTT 5 shared subscription: consumers in ``group`` split the telemetry between them."""
     if not _ROOT_LEVEL_RE.match(group):

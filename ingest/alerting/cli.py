@@ -19,16 +19,10 @@ def _db(flags: dict[str, Any]):
     return settings, _require_db(settings)
 
 
-_db_options = [
-    click.option("--database-url", help="PostgreSQL URL [SWC_DATABASE_URL]"),
-    click.option("--log-level", help="DEBUG, INFO, WARNING [SWC_LOG_LEVEL]"),
-]
-
-
 def _with_db(f):
-    for opt in reversed(_db_options):
-        f = opt(f)
-    return f
+    from ..settings_cli import DATABASE_FIELDS, settings_options
+
+    return settings_options(DATABASE_FIELDS)(f)
 
 
 @click.group("keys")
@@ -115,6 +109,38 @@ def devices_add(
 @click.group("broker")
 def broker() -> None:
     """The MQTT broker's access files."""
+
+
+@broker.command("conf")
+@click.option("--port", type=int, default=1883, show_default=True, help="listener port")
+@click.option("--bind", default="127.0.0.1", show_default=True, help="listener address")
+@click.option(
+    "--persistence-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("data/mosquitto"),
+    show_default=True,
+    help="where mosquitto keeps sessions and queued messages (created if missing)",
+)
+def broker_conf(port: int, bind: str, persistence_dir: Path) -> None:
+    """Print a mosquitto.conf for a mosquitto run on this host, not in a container.
+
+    It is the shipped ingest/broker/mosquitto.conf (persistence, no queue limit)
+    with its listener and persistence folder set for this machine:
+    `swc broker conf > mosquitto.conf && mosquitto -c mosquitto.conf`.
+    """
+    import os
+    import sys
+
+    from ..broker import prepare_for_broker_user, render_mosquitto_conf
+
+    folder = persistence_dir.resolve()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise click.ClickException(f"cannot create {folder}: {exc.strerror}") from None
+    # started as root, mosquitto drops to its own user, which must be able to write there
+    extra = prepare_for_broker_user(folder) if os.geteuid() == 0 else ""
+    sys.stdout.write(render_mosquitto_conf(port, folder, bind=bind, extra=extra))
 
 
 @broker.command("acl")

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import http.client
 import ipaddress
 import json
 import logging
@@ -30,12 +29,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
+import httpx
 import paho.mqtt.client as mqtt
 import psycopg
 from paho.mqtt.enums import CallbackAPIVersion
 
 from protocol.topics import alerts_topic
 
+from .. import metrics as webhook_metrics
 from ..settings import Settings
 from ..store import alerts as store
 
@@ -108,35 +109,71 @@ def resolve_target(url: str, allow: list[str] | tuple[str, ...] = ()) -> Target:
     return Target(parts.scheme, host, port, path, addresses[0])
 
 
+_SSL_CONTEXT: ssl.SSLContext | None = None
+
+
+def _ssl_context() -> ssl.SSLContext:
+    """The system's trust store (as before httpx), built once and shared by every post."""
+    global _SSL_CONTEXT
+    if _SSL_CONTEXT is None:
+        _SSL_CONTEXT = ssl.create_default_context()
+    return _SSL_CONTEXT
+
+
 def post_json(
-    target: Target, body: bytes, headers: dict[str, str], timeout: float
+    target: Target,
+    body: bytes,
+    headers: dict[str, str],
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> tuple[int | None, str | None]:
-    """POST to the checked address (TLS checked against the host name); redirects
-    are not followed: a 3xx is a failed delivery."""
-    conn_cls = (
-        http.client.HTTPSConnection if target.scheme == "https" else http.client.HTTPConnection
-    )
-    kw = {"context": ssl.create_default_context()} if target.scheme == "https" else {}
-    conn = conn_cls(target.host, target.port, timeout=timeout, **kw)
+    """POST ``body`` through httpx to the checked address of ``target``.
 
-    def connect(address, timeout=None, source_address=None, *args):  # pinned address
-        return socket.create_connection((target.address, target.port), timeout, source_address)
-
-    conn._create_connection = connect  # type: ignore[attr-defined]
+    The connection goes to ``target.address`` (no second DNS lookup, so a name
+    that resolves to a private address on the next lookup cannot be reached);
+    the ``Host`` header, TLS SNI and certificate check use the host name.
+    Redirects are not followed: a 3xx is a failed delivery with the reason.
+    No proxy or netrc from the environment. ``timeout`` bounds each of connect,
+    write and read. Returns (HTTP status or None, error or None).
+    """
+    address = f"[{target.address}]" if ":" in target.address else target.address
+    url = f"{target.scheme}://{address}:{target.port}{target.path}"
+    default_port = 443 if target.scheme == "https" else 80
+    host = f"[{target.host}]" if ":" in target.host else target.host
+    headers = {
+        **headers,
+        "Host": host if target.port == default_port else f"{host}:{target.port}",
+    }
     try:
-        conn.request("POST", target.path, body=body, headers=headers)
-        resp = conn.getresponse()
-        resp.read(1 << 16)
-        if 300 <= resp.status < 400:
-            where = (resp.getheader("Location") or "")[:200]
-            return resp.status, f"HTTP {resp.status}: redirect to {where!r} not followed"
-        if not 200 <= resp.status < 300:
-            return resp.status, f"HTTP {resp.status}"
-        return resp.status, None
-    except (OSError, http.client.HTTPException, ValueError) as exc:
-        return None, (str(exc) or type(exc).__name__)[:500]
-    finally:
-        conn.close()
+        with (
+            httpx.Client(
+                verify=ssl_context or _ssl_context(),
+                timeout=httpx.Timeout(timeout),
+                follow_redirects=False,
+                trust_env=False,
+            ) as client,
+            client.stream(
+                "POST",
+                url,
+                content=body,
+                headers=headers,
+                extensions={"sni_hostname": target.host},
+            ) as resp,
+        ):
+            status = resp.status_code
+            if resp.is_redirect or 300 <= status < 400:
+                where = resp.headers.get("Location", "")[:200]
+                return status, (
+                    f"HTTP {status}: redirect to {where!r} not followed "
+                    "(webhooks do not follow redirects; register the final URL)"
+                )
+            if not resp.is_success:
+                return status, f"HTTP {status}"
+            return status, None
+    except httpx.TimeoutException as exc:
+        return None, f"timed out after {timeout:g} s ({type(exc).__name__})"
+    except (httpx.HTTPError, httpx.InvalidURL, OSError, ValueError) as exc:
+        return None, (f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__)[:500]
 
 
 def site_state(conn: psycopg.Connection, site_id: str) -> dict:
@@ -283,15 +320,20 @@ class Notifier:
         ).fetchall()
         for delivery_id, event_id, attempts, url, secret in rows:
             body = json.dumps(store.event_payload(conn, event_id)).encode()
+            started = time.monotonic()
             status, error = self._post(url, secret, body, delivery_id)
-            if status is not None and 200 <= status < 300:
+            final = attempts >= s.webhook_max_attempts
+            ok = status is not None and 200 <= status < 300
+            webhook_metrics.record(
+                "delivered" if ok else "failed" if final else "retry", time.monotonic() - started
+            )
+            if ok:
                 conn.execute(
                     "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), "
                     "last_status = %s, last_error = NULL WHERE id = %s",
                     (status, delivery_id),
                 )
                 continue
-            final = attempts >= s.webhook_max_attempts
             delay = min(s.webhook_backoff_s * 2 ** (attempts - 1), 3600.0)
             conn.execute(
                 "UPDATE webhook_deliveries SET status = %s, last_status = %s, last_error = %s, "

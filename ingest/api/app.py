@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+import anyio
+from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
 
 from ..settings import Settings
 from ..surveys.reader import SheetReaders
@@ -14,8 +18,10 @@ from . import console, errors
 from .dbpool import CheckedPool
 from .events import Broadcaster
 from .guard import RequestGuard
+from .paging import reject_unknown_query
 from .routes import (
     alerts,
+    dead_letters,
     devices,
     exports,
     health,
@@ -33,9 +39,15 @@ DESCRIPTION = """Sites, readings and alerts of soil-and-water-conservation works
 Every endpoint but `/health` needs an API key (`swc keys create --role ROLE`),
 sent as `Authorization: Bearer <key>` or `X-API-Key: <key>`. Roles: `viewer`
 reads; `engineer` also acknowledges and resolves alerts and edits rule
-thresholds; `admin` also manages sites, devices, keys and webhooks. Errors are
-JSON objects with a `message`; refusals of the API's limits (body size, busy
-database, slow query) are RFC 9457 `application/problem+json`. See docs/api.md.
+thresholds and reads dead letters; `admin` also manages sites, devices, keys
+and webhooks.
+
+Every error is an RFC 9457 problem document (`application/problem+json`:
+`type`, `title`, `status`, `detail`, and `errors` for the fields at fault).
+Unknown query parameters are refused (422) on every endpoint. Every list pages
+the same way: `{items, total, limit, next, next_cursor}`, with the next page
+also in the `Link: <...>; rel="next"` header; follow `next` until it is null.
+See docs/api.md.
 
 Researchers' data (docs/research.md): `/readings` (time series, raw or bucketed,
 cursor-paged), `/exports` (CSV, Parquet, NetCDF), `/research` (derived products)
@@ -51,6 +63,42 @@ def _default_timeout_ms(settings: Settings) -> int:
     """Statement timeout of a pooled connection outside a key's transaction: the
     shortest of the roles' (each request then sets its key's role's own)."""
     return round(min(settings.api_statement_timeout_s.values(), default=30.0) * 1000)
+
+
+def stop_streams(app: FastAPI) -> None:
+    """End the open event streams cleanly (``event: shutdown``); from any thread.
+
+    Under `swc api` sse-starlette sees uvicorn's SIGTERM by itself; a server run
+    in a thread (`swc up`) has no signal handler, so its owner calls this
+    before telling uvicorn to exit."""
+    loop = getattr(app.state, "loop", None)
+    stopping = getattr(app.state, "streams_stopping", None)
+    if loop is not None and stopping is not None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed already
+            loop.call_soon_threadsafe(stopping.set)
+
+
+def instrument(app: FastAPI) -> CollectorRegistry:
+    """Count requests by route template, method and status, and time them (``swc_api_*``,
+    served on SWC_API_METRICS_PORT by `swc api` and `swc up`)."""
+    from prometheus_fastapi_instrumentator import Instrumentator, metrics
+
+    registry = CollectorRegistry()  # one per app: tests build many apps in one process
+    Instrumentator(
+        should_group_status_codes=False,
+        should_group_untemplated=True,  # unknown paths count as "none", not one series each
+        # no in-progress gauge: the middleware would register it again each time the
+        # app's middleware stack is built (each start of a test client)
+        registry=registry,
+    ).add(
+        metrics.default(
+            metric_namespace="swc",
+            metric_subsystem="api",
+            should_exclude_streaming_duration=True,  # an event stream lasts hours
+            registry=registry,
+        )
+    ).instrument(app)
+    return registry
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -76,6 +124,9 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.pool = pool
         app.state.settings = settings
         app.state.broadcaster = Broadcaster(settings.database_url).start()
+        # set by stop_streams(): event streams end cleanly before the server stops
+        app.state.streams_stopping = anyio.Event()
+        app.state.loop = asyncio.get_running_loop()
         app.state.sheet_readers = SheetReaders(settings.survey_import_max_concurrent)
         try:
             yield
@@ -94,9 +145,12 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestGuard, settings=settings, pool_of=lambda: app.state.pool)
-    for module in (health, sites, rules, alerts, devices, keys, webhooks):
-        app.include_router(module.router)
+    app.state.metrics = instrument(app)  # outside the guard: its refusals count too
+    strict = [Depends(reject_unknown_query)]  # unknown query parameters: 422 everywhere
+    for module in (health, sites, rules, alerts, devices, keys, webhooks, dead_letters):
+        app.include_router(module.router, dependencies=strict)
     for module in (readings, exports, research, surveys):  # researchers' data
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=strict)
     console.install(app)  # the web console at /, offline API docs
+    errors.add_problem_responses(app)
     return app

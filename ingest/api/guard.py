@@ -31,7 +31,7 @@ from ..settings import Settings
 from ..store.keys import ApiKey, authenticate
 from ..surveys.upload import MULTIPART_OVERHEAD
 from .deps import BAD_KEY, KEY_STATE, NO_KEY
-from .errors import PROBLEM_MEDIA_TYPE, Problem, busy, problem_body
+from .errors import PROBLEM_MEDIA_TYPE, Problem, busy, problem_bytes
 
 log = logging.getLogger(__name__)
 
@@ -216,9 +216,7 @@ class RequestGuard:
 
     @staticmethod
     async def _refuse(p: Problem, send: Send) -> None:
-        import json
-
-        body = json.dumps(problem_body(p.status, p.title, p.detail, p.slug)).encode()
+        body = problem_bytes(p)
         headers = [
             (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
             (b"content-length", str(len(body)).encode()),

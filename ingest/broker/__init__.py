@@ -138,6 +138,7 @@ class MosquittoProcess:
         extra_conf: str = "",
         binary: str | None = None,
         persist_plugin: str | None = None,
+        log_path: Path | None = None,
     ):
         self.binary = binary or mosquitto_binary()
         self.persist_plugin = persist_plugin
@@ -148,7 +149,8 @@ class MosquittoProcess:
         self.port = port or free_port()
         self.extra_conf = extra_conf
         self.conf = self.data_dir / "mosquitto.conf"
-        self.log_path = self.data_dir / "mosquitto.log"
+        self.log_path = Path(log_path) if log_path else self.data_dir / "mosquitto.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
 
     @property

@@ -259,7 +259,7 @@ def validate_cmd(sim_dir, load, database_url):
     """
     from ingest.cli import _require_db, load_settings
     from ingest.store.createdb import CreateDatabaseError, ensure_database
-    from ingest.store.migrate import migrate
+    from ingest.store.migrate import MigrationError, migrate
 
     from .validate import format_table, load_simulation, validate
 
@@ -271,7 +271,10 @@ def validate_cmd(sim_dir, load, database_url):
         except CreateDatabaseError as exc:
             raise click.ClickException(str(exc)) from None
     dsn = _require_db(settings)
-    migrate(dsn, settings.timescale)
+    try:
+        migrate(dsn, settings.timescale)
+    except MigrationError as exc:
+        raise click.ClickException(str(exc)) from None
     with psycopg.connect(dsn) as conn:
         if load:
             try:

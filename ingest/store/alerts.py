@@ -25,11 +25,14 @@ ALERT_COLS = (
     "a.id, a.site_id, a.rule, a.subject, a.state, a.level, a.peak_level, a.opened_at, "
     "a.last_data_at, a.late, a.value, a.acknowledged_at, a.acknowledged_by, a.ack_note, "
     "a.resolved_at, a.resolved_by, a.resolve_reason, a.resolve_note, a.created_at, a.updated_at, "
-    "a.forecast"
+    "a.forecast, "
+    "(SELECT k.name FROM api_keys k WHERE k.id = a.acknowledged_by) AS acknowledged_by_name, "
+    "(SELECT k.name FROM api_keys k WHERE k.id = a.resolved_by) AS resolved_by_name"
 )
 EVENT_COLS = (
     "e.id, e.alert_id, e.kind, e.level, e.previous_level, e.data_time, e.late, e.value, "
-    "e.key_id, e.note, e.created_at"
+    "e.key_id, e.note, e.created_at, "
+    "(SELECT k.name FROM api_keys k WHERE k.id = e.key_id) AS key_name"
 )
 
 
@@ -56,20 +59,18 @@ def alert_events(conn: psycopg.Connection, alert_id: int) -> list[dict]:
     )
 
 
-def list_alerts(
-    conn: psycopg.Connection,
+def _alert_where(
     *,
     states: list[str] | None = None,
     site_id: str | None = None,
     rule: str | None = None,
     min_level: int | None = None,
+    min_current_level: int | None = None,
     level: int | None = None,
     since: datetime | None = None,
     until: datetime | None = None,
     late: bool | None = None,
-    limit: int = 100,
-    offset: int = 0,
-) -> list[dict]:
+) -> tuple[str, list]:
     where, params = [], []
     if states:
         where.append("a.state = ANY(%s)")
@@ -78,9 +79,12 @@ def list_alerts(
         if val is not None:
             where.append(f"{col} = %s")
             params.append(val)
-    if min_level is not None:
+    if min_level is not None:  # the peak level of the episode
         where.append("a.peak_level >= %s")
         params.append(min_level)
+    if min_current_level is not None:
+        where.append("a.level >= %s")
+        params.append(min_current_level)
     if since is not None:  # alerts whose episode reaches into [since, until]
         where.append("(a.state <> 'resolved' OR a.last_data_at >= %s)")
         params.append(since)
@@ -90,11 +94,33 @@ def list_alerts(
     if late is not None:
         where.append("a.late = %s")
         params.append(late)
-    sql = f"SELECT {ALERT_COLS} FROM alerts a"
-    if where:
-        sql += " WHERE " + " AND ".join(where)
-    sql += " ORDER BY a.opened_at DESC, a.id DESC LIMIT %s OFFSET %s"
+    return " AND ".join(where) or "true", params
+
+
+def list_alerts(
+    conn: psycopg.Connection,
+    *,
+    limit: int = 100,
+    offset: int = 0,
+    after: tuple[datetime, int] | None = None,
+    **filters: Any,
+) -> list[dict]:
+    """Alerts newest first (opened_at, then id); ``after``: the (opened_at, id) of the
+    last row of the previous page."""
+    where, params = _alert_where(**filters)
+    if after is not None:
+        where += " AND (a.opened_at, a.id) < (%s, %s)"
+        params += list(after)
+    sql = (
+        f"SELECT {ALERT_COLS} FROM alerts a WHERE {where} "
+        "ORDER BY a.opened_at DESC, a.id DESC LIMIT %s OFFSET %s"
+    )
     return _dict(conn, sql, [*params, limit, offset])
+
+
+def count_alerts(conn: psycopg.Connection, **filters: Any) -> int:
+    where, params = _alert_where(**filters)
+    return conn.execute(f"SELECT count(*) FROM alerts a WHERE {where}", params).fetchone()[0]
 
 
 def event_payload(conn: psycopg.Connection, event_id: int) -> dict:

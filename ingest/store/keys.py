@@ -82,8 +82,16 @@ def authenticate(conn: psycopg.Connection, key: str) -> ApiKey | None:
     return ApiKey(*row) if row else None
 
 
-def list_keys(conn: psycopg.Connection) -> list[ApiKey]:
-    return [ApiKey(*r) for r in conn.execute(f"SELECT {_COLS} FROM api_keys ORDER BY id")]
+def list_keys(
+    conn: psycopg.Connection, after_id: int = 0, limit: int | None = None
+) -> list[ApiKey]:
+    """Keys by id, after ``after_id``."""
+    return [
+        ApiKey(*r)
+        for r in conn.execute(
+            f"SELECT {_COLS} FROM api_keys WHERE id > %s ORDER BY id LIMIT %s", (after_id, limit)
+        )
+    ]
 
 
 def revoke_key(conn: psycopg.Connection, key_id: int) -> ApiKey | None:

@@ -2,13 +2,25 @@
 
 Files in ``migrations/`` are named ``NNNN_name.sql`` (every mode) or
 ``NNNN_name.plain.sql`` / ``NNNN_name.timescale.sql`` (one storage mode each).
-A file whose first line is ``-- swc:no-transaction`` runs statement by
-statement in autocommit (TimescaleDB's continuous aggregates need that);
-its statements end with ``;`` at the end of a line.
+Each file runs in one transaction, sent whole (psycopg's multi-statement
+execution: ``$$`` bodies, semicolons in strings and comments are the server's
+business). A file whose first line is ``-- swc:no-transaction`` runs statement
+by statement in autocommit instead (TimescaleDB's continuous aggregates need
+that); sqlparse splits it, knowing quotes, comments and ``$tag$`` bodies.
+
+``schema_migrations`` records the sha256 of each applied file (line endings
+normalised to LF). A file changed after it was applied stops `swc migrate`,
+and so every command that migrates first, with an error naming the file:
+write a new migration instead. An operator who changed one on purpose (a
+comment, a fix already applied by hand) passes ``accept_changed`` (`swc migrate
+--accept-changed-migrations`), which records the new checksums. Rows applied
+before checksums were recorded get the file's current checksum on the first
+run that knows about them (there is nothing older to compare with).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import re
 from dataclasses import dataclass
@@ -40,11 +52,24 @@ class Migration:
         with self.path.open() as f:
             return f.readline().strip() == "-- swc:no-transaction"
 
+    @property
+    def filename(self) -> str:
+        return self.path.name
+
+    def checksum(self) -> str:
+        """sha256 (hex) of the file's text, line endings normalised to LF."""
+        data = self.path.read_bytes().replace(b"\r\n", b"\n")
+        return hashlib.sha256(data).hexdigest()
+
     def statements(self) -> list[str]:
-        text = self.path.read_text()
-        lines = [ln for ln in text.splitlines() if not ln.strip().startswith("--")]
-        body = "\n".join(lines)
-        return [s.strip() for s in re.split(r";\s*$", body, flags=re.M) if s.strip()]
+        """The file's statements, for the statement-by-statement (no-transaction) mode."""
+        import sqlparse
+
+        out = []
+        for stmt in sqlparse.split(self.path.read_text()):
+            if sqlparse.format(stmt, strip_comments=True).strip().strip(";").strip():
+                out.append(stmt.strip())
+        return out
 
 
 def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
@@ -57,10 +82,10 @@ def discover(directory: Path = MIGRATIONS_DIR) -> list[Migration]:
     return found
 
 
-def plan(mode: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
+def plan(mode: str, directory: Path | None = None) -> list[Migration]:
     """The migrations for ``mode``, one per version, in order."""
     chosen: dict[int, Migration] = {}
-    for mig in discover(directory):
+    for mig in discover(directory or MIGRATIONS_DIR):
         if mig.mode in (None, mode):
             if mig.version in chosen:
                 raise MigrationError(f"two migrations for version {mig.version:04d} in mode {mode}")
@@ -116,8 +141,18 @@ def storage_mode(conn: psycopg.Connection) -> str:
     return mode
 
 
-def migrate(dsn: str, want_timescale: str = "auto") -> tuple[str, list[str]]:
-    """Apply pending migrations. Returns (storage mode, names applied). Idempotent."""
+def migrate(
+    dsn: str,
+    want_timescale: str = "auto",
+    *,
+    accept_changed: bool = False,
+    directory: Path | None = None,
+) -> tuple[str, list[str]]:
+    """Apply pending migrations. Returns (storage mode, names applied). Idempotent.
+
+    Raises MigrationError when an applied file has changed since (unless
+    ``accept_changed``: the new checksum is then recorded, with a warning).
+    """
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
         try:
@@ -126,6 +161,8 @@ def migrate(dsn: str, want_timescale: str = "auto") -> tuple[str, list[str]]:
                 " version integer PRIMARY KEY, name text NOT NULL, mode text,"
                 " applied_at timestamptz NOT NULL DEFAULT now())"
             )
+            # sha256 of the applied file; NULL on rows from before it was recorded
+            conn.execute("ALTER TABLE schema_migrations ADD COLUMN IF NOT EXISTS checksum text")
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS swc_meta (key text PRIMARY KEY, value text NOT NULL)"
             )
@@ -135,9 +172,17 @@ def migrate(dsn: str, want_timescale: str = "auto") -> tuple[str, list[str]]:
                 "ON CONFLICT (key) DO NOTHING",
                 (mode,),
             )
-            done = {r[0] for r in conn.execute("SELECT version FROM schema_migrations")}
+            wanted = plan(mode, directory)
+            done = dict(conn.execute("SELECT version, checksum FROM schema_migrations").fetchall())
+            _check_applied(conn, [m for m in wanted if m.version in done], done, accept_changed)
+            unknown = sorted(set(done) - {m.version for m in wanted})
+            if unknown:  # a newer release applied them, or their files were removed
+                log.warning(
+                    "applied migration version(s) %s have no file here",
+                    ", ".join(f"{v:04d}" for v in unknown),
+                )
             applied = []
-            for mig in plan(mode):
+            for mig in wanted:
                 if mig.version in done:
                     continue
                 log.info(
@@ -150,17 +195,56 @@ def migrate(dsn: str, want_timescale: str = "auto") -> tuple[str, list[str]]:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
 
 
+def _check_applied(
+    conn: psycopg.Connection,
+    applied: list[Migration],
+    recorded: dict[int, str | None],
+    accept_changed: bool,
+) -> None:
+    """Compare the applied files with their recorded checksums (backfilling missing ones)."""
+    changed = []
+    for mig in applied:
+        now, then = mig.checksum(), recorded[mig.version]
+        if then is None:
+            log.info(
+                "migration %s: checksum recorded (applied before checksums were)", mig.filename
+            )
+        elif then == now:
+            continue
+        elif accept_changed:
+            log.warning(
+                "migration %s changed since it was applied; the new checksum is recorded "
+                "(--accept-changed-migrations)",
+                mig.filename,
+            )
+        else:
+            changed.append(mig.filename)
+            continue
+        conn.execute(
+            "UPDATE schema_migrations SET checksum = %s WHERE version = %s", (now, mig.version)
+        )
+    if changed:
+        raise MigrationError(
+            f"migration file(s) changed after they were applied to this database: "
+            f"{', '.join(changed)} (in {applied[0].path.parent}). An applied migration must not "
+            "change: restore the file and put the change in a new migration. If the change is "
+            "deliberate and already reflected in the database, run "
+            "`swc migrate --accept-changed-migrations` once to record the new checksum."
+        )
+
+
 def _apply(conn: psycopg.Connection, mig: Migration) -> None:
-    record = "INSERT INTO schema_migrations (version, name, mode) VALUES (%s, %s, %s)"
+    record = "INSERT INTO schema_migrations (version, name, mode, checksum) VALUES (%s, %s, %s, %s)"
+    values = (mig.version, mig.name, mig.mode, mig.checksum())
     try:
         if mig.no_transaction:
             for stmt in mig.statements():
                 conn.execute(stmt)
-            conn.execute(record, (mig.version, mig.name, mig.mode))
+            conn.execute(record, values)
         else:
             with conn.transaction():
-                conn.execute(mig.path.read_text())
-                conn.execute(record, (mig.version, mig.name, mig.mode))
+                conn.execute(mig.path.read_text())  # no parameters: all statements in one go
+                conn.execute(record, values)
     except psycopg.Error as exc:
         raise MigrationError(f"migration {mig.path.name} failed: {exc}") from exc
 

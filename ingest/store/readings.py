@@ -27,6 +27,8 @@ ReadingRow = (
 DeadLetterRow = tuple[str, bytes, str, str, datetime]
 # (device_id, last_seen, last_seq)
 DeviceSeen = tuple[str, datetime, int]
+# (DeviceStatus, received_at, retained replay)
+StatusRow = tuple[object, datetime, bool]
 
 _COLUMNS = "time, stream_id, value, quality, received_at"
 _TYPES = ["timestamptz", "int4", "float8", "int2", "timestamptz"]
@@ -63,6 +65,36 @@ def purge_dead_letters(conn: psycopg.Connection, retain_days: int) -> int:
     return cur.rowcount
 
 
+def write_status(conn: psycopg.Connection, status, received_at: datetime, replay: bool) -> bool:
+    """Store a device's status (a ``protocol.messages.DeviceStatus``) as its latest.
+
+    A retained status that the broker replays on subscribe is stored only when it
+    is newer (by the device's clock) than the one stored, or none is stored yet."""
+    from psycopg.types.json import Jsonb
+
+    cur = conn.execute(
+        "UPDATE devices SET status_state = %(state)s, status_at = %(at)s, "
+        "status_received_at = %(received)s, status_battery_v = %(battery)s, "
+        "status_rssi_dbm = %(rssi)s, status_details = %(details)s, "
+        "firmware = coalesce(%(firmware)s, firmware) "
+        "WHERE id = %(id)s AND (NOT %(replay)s OR status_received_at IS NULL "
+        "  OR (%(at)s::timestamptz IS NOT NULL "
+        "      AND (status_at IS NULL OR status_at < %(at)s::timestamptz)))",
+        {
+            "id": status.device,
+            "state": status.state,
+            "at": status.at,
+            "received": received_at,
+            "battery": status.battery_v,
+            "rssi": status.rssi_dbm,
+            "details": Jsonb(status.details),
+            "firmware": status.firmware,
+            "replay": replay,
+        },
+    )
+    return cur.rowcount > 0
+
+
 class ReadingWriter:
     """Writes batches on one connection (autocommit off is handled per batch).
 
@@ -84,6 +116,7 @@ class ReadingWriter:
         dead_letters: Sequence[DeadLetterRow] = (),
         devices_seen: Sequence[DeviceSeen] = (),
         replace: Sequence[ReadingRow] = (),
+        statuses: Sequence[StatusRow] = (),
     ) -> WriteResult:
         """Write one batch and commit. Rows must be unique on (stream_id, time);
         ``replace`` rows (likewise unique) overwrite what is stored at their key."""
@@ -105,6 +138,8 @@ class ReadingWriter:
                         [d[2] for d in devices_seen],
                     ),
                 )
+            for status, received_at, replay in statuses:
+                write_status(conn, status, received_at, replay)
         return WriteResult(written, len(rows) + len(replace) - written, len(dead_letters))
 
     def _write_dead_letters(

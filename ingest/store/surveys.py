@@ -86,8 +86,38 @@ def list_surveys(
     until: datetime | None = None,
     limit: int = 100,
     offset: int = 0,
+    after: tuple[datetime, int] | None = None,
 ) -> list[dict]:
-    """Surveys newest first (by survey time, then id)."""
+    """Surveys newest first (by survey time, then id); ``after``: the (surveyed_at, id)
+    of the last row of the previous page."""
+    conds, params = _survey_filter(site_ids, kinds, since, until)
+    if after is not None:
+        conds.append(sql.SQL("(surveyed_at, id) < (%s, %s)"))
+        params += list(after)
+    query = sql.SQL(
+        "SELECT {cols} FROM surveys WHERE {where} ORDER BY surveyed_at DESC, id DESC "
+        "LIMIT %s OFFSET %s"
+    ).format(cols=sql.SQL(_SURVEY_COLS), where=sql.SQL(" AND ").join(conds))
+    with conn.cursor(row_factory=dict_row) as cur:
+        return cur.execute(query, [*params, limit, offset]).fetchall()
+
+
+def count_surveys(
+    conn: psycopg.Connection,
+    *,
+    site_ids: list[str] | None = None,
+    kinds: list[str] | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> int:
+    conds, params = _survey_filter(site_ids, kinds, since, until)
+    query = sql.SQL("SELECT count(*) FROM surveys WHERE {where}").format(
+        where=sql.SQL(" AND ").join(conds)
+    )
+    return conn.execute(query, params).fetchone()[0]
+
+
+def _survey_filter(site_ids, kinds, since, until) -> tuple[list[sql.Composable], list]:
     conds: list[sql.Composable] = [sql.SQL("true")]
     params: list = []
     if site_ids:
@@ -102,12 +132,7 @@ def list_surveys(
     if until is not None:
         conds.append(sql.SQL("surveyed_at < %s"))
         params.append(until)
-    query = sql.SQL(
-        "SELECT {cols} FROM surveys WHERE {where} ORDER BY surveyed_at DESC, id DESC "
-        "LIMIT %s OFFSET %s"
-    ).format(cols=sql.SQL(_SURVEY_COLS), where=sql.SQL(" AND ").join(conds))
-    with conn.cursor(row_factory=dict_row) as cur:
-        return cur.execute(query, [*params, limit, offset]).fetchall()
+    return conds, params
 
 
 def insert_attachment(

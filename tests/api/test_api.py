@@ -63,7 +63,9 @@ def test_viewer_reads_but_cannot_acknowledge(api, db, keys):
 def test_engineer_acknowledges_and_resolves_with_attribution(api, db, keys):
     alert_id = raise_alert(db)
     eng = auth(keys["engineer"])
-    listed = api.get("/alerts", params={"state": "open", "site_id": "dam-1"}, headers=eng).json()
+    listed = api.get("/alerts", params={"state": "open", "site_id": "dam-1"}, headers=eng).json()[
+        "items"
+    ]
     assert [a["id"] for a in listed] == [alert_id]
     assert listed[0]["level_name"] == "yellow"
     r = api.post(f"/alerts/{alert_id}/acknowledge", json={"note": "on my way"}, headers=eng)
@@ -85,7 +87,7 @@ def test_engineer_acknowledges_and_resolves_with_attribution(api, db, keys):
     assert (
         api.post(f"/alerts/{alert_id}/resolve", json={"note": "x"}, headers=eng).status_code == 409
     )
-    assert api.get("/alerts", params={"active": "true"}, headers=eng).json() == []
+    assert api.get("/alerts", params={"active": "true"}, headers=eng).json()["items"] == []
     got = api.get(f"/alerts/{alert_id}", headers=auth(keys["viewer"])).json()
     assert got["state"] == "resolved"
 
@@ -131,12 +133,12 @@ def test_rule_thresholds_read_change_and_audit(api, db, keys):
     assert cfg["thresholds"] == {"blue": 1.5, "yellow": None, "orange": None, "red": -0.1}
     assert cfg["min_duration_s"] == 900
     me = api.get("/keys/me", headers=eng).json()
-    audit = api.get("/sites/dam-1/rule-audit", headers=view).json()
+    audit = api.get("/sites/dam-1/rule-audit", headers=view).json()["items"]
     assert audit[0]["key_id"] == me["id"] and audit[0]["note"] == "flood plan 2026"
     assert audit[0]["old_config"] is None and audit[0]["new_config"]["min_duration_s"] == 900
     r = api.delete("/sites/dam-1/rules/stage", headers=eng)
     assert r.json()["override"] is None
-    assert len(api.get("/sites/dam-1/rule-audit", headers=view).json()) == 2
+    assert api.get("/sites/dam-1/rule-audit", headers=view).json()["total"] == 2
     cistern = api.get("/sites/dam-1/rules/cistern_overflow", headers=view).json()
     assert cistern["applies"] is False
 
@@ -181,7 +183,7 @@ def test_admin_manages_sites_devices_and_keys(api, db, keys):
 def test_site_latest_readings_and_alert_level(api, db, keys):
     raise_alert(db)
     view = auth(keys["viewer"])
-    sites = api.get("/sites", headers=view).json()
+    sites = api.get("/sites", headers=view).json()["items"]
     assert sites[0]["id"] == "dam-1" and sites[0]["alert_level"] == 2
     latest = api.get("/sites/dam-1/latest", headers=view).json()
     assert latest[0]["channel"] == "stage_m" and latest[0]["value"] == 4.6

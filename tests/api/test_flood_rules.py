@@ -85,7 +85,7 @@ def test_rules_sites_and_health_say_why_a_site_has_no_flood_rule(db, tmp_path):
         key_dam = {r["rule"]: r for r in api.get("/sites/dam-key/rules", headers=key).json()}
         assert key_dam["stage"]["config"]["thresholds"]["orange"] == 1.5  # spillway flows
         assert key_dam["rainfall"]["applies"] is False  # rain at a dam feeds its forecast
-        sites = {s["id"]: s for s in api.get("/sites", headers=key).json()}
+        sites = {s["id"]: s for s in api.get("/sites", headers=key).json()["items"]}
         assert {s for s, v in sites.items() if v["flood_warning"]} == UNCOVERED
         assert sites["plot-1"]["flood_rules"] == ["plot_tank"]
         assert sites["cis-1"]["flood_rules"] == ["cistern_overflow"]

@@ -148,5 +148,5 @@ def test_webhooks_are_signed_retried_with_backoff_and_logged(
     with TestClient(create_app(Settings(_env_file=None, database_url=db))) as api:
         log = api.get(
             f"/webhooks/{hook_id}/deliveries", headers={"Authorization": f"Bearer {admin}"}
-        ).json()
+        ).json()["items"]
     assert log[0]["status"] == "delivered" and log[0]["attempts"] == 3

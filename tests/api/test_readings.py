@@ -54,8 +54,8 @@ def page_all(api, headers, params) -> tuple[list[dict], list[dict]]:
         assert r.status_code == 200, r.text
         body = r.json()
         pages.append(body)
-        out.extend(body["rows"])
-        cursor = body["next"]
+        out.extend(body["items"])
+        cursor = body["next_cursor"]
         if cursor is None:
             return out, pages
     raise AssertionError("paging did not end")
@@ -72,23 +72,23 @@ def test_raw_rows_page_by_cursor_in_stream_then_time_order(api, db, series):
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     assert pages[0]["source"] == "readings" and pages[0]["interval"] is None
     assert {s["id"] for s in pages[0]["streams"]} == set(series.values())
-    assert rows[0]["value"] == 0.0 and rows[0]["quality"] == 1 and rows[0]["count"] is None
+    assert rows[0]["value"] == 0.0 and rows[0]["quality"] == 1 and "count" not in rows[0]
 
 
 def test_selection_by_site_channel_stream_and_quality(api, db, series):
     h = role_keys(db)["viewer"]
     r = api.get("/readings", params={**RANGE, "site_id": ["dam-1", "dam-2"], "channel": "stage_m"},
                 headers=h).json()  # fmt: skip
-    assert {x["stream_id"] for x in r["rows"]} == {series["dam-1/stage"], series["dam-2/stage"]}
+    assert {x["stream_id"] for x in r["items"]} == {series["dam-1/stage"], series["dam-2/stage"]}
     r = api.get("/readings", params={**RANGE, "stream_id": series["rg-1/rain"], "max_quality": 2},
                 headers=h).json()  # fmt: skip
     assert r["qualities"] == [1, 2]
-    assert len(r["rows"]) == 72 - 7 - 4 and {x["quality"] for x in r["rows"]} == {1}
+    assert len(r["items"]) == 72 - 7 - 4 and {x["quality"] for x in r["items"]} == {1}
     r = api.get("/readings", params={**RANGE, "stream_id": series["rg-1/rain"],
                                      "quality": [3, 4]}, headers=h).json()  # fmt: skip
-    assert {x["quality"] for x in r["rows"]} == {3, 4}
+    assert {x["quality"] for x in r["items"]} == {3, 4}
     r = api.get("/readings", params={**RANGE, "site_id": "nowhere"}, headers=h).json()
-    assert r["streams"] == [] and r["rows"] == [] and r["next"] is None
+    assert r["streams"] == [] and r["items"] == [] and r["next"] is None
 
 
 def test_hourly_aggregate_gives_what_the_raw_readings_give(api, db, series):
@@ -116,22 +116,22 @@ def test_first_last_partial_hours_and_quality_use_raw_readings(api, db, series):
     r = api.get("/readings", params={**RANGE, "stream_id": sid, "interval": "1h",
                                      "agg": ["first", "last", "count"]}, headers=h).json()  # fmt: skip
     assert r["source"] == "readings" and r["aggregates"] == ["first", "last", "count"]
-    row = r["rows"][1]
+    row = r["items"][1]
     assert row["count"] == 6 and row["first"] == pytest.approx(math.sin(6 / 7), abs=1e-6)
-    assert row["last"] == pytest.approx(math.sin(11 / 7), abs=1e-6) and row["mean"] is None
+    assert row["last"] == pytest.approx(math.sin(11 / 7), abs=1e-6) and "mean" not in row
     r = api.get("/readings", params={"start": "2027-07-01T00:30:00Z", "end": RANGE["end"],
                                      "stream_id": sid, "interval": "1h"}, headers=h).json()  # fmt: skip
-    assert r["source"] == "readings" and r["rows"][0]["count"] == 3
+    assert r["source"] == "readings" and r["items"][0]["count"] == 3
     r = api.get("/readings", params={**RANGE, "stream_id": sid, "interval": "1h",
                                      "max_quality": 3}, headers=h).json()  # fmt: skip
-    assert r["source"] == "readings" and sum(x["count"] for x in r["rows"]) == 72 - 4
+    assert r["source"] == "readings" and sum(x["count"] for x in r["items"]) == 72 - 4
     r = api.get("/readings", params={**RANGE, "stream_id": sid, "interval": "30m"},
                 headers=h).json()  # fmt: skip
-    assert r["source"] == "readings" and r["aggregates"] == ["mean"] and len(r["rows"]) == 24
+    assert r["source"] == "readings" and r["aggregates"] == ["mean"] and len(r["items"]) == 24
     r = api.get("/readings", params={"start": "2027-06-30T00:00:00Z", "end": "2027-07-14T00:00Z",
                                      "stream_id": sid, "interval": "1w"}, headers=h).json()  # fmt: skip
     # weeks start on Mondays: 2027-06-28 is one
-    assert [x["time"] for x in r["rows"]] == ["2027-06-28T00:00:00Z"]
+    assert [x["time"] for x in r["items"]] == ["2027-06-28T00:00:00Z"]
 
 
 def test_bad_requests_are_422_with_a_message(api, db, series):
@@ -160,7 +160,7 @@ def test_bad_requests_are_422_with_a_message(api, db, series):
     assert "at least 1h14m" in r.json()["message"]
     first = api.get("/readings", params={**RANGE, "limit": 10}, headers=h).json()
     r = api.get("/readings", params={**RANGE, "limit": 10, "channel": "stage_m",
-                                     "cursor": first["next"]}, headers=h)  # fmt: skip
+                                     "cursor": first["next_cursor"]}, headers=h)  # fmt: skip
     assert r.status_code == 422 and "another query" in r.json()["message"]
 
 

@@ -86,7 +86,7 @@ def test_roles_viewer_reads_surveyor_writes_but_cannot_acknowledge(api, db, site
         r = api.post("/surveys", json=inspection(), headers=keys[role])
         assert r.status_code == 201, r.text
         assert r.json()["created_by_key"] == key_id(api, keys[role])
-    listed = api.get("/surveys", headers=keys["viewer"]).json()
+    listed = api.get("/surveys", headers=keys["viewer"]).json()["items"]
     assert len(listed) == 3 and listed[0]["condition"] == "fair"
     assert listed[0]["damage"][0]["type"] == "crack"
     # a surveyor is no engineer: alerts and thresholds stay out of reach
@@ -218,13 +218,15 @@ def test_list_filters_and_get(api, sites, keys):
            "data": {"water_level_m": 1.0}}  # fmt: skip
     assert api.post("/surveys", json=cis, headers=h).status_code == 201
     get = lambda **p: api.get("/surveys", params=p, headers=keys["viewer"])  # noqa: E731
-    assert [s["surveyed_at"][:10] for s in get().json()] == [
+    assert [s["surveyed_at"][:10] for s in get().json()["items"]] == [
         "2027-07-01", "2027-06-15", "2027-06-01", "2027-05-01"]  # fmt: skip
-    assert len(get(site_id="dam-1").json()) == 3
-    assert [s["kind"] for s in get(kind="cistern_check").json()] == ["cistern_check"]
-    got = get(since="2027-05-15T00:00Z", until="2027-06-30T00:00Z").json()
+    assert get(site_id="dam-1").json()["total"] == 3
+    assert [s["kind"] for s in get(kind="cistern_check").json()["items"]] == ["cistern_check"]
+    got = get(since="2027-05-15T00:00Z", until="2027-06-30T00:00Z").json()["items"]
     assert len(got) == 2
-    assert len(get(limit=1, offset=1).json()) == 1
+    second = get(limit=1, cursor=get(limit=1).json()["next_cursor"]).json()
+    assert [s["surveyed_at"][:10] for s in second["items"]] == ["2027-06-15"]
+    assert get(limit=1, offset=1).status_code == 422  # one way to page: the cursor
     assert get(bogus=1).status_code == 422
     assert get(since="2027-05-15T00:00").status_code == 422
     one = api.get(f"/surveys/{got[0]['id']}", headers=keys["viewer"])

@@ -97,7 +97,9 @@ def test_a_sheet_with_bad_rows_imports_the_good_ones_and_reports_each_bad_one(ap
     me = api.get("/keys/me", headers=keys["surveyor"]).json()["id"]
     assert rows(db, "SELECT count(*), min(created_by_key), max(created_by_key) FROM surveys")[0] \
         == (3, me, me)  # fmt: skip
-    insp = api.get("/surveys", params={"kind": "inspection"}, headers=keys["viewer"]).json()[0]
+    insp = api.get("/surveys", params={"kind": "inspection"}, headers=keys["viewer"]).json()[
+        "items"
+    ][0]
     assert [(d["type"], d["severity"], d["location"]) for d in insp["damage"]] == [
         ("crack", "moderate", "crest"), ("seepage", "minor", "")]  # fmt: skip
     ss_id = res["imported"][2]["survey_id"]

@@ -381,7 +381,7 @@ def test_time_to_crest_is_shown_and_sorts_when_alerts_carry_a_forecast(stack, co
 
     def with_forecast(route):
         body = route.fetch().json()
-        for a in body:
+        for a in body["items"]:
             s = forecast[a["site_id"]]
             a["forecast"] = {"time_to_crest_s": s, "time_to_crest_low_s": s * 0.5,
                              "time_to_crest_high_s": s * 2, "crest_at": "2026-07-21T06:00:00Z",

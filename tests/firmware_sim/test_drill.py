@@ -4,6 +4,7 @@ one, and pacing that never publishes ahead of the wall clock (real Mosquitto).""
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
 import uuid
@@ -15,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
-from firmware_sim.cli import parse_start, publish_table, resolve_speed
+from firmware_sim.cli import Progress, final_table, parse_start, resolve_speed
 from firmware_sim.previous import PreviousRun, RunRefused, check_overlap, retained_runs
 from firmware_sim.run import RunConfig, run
 from firmware_sim.scenario import load_scenario
@@ -219,13 +220,39 @@ def test_real_time_never_publishes_a_message_before_its_send_time(
     assert rec["data_end"] == reached.isoformat().replace("+00:00", "Z")  # not the planned 48 h
 
 
-def test_publish_table_is_a_small_table():
-    text = publish_table({"messages": 12, "published": 12, "acked": 11, "replayed": 0,
-                          "unacked_at_end": 1, "wall_s": 3.25})  # fmt: skip
-    head, row = text.splitlines()
-    assert head.split() == ["mqtt", "messages", "published", "acked", "replayed", "unacked",
-                            "wall", "s"]  # fmt: skip
-    assert row.split() == ["12", "12", "11", "0", "1", "3.2"]
+def test_progress_is_simulated_time_and_per_cent_and_ends_with_a_table(capsys):
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    progress = Progress(JULY)
+    for done in range(0, 48 * 3600 + 1, 600):  # every 10 simulated minutes of 48 h
+        progress("publish", float(done), 48 * 3600.0)
+    lines = capsys.readouterr().err.splitlines()
+    # not a terminal: a line per tenth of the run, in simulated time, with the share done
+    assert len(lines) == 11
+    assert lines[0] == "publish: simulated 2026-07-20 00:00 UTC, +00:00 of 48:00 (  0 %)"
+    assert lines[5].endswith("+24:00 of 48:00 ( 50 %)")
+    assert lines[-1] == "publish: simulated 2026-07-22 00:00 UTC, +48:00 of 48:00 (100 %)"
+
+    out = SimpleNamespace(
+        summary={"run": {"simulated_s": 7200.0, "dams_overtopped": ["dam-b05"],
+                         "cisterns_overflowed": [], "water_balance_rel_error": 1e-15,
+                         "sediment_balance_rel_error": 0.0}},
+        timings_s={"rain_s": 0.4, "physics_s": 1.5, "total_s": 2.0},
+        scenario=SimpleNamespace(start=JULY),
+        result=SimpleNamespace(t_s=np.array([0.0, 7200.0])),
+        rain=SimpleNamespace(description="Chicago design storm T=50 y"),
+        publish={"messages": 12, "published": 12, "acked": 11, "replayed": 0,
+                 "unacked_at_end": 1, "data_end": "2026-07-20T02:00:00Z"},
+    )  # fmt: skip
+    table = final_table(out, Path("sim-out"))
+    rows = dict(re.split(r"\s{2,}", line.strip(), maxsplit=1) for line in table.splitlines())
+    assert rows["dams overtopped"] == "dam-b05" and rows["cisterns overflowed"] == "none"
+    assert rows["simulated"] == "2026-07-20 00:00 .. 2026-07-20 02:00 UTC (02:00 h)"
+    assert rows["messages"].startswith("12 of 12 published, 11 acknowledged, 1 unacknowledged")
+    assert rows["wall time"] == "2.0 s (rain 0.4, physics 1.5)"
+    assert "{" not in table  # no Python dict repr
 
 
 def test_out_dir_check_ignores_other_brokers(tmp_path: Path):

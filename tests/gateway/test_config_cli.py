@@ -134,3 +134,30 @@ def test_cli_check_sample_status_and_rejects(tmp_path):
 
     result = runner.invoke(main, ["gateway", "run", str(tmp_path / "missing.yaml")])
     assert result.exit_code != 0 and "cannot read" in result.output
+
+
+def test_check_refuses_the_sample_placeholders_and_a_missing_line_source(tmp_path):
+    """`swc gateway check` on the sample as shipped: each thing that cannot work is named."""
+    main = _swc()
+    result = CliRunner().invoke(main, ["gateway", "check", str(SAMPLE_CONFIG_PATH)])
+    assert result.exit_code == 1
+    err = result.stderr
+    assert "upstream.url: broker.example.org is a placeholder" in err
+    assert "line_sources[0].path: /var/spool/swc/rtu-01.csv does not exist" in err
+    assert "change-me" in err
+    assert "config OK" not in err and "Traceback" not in err
+
+    rtu = tmp_path / "rtu.csv"
+    rtu.touch()
+    cfg_path = tmp_path / "gw.yaml"
+    options = {"gateway_id": "gw-1", "data_dir": str(tmp_path / "data"),
+               "upstream": {"url": "mqtt://no-such-host.invalid-tld-swc:1883"},
+               "line_sources": [{"path": str(rtu)}, {"path": "-"}]}  # fmt: skip
+    cfg_path.write_text(yaml.safe_dump(options))
+    result = CliRunner().invoke(main, ["gateway", "check", str(cfg_path)])
+    assert result.exit_code == 1
+    assert "no-such-host.invalid-tld-swc does not resolve" in result.stderr
+    assert "line_sources" not in result.stderr  # the file exists; '-' is stdin
+    offline = CliRunner().invoke(main, ["gateway", "check", "--no-resolve", str(cfg_path)])
+    assert offline.exit_code == 0, offline.stderr
+    assert "config OK" in offline.stderr

@@ -131,7 +131,7 @@ def test_a_reading_dated_2099_is_dead_lettered_and_a_later_crossing_raises_an_an
         ]
         assert _alerts(db) == [(seen[0]["alert_id"], "open", 4, 4, False, None)]
         api = httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {key}"})
-        (site,) = [s for s in api.get("/sites").json() if s["id"] == SITE]
+        (site,) = [s for s in api.get("/sites").json()["items"] if s["id"] == SITE]
         assert (site["alert_level"], site["active_alerts"]) == (4, 1)
         dead = rows(db, "SELECT error FROM dead_letters")[0][0]
         assert "2099-06-01T00:00:00+00:00" in dead and "1 of 2 readings" in dead
@@ -331,8 +331,8 @@ class Views:
 
     def levels(self) -> dict[str, int]:
         self._drain()
-        (site,) = [s for s in self.api.get("/sites").json() if s["id"] == SITE]
-        active = self.api.get("/alerts", params={"active": "true", "site_id": SITE}).json()
+        (site,) = [s for s in self.api.get("/sites").json()["items"] if s["id"] == SITE]
+        active = self.api.get("/alerts", params={"active": "true", "site_id": SITE}).json()["items"]
         return {
             "sites": site["alert_level"],
             "alerts": max((a["level"] for a in active), default=0),

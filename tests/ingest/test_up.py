@@ -27,6 +27,8 @@ def test_swc_up_runs_everything_and_stops_cleanly(tmp_path, broker):
     env.update(
         SWC_DATA_DIR=str(tmp_path / "data"),
         SWC_METRICS_PORT="0",
+        SWC_API_PORT="0",
+        SWC_API_METRICS_PORT="0",
         SWC_EMBEDDED_BROKER=broker,
         SWC_EMBEDDED_POSTGRES_AS_ROOT="true",  # CI runs as root (test_hostile_cli.py)
     )
@@ -45,8 +47,8 @@ def test_swc_up_runs_everything_and_stops_cleanly(tmp_path, broker):
             what=f"swc up\n{err.read_text()}",
         )
         text = out.read_text()
-        dsn = re.search(r"PostgreSQL \(embedded\): (\S+)", text).group(1)
-        port = re.search(r"MQTT broker .*: mqtt://127\.0\.0\.1:(\d+)", text).group(1)
+        dsn = re.search(r"^  database\s+(\S+)", text, re.M).group(1)
+        port = re.search(r"^  broker\s+mqtt://127\.0\.0\.1:(\d+)", text, re.M).group(1)
         assert f"embedded {broker}" in text
         # mosquitto_pub speaks MQTT 3.1.1 by default, which both brokers accept
         subprocess.run(

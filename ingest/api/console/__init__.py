@@ -12,15 +12,17 @@ import hashlib
 from importlib.resources import files
 from pathlib import Path
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.openapi.docs import (
     get_redoc_html,
     get_swagger_ui_html,
     get_swagger_ui_oauth2_redirect_html,
 )
-from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, Response
 from fastapi.staticfiles import StaticFiles
 
+from ..errors import from_status, problem_response
+from ..paging import reject_unknown_query
 from . import api
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -67,7 +69,7 @@ def _console_files() -> dict[str, tuple[bytes, str, str]]:
 def _serve(files_: dict[str, tuple[bytes, str, str]], rel: str, request: Request) -> Response:
     item = files_.get(rel)
     if item is None:
-        return JSONResponse({"message": f"no console file {rel!r}"}, status_code=404)
+        return problem_response(from_status(404, f"no console file {rel!r}"))
     body, etag, ctype = item
     headers = {"ETag": etag, "Cache-Control": "no-cache"}
     if etag in request.headers.get("if-none-match", ""):
@@ -80,7 +82,7 @@ def install(app: FastAPI) -> None:
 
     The app must be created with ``docs_url=None, redoc_url=None``.
     """
-    app.include_router(api.router)
+    app.include_router(api.router, dependencies=[Depends(reject_unknown_query)])
     app.mount(VENDOR, _Static(directory=docs_assets_dir()), name="console-vendor")
     own = _console_files()
 

@@ -5,21 +5,24 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Literal
 
+import anyio
 import psycopg
-from fastapi import APIRouter, Header, HTTPException, Path, Query, Request
-from fastapi.responses import StreamingResponse
+from fastapi import APIRouter, Body, Header, HTTPException, Path, Query, Request, Response
 from psycopg_pool import PoolTimeout, TooManyRequests
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from ...alerting.engine import reset_tracker
 from ...alerting.rules import RULES
 from ...store import alerts as store
 from ..deps import ConnDep, CurrentKey, EngineerKey, StreamKey, key_is_active, pooled
 from ..errors import errors
+from ..paging import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, fingerprint, page
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +73,15 @@ class AlertOut(BaseModel):
         description="raised from late data: history only, recorded resolved (late_data) and "
         "never announced"
     )
-    value: float | None
+    value: float | None = Field(description="the rule's measure at the last transition")
+    unit: str | None = Field(description="unit of value (the rule's unit)")
     acknowledged_at: datetime | None
     acknowledged_by: int | None = Field(description="API key id")
+    acknowledged_by_name: str | None = Field(description="that key's name")
     ack_note: str | None
     resolved_at: datetime | None
     resolved_by: int | None = Field(description="API key id, for a manual resolve")
+    resolved_by_name: str | None = Field(description="that key's name")
     resolve_reason: str | None = Field(
         description="condition_cleared, manual, late_data, stale (no data for "
         "SWC_ALERT_STALE_AFTER_S), future_data (data dated after their arrival) or superseded"
@@ -98,7 +104,9 @@ class AlertEventOut(BaseModel):
     data_time: datetime | None = Field(description="reading time; null for a person's action")
     late: bool
     value: float | None
-    key_id: int | None
+    unit: str | None = Field(description="unit of value (the rule's unit)")
+    key_id: int | None = Field(description="the API key of a person's action")
+    key_name: str | None = Field(description="that key's name")
     note: str | None
     created_at: datetime
 
@@ -123,60 +131,106 @@ class AlertFilter(BaseModel):
     active: bool | None = Field(default=None, description="true: open or acknowledged")
     site_id: SiteId | None = None
     rule: RuleName | None = None
-    level: int | None = Field(default=None, ge=0, le=4, description="current level")
-    min_level: int | None = Field(default=None, ge=1, le=4, description="peak level at least")
+    level: int | None = Field(default=None, ge=0, le=4, description="current level exactly")
+    min_current_level: int | None = Field(
+        default=None, ge=1, le=4, description="current level at least (0 once resolved)"
+    )
+    min_peak_level: int | None = Field(
+        default=None, ge=1, le=4, description="highest level of the episode at least"
+    )
+    min_level: int | None = Field(
+        default=None,
+        ge=1,
+        le=4,
+        description="deprecated alias of min_peak_level",
+        json_schema_extra={"deprecated": True},
+    )
     since: AwareDatetime | None = Field(default=None, description="active at or after")
     until: AwareDatetime | None = Field(default=None, description="opened at or before")
     late: bool | None = None
-    limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=1_000_000)
+    limit: int = Field(
+        default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"at most {MAX_LIMIT}"
+    )
+    cursor: str | None = Field(
+        default=None, max_length=400, pattern=r"^[A-Za-z0-9_\-]+$", description="`next_cursor`"
+    )
+
+
+def _unit(rule: str) -> str | None:
+    r = RULES.get(rule)
+    return getattr(r, "unit", None) if r is not None else None
 
 
 def _alert(row: dict) -> dict:
-    return {**row, "level_name": LEVELS[row["level"]], "peak_level_name": LEVELS[row["peak_level"]]}
+    return {
+        **row,
+        "level_name": LEVELS[row["level"]],
+        "peak_level_name": LEVELS[row["peak_level"]],
+        "unit": _unit(row["rule"]),
+    }
 
 
 def _detail(conn, alert_id: int) -> AlertDetail:
     row = store.get_alert(conn, alert_id)
     if row is None:
         raise HTTPException(404, f"alert {alert_id} does not exist")
-    events = [{**e, "level_name": LEVELS[e["level"]]} for e in store.alert_events(conn, alert_id)]
+    unit = _unit(row["rule"])
+    events = [
+        {**e, "level_name": LEVELS[e["level"]], "unit": unit}
+        for e in store.alert_events(conn, alert_id)
+    ]
     return AlertDetail(**_alert(row), events=events)
 
 
 @router.get(
     "",
-    response_model=list[AlertOut],
+    response_model=Page[AlertOut],
     summary="List alerts, newest first, filtered by state, level, site, rule and time",
     responses=errors(401, 422),
 )
 def list_alerts(
-    conn: ConnDep, key: CurrentKey, q: Annotated[AlertFilter, Query()]
-) -> list[AlertOut]:
+    request: Request,
+    response: Response,
+    conn: ConnDep,
+    key: CurrentKey,
+    q: Annotated[AlertFilter, Query()],
+) -> dict:
+    """Newest first by `opened_at` (then id). `total` counts every alert that matches."""
     states = list(q.state) if q.state else None
     if q.active is not None:
         wanted = ["open", "acknowledged"] if q.active else ["resolved"]
         states = [s for s in (states or wanted) if s in wanted] or ["-none-"]
-    rows = store.list_alerts(
-        conn,
+    peak = max(q.min_peak_level or 0, q.min_level or 0) or None
+    filters = dict(
         states=states,
         site_id=q.site_id,
         rule=q.rule,
         level=q.level,
-        min_level=q.min_level,
+        min_level=peak,
+        min_current_level=q.min_current_level,
         since=q.since,
         until=q.until,
         late=q.late,
-        limit=q.limit,
-        offset=q.offset,
     )
-    return [AlertOut(**_alert(r)) for r in rows]
+    fp = fingerprint(request)
+    after = None
+    if q.cursor:
+        opened, last_id = decode_cursor(q.cursor, fp, [datetime, int])
+        after = (opened, last_id)
+    rows = store.list_alerts(conn, limit=q.limit + 1, after=after, **filters)
+    items = [AlertOut(**_alert(r)) for r in rows]
+    total = store.count_alerts(conn, **filters)
+    return page(request, response, items, q.limit, fp, lambda a: [a.opened_at, a.id], total)
+
+
+HEARTBEAT_S = 15.0  # a comment line this often keeps proxies from closing the stream
+SHUTDOWN_GRACE_S = 2.0  # a stream's time to end cleanly when the server stops
 
 
 @router.get(
     "/stream",
     summary="Live alert events (Server-Sent Events)",
-    response_class=StreamingResponse,
+    response_class=EventSourceResponse,
     responses={
         200: {"content": {"text/event-stream": {}}, "description": "event stream"},
         **errors(401, 422),
@@ -193,33 +247,37 @@ async def stream(
     last_event_id: Annotated[
         int | None, Header(ge=0, le=2**63 - 1, description="replay events after this id")
     ] = None,
-) -> StreamingResponse:
+) -> EventSourceResponse:
     """Each announced alert event as ``id: <event id>``, ``event: alert``, ``data: <JSON>``.
 
     A reconnecting client sends ``Last-Event-ID`` and first gets the events it
     missed. A comment line is sent every 15 s to keep proxies from closing the
     connection. The key is checked again every `SWC_API_KEY_RECHECK_S`: once it
-    is revoked the stream sends ``event: revoked`` and ends.
+    is revoked the stream sends ``event: revoked`` and ends. When the server
+    stops, the stream sends ``event: shutdown`` and ends (the client reconnects
+    with ``Last-Event-ID`` to another or the restarted server).
     """
     broadcaster = request.app.state.broadcaster
     recheck_s = request.app.state.settings.api_key_recheck_s
+    stopping = anyio.Event()  # set by sse-starlette when the server shuts down
 
     def wanted(ev: dict) -> bool:
         if site_id is not None and ev.get("site_id") != site_id:
             return False
         return max(ev.get("level", 0), ev.get("previous_level", 0)) >= min_level
 
-    def frame(ev: dict) -> str:
-        return f"id: {ev['event_id']}\nevent: alert\ndata: {json.dumps(ev)}\n\n"
+    def frame(ev: dict) -> ServerSentEvent:
+        return ServerSentEvent(id=str(ev["event_id"]), event="alert", data=json.dumps(ev), sep="\n")
 
-    revoked = (
-        "event: revoked\ndata: "
-        + json.dumps({"detail": f"the API key {key.prefix}… was revoked; the stream ends"})
-        + "\n\n"
+    revoked = ServerSentEvent(
+        event="revoked",
+        data=json.dumps({"detail": f"the API key {key.prefix}… was revoked; the stream ends"}),
+        sep="\n",
     )
-    sub = broadcaster.subscribe()
 
-    async def gen() -> AsyncIterator[str]:
+    async def gen() -> AsyncIterator[ServerSentEvent]:
+        # subscribed here, where the finally below unsubscribes it
+        sub = broadcaster.subscribe()
         loop = asyncio.get_running_loop()
         deadline = None if max_seconds is None else loop.time() + max_seconds
         # Event ids are not in commit order (the engine's chunks commit side by side), so
@@ -227,8 +285,14 @@ async def stream(
         # Last-Event-ID, or sent in the replay
         known = last_event_id or 0
         replayed: set[int] = set()
+        # the server stops: sse-starlette saw uvicorn's signal, or `swc up` stops its API
+        stops = {
+            asyncio.ensure_future(stopping.wait()),
+            asyncio.ensure_future(request.app.state.streams_stopping.wait()),
+        }
+        get: asyncio.Future | None = None
         try:
-            yield ": connected\n\n"
+            yield ServerSentEvent(comment="connected", sep="\n")
             if last_event_id is not None:
 
                 def missed() -> list[dict]:
@@ -245,7 +309,6 @@ async def stream(
                         yield frame(ev)
                     replayed.add(ev["event_id"])
             next_check = loop.time() + recheck_s
-            last_sent = loop.time()
             while True:
                 now = loop.time()
                 if now >= next_check:
@@ -253,33 +316,39 @@ async def stream(
                     if not await _still_active(request, key.id):
                         yield revoked
                         return
-                timeout = min(15.0 - (now - last_sent), next_check - now)
+                timeout = next_check - now
                 if deadline is not None:
                     timeout = min(timeout, deadline - now)
                     if timeout <= 0:
                         return
-                try:
-                    ev = await asyncio.wait_for(sub.queue.get(), max(timeout, 0.0))
-                except TimeoutError:
-                    if await request.is_disconnected():
+                get = asyncio.ensure_future(sub.queue.get())
+                await asyncio.wait({get, *stops}, timeout=timeout, return_when=FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    if any(f.done() for f in stops):
+                        yield ServerSentEvent(event="shutdown", data="{}", sep="\n")
                         return
-                    if loop.time() - last_sent >= 15.0:
-                        last_sent = loop.time()
-                        yield ": keepalive\n\n"
                     continue
+                ev = get.result()
                 if sub.overflowed:
-                    yield "event: overflow\ndata: {}\n\n"
+                    yield ServerSentEvent(event="overflow", data="{}", sep="\n")
                     return
                 if ev["event_id"] > known and ev["event_id"] not in replayed and wanted(ev):
-                    last_sent = loop.time()
                     yield frame(ev)
         finally:
+            for f in (get, *stops):
+                if f is not None:
+                    f.cancel()
             broadcaster.unsubscribe(sub)
 
-    return StreamingResponse(
+    return EventSourceResponse(
         gen(),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers={"Cache-Control": "no-cache"},
+        sep="\n",
+        ping=HEARTBEAT_S,
+        ping_message_factory=lambda: ServerSentEvent(comment="keepalive", sep="\n"),
+        shutdown_event=stopping,
+        shutdown_grace_period=SHUTDOWN_GRACE_S,
     )
 
 
@@ -308,7 +377,14 @@ def get_alert(alert_id: AlertId, conn: ConnDep, key: CurrentKey) -> AlertDetail:
     summary="Acknowledge an alert (engineer)",
     responses=errors(401, 403, 404, 409, 422),
 )
-def acknowledge(alert_id: AlertId, body: AlertAck, conn: ConnDep, key: EngineerKey) -> AlertDetail:
+def acknowledge(
+    alert_id: AlertId,
+    conn: ConnDep,
+    key: EngineerKey,
+    body: Annotated[AlertAck | None, Body()] = None,
+) -> AlertDetail:
+    """The body (`{"note": "..."}`) is optional: an empty request acknowledges."""
+    note = body.note if body is not None else None
     row = store.get_alert(conn, alert_id, lock=True)
     if row is None:
         raise HTTPException(404, f"alert {alert_id} does not exist")
@@ -319,10 +395,10 @@ def acknowledge(alert_id: AlertId, body: AlertAck, conn: ConnDep, key: EngineerK
     conn.execute(
         "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(), acknowledged_by = %s, "
         "ack_note = %s, updated_at = now() WHERE id = %s",
-        (key.id, body.note, alert_id),
+        (key.id, note, alert_id),
     )
     event_id = store.insert_event(
-        conn, alert_id, "acknowledge", row["level"], row["level"], key_id=key.id, note=body.note
+        conn, alert_id, "acknowledge", row["level"], row["level"], key_id=key.id, note=note
     )
     if not row["late"]:
         store.announce(conn, event_id)

@@ -49,7 +49,12 @@ class HealthOut(BaseModel):
 
 
 @router.get(
-    "/health", response_model=HealthOut, summary="Health of the database, broker and ingest"
+    "/health",
+    response_model=HealthOut,
+    summary="Health of the database, broker and ingest",
+    responses={
+        503: {"model": HealthOut, "description": "degraded: the database or the broker is down"}
+    },
 )
 def health(
     request: Request, response: Response, settings: SettingsDep, key: OptionalKey

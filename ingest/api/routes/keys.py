@@ -5,13 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from ...store import keys as store
 from ...store.alerts import record_write
 from ..deps import AdminKey, ConnDep, CurrentKey
 from ..errors import errors
+from ..paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, fingerprint, page
 
 router = APIRouter(prefix="/keys", tags=["keys"])
 
@@ -50,10 +51,24 @@ def me(key: CurrentKey) -> KeyOut:
 
 
 @router.get(
-    "", response_model=list[KeyOut], summary="Every key (admin)", responses=errors(401, 403)
+    "",
+    response_model=Page[KeyOut],
+    summary="Every key, by id (admin)",
+    responses=errors(401, 403, 422),
 )
-def list_keys(conn: ConnDep, key: AdminKey) -> list[KeyOut]:
-    return [_out(k) for k in store.list_keys(conn)]
+def list_keys(
+    request: Request,
+    response: Response,
+    conn: ConnDep,
+    key: AdminKey,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> dict:
+    fp = fingerprint(request)
+    after = decode_cursor(cursor, fp, [int])[0] if cursor else 0
+    items = [_out(k) for k in store.list_keys(conn, after, limit + 1)]
+    total = conn.execute("SELECT count(*) FROM api_keys").fetchone()[0]
+    return page(request, response, items, limit, fp, lambda k: [k.id], total)
 
 
 @router.post(

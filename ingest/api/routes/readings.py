@@ -11,12 +11,15 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response
+from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+
+from protocol.channels import unit_of
 
 from ...store import timeseries as store
 from ..deps import ConnDep, CurrentKey
 from ..errors import errors
+from ..paging import next_link
 
 router = APIRouter(prefix="/readings", tags=["readings"])
 
@@ -127,21 +130,33 @@ class StreamOut(BaseModel):
     device_id: str
     site_id: str | None
     channel: str
-    unit: str | None
+    unit: str | None = Field(description="the channel's unit (protocol channel registry)")
 
 
-class ReadingRow(BaseModel):
+class RawReading(BaseModel):
+    """A reading as stored (no `interval`)."""
+
     stream_id: int
-    time: datetime = Field(description="sample time, or the start of the bucket")
-    value: float | None = Field(default=None, description="raw rows")
-    quality: int | None = Field(default=None, description="raw rows: QARTOD flag")
-    count: int | None = Field(default=None, description="buckets: readings in the bucket")
-    mean: float | None = None
-    min: float | None = None
-    max: float | None = None
-    sum: float | None = None
-    first: float | None = None
-    last: float | None = None
+    time: datetime = Field(description="sample time")
+    value: float
+    unit: str | None = Field(description="unit of value: the stream's channel's unit")
+    quality: int = Field(description="QARTOD flag")
+
+
+class BucketReading(BaseModel):
+    """A bucket (with `interval`): `count` and only the aggregates asked for (`agg`)."""
+
+    model_config = ConfigDict(json_schema_extra={"additionalProperties": False})
+    stream_id: int
+    time: datetime = Field(description="start of the bucket")
+    unit: str | None = Field(description="unit of the aggregates (count has none)")
+    count: int = Field(description="readings in the bucket")
+    mean: float | None = Field(default=None, description="only when asked for (agg)")
+    min: float | None = Field(default=None, description="only when asked for (agg)")
+    max: float | None = Field(default=None, description="only when asked for (agg)")
+    sum: float | None = Field(default=None, description="only when asked for (agg)")
+    first: float | None = Field(default=None, description="only when asked for (agg)")
+    last: float | None = Field(default=None, description="only when asked for (agg)")
 
 
 class ReadingsPage(BaseModel):
@@ -155,8 +170,16 @@ class ReadingsPage(BaseModel):
     end: datetime
     qualities: list[int] | None = Field(description="QC flags kept; null: all")
     streams: list[StreamOut]
-    rows: list[ReadingRow]
-    next: str | None = Field(description="cursor of the next page; null on the last page")
+    items: list[RawReading] | list[BucketReading] = Field(
+        description="raw readings, or buckets when `interval` is given"
+    )
+    total: None = Field(default=None, description="not counted for readings (always null)")
+    limit: int
+    next: str | None = Field(
+        description='link to the next page (also in the `Link: <...>; rel="next"` header); '
+        "null on the last page"
+    )
+    next_cursor: str | None = Field(description="the cursor of the next page")
 
 
 def _fingerprint(q: ReadingsParams, interval: timedelta | None, aggs: list[str]) -> str:
@@ -249,7 +272,9 @@ def use_hourly(q: ReadingsParams, interval: timedelta | None, aggs: list[str]) -
     summary="Readings of streams, sites and channels: raw or in buckets, paged by a cursor",
     responses=errors(401, 422),
 )
-def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query()]) -> Response:
+def readings(
+    request: Request, conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query()]
+) -> Response:
     """Rows are ordered by stream, then time. Follow `next` until it is null.
 
     Bucketed rows (`interval`) carry `count` and the aggregates asked for
@@ -279,6 +304,33 @@ def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query(
         rows = rows[: q.limit]
         nxt = encode_cursor(rows[-1]["stream_id"], rows[-1]["time"], fp)
     kept = q.qualities()
+    units = {s["id"]: unit_of(s["channel"]) or s["unit"] for s in streams}
+    for s in streams:
+        s["unit"] = units[s["id"]]
+    items: list[RawReading] | list[BucketReading]
+    if interval is None:
+        items = [
+            RawReading(
+                stream_id=r["stream_id"],
+                time=r["time"],
+                value=r["value"],
+                quality=r["quality"],
+                unit=units.get(r["stream_id"]),
+            )
+            for r in rows
+        ]
+    else:
+        items = [
+            BucketReading(
+                stream_id=r["stream_id"],
+                time=r["time"],
+                count=r["count"],
+                unit=units.get(r["stream_id"]),
+                **{a: r.get(a) for a in aggs if a != "count"},
+            )
+            for r in rows
+        ]
+    link = next_link(request, nxt) if nxt else None
     page = ReadingsPage(
         source="readings_hourly" if hourly else "readings",
         interval=format_interval(interval) if interval else None,
@@ -287,9 +339,18 @@ def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query(
         end=q.end,
         qualities=list(kept) if kept and kept != (-1,) else ([] if kept else None),
         streams=[StreamOut(**s) for s in streams],
-        rows=[ReadingRow(**r) for r in rows],
-        next=nxt,
+        items=items,
+        total=None,
+        limit=q.limit,
+        next=link,
+        next_cursor=nxt,
     )
     # rendered here, in the worker thread: a page of 10,000 rows is not serialized
-    # on the event loop, where every other client would wait for it
-    return Response(page.model_dump_json(), media_type="application/json")
+    # on the event loop, where every other client would wait for it; aggregates not
+    # asked for are left out (exclude_unset), not sent as nulls
+    headers = {"Link": f'<{link}>; rel="next"'} if link else None
+    return Response(
+        page.model_dump_json(exclude_unset=True),
+        media_type="application/json",
+        headers=headers,
+    )

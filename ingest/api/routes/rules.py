@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from psycopg.rows import dict_row
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -13,6 +13,7 @@ from ...alerting.rules import RULES, Context, RuleConfig, effective_config, vali
 from ...store import alerts as store
 from ..deps import ConnDep, CurrentKey, EngineerKey, SettingsDep
 from ..errors import errors
+from ..paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, fingerprint, page
 from .sites import SiteIdPath
 
 router = APIRouter(prefix="/sites/{site_id}", tags=["rules"])
@@ -51,6 +52,7 @@ class RuleAuditOut(BaseModel):
     new_config: dict[str, Any] | None
     note: str | None
     key_id: int | None
+    key_name: str | None = Field(description="that key's name")
     changed_at: datetime
 
 
@@ -163,16 +165,31 @@ def reset_rule(
 
 @router.get(
     "/rule-audit",
-    response_model=list[RuleAuditOut],
+    response_model=Page[RuleAuditOut],
     summary="Who changed which thresholds of a site, newest first",
     responses=errors(401, 404, 422),
 )
-def rule_audit(site_id: SiteIdPath, conn: ConnDep, key: CurrentKey) -> list[RuleAuditOut]:
+def rule_audit(
+    site_id: SiteIdPath,
+    request: Request,
+    response: Response,
+    conn: ConnDep,
+    key: CurrentKey,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> dict:
     _context(conn, site_id)
+    fp = fingerprint(request)
+    before = decode_cursor(cursor, fp, [int])[0] if cursor else 2**63 - 1
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
-            "SELECT id, site_id, rule, old_config, new_config, note, key_id, changed_at "
-            "FROM site_rule_audit WHERE site_id = %s ORDER BY id DESC LIMIT 500",
-            (site_id,),
+            "SELECT id, site_id, rule, old_config, new_config, note, key_id, "
+            "(SELECT k.name FROM api_keys k WHERE k.id = key_id) AS key_name, changed_at "
+            "FROM site_rule_audit WHERE site_id = %s AND id < %s ORDER BY id DESC LIMIT %s",
+            (site_id, before, limit + 1),
         )
-        return [RuleAuditOut(**r) for r in cur.fetchall()]
+        items = [RuleAuditOut(**r) for r in cur.fetchall()]
+    total = conn.execute(
+        "SELECT count(*) FROM site_rule_audit WHERE site_id = %s", (site_id,)
+    ).fetchone()[0]
+    return page(request, response, items, limit, fp, lambda a: [a.id], total)

@@ -5,15 +5,18 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from pydantic import BaseModel, ConfigDict, Field
+
+from protocol.channels import unit_of
 
 from ...alerting.coverage import site_coverage
 from ...store.alerts import ACTIVE, record_write
 from ..deps import AdminKey, ConnDep, CurrentKey, SettingsDep
 from ..errors import errors
+from ..paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, fingerprint, page
 
 router = APIRouter(prefix="/sites", tags=["sites"])
 
@@ -72,7 +75,7 @@ class SiteUpdate(BaseModel):
 class LatestReading(BaseModel):
     device_id: str
     channel: str
-    unit: str | None
+    unit: str | None = Field(description="the channel's unit (protocol channel registry)")
     time: datetime
     value: float
     quality: int
@@ -104,9 +107,10 @@ FROM sites s
 """
 
 
-def _sites(conn, where: str = "", params: tuple = ()) -> list[dict]:
+def _sites(conn, where: str = "", params: tuple = (), limit: int | None = None) -> list[dict]:
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(_SITE_SQL + where + " ORDER BY s.id", params)
+        tail = " ORDER BY s.id" + (" LIMIT %s" if limit is not None else "")
+        cur.execute(_SITE_SQL + where + tail, (*params, limit) if limit is not None else params)
         rows = cur.fetchall()
     cover = {c.site_id: c for c in site_coverage(conn, [r["id"] for r in rows])}
     for r in rows:
@@ -138,17 +142,46 @@ def _latest(conn, site_id: str, tolerance_s: float) -> list[dict]:
             "WHERE d.site_id = %s ORDER BY st.device_id, st.channel",
             (tolerance_s, site_id),
         )
-        return cur.fetchall()
+        rows = cur.fetchall()
+    for r in rows:  # the registry is the one place for units (the stored one: unknown channels)
+        r["unit"] = unit_of(r["channel"]) or r["unit"]
+    return rows
 
 
 @router.get(
     "",
-    response_model=list[SiteOut],
-    summary="Every site with its alert level",
-    responses=errors(401),
+    response_model=Page[SiteOut],
+    summary="Sites with their alert level, by id; filtered by kind",
+    responses=errors(401, 422),
 )
-def list_sites(conn: ConnDep, key: CurrentKey) -> list[SiteOut]:
-    return [SiteOut(**r) for r in _sites(conn)]
+def list_sites(
+    request: Request,
+    response: Response,
+    conn: ConnDep,
+    key: CurrentKey,
+    kind: Annotated[
+        list[SiteKind] | None, Query(max_length=5, description="only these kinds (repeatable)")
+    ] = None,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> dict:
+    fp = fingerprint(request)
+    conds, params = [], []
+    if kind:
+        conds.append("s.kind = ANY(%s)")
+        params.append(list(kind))
+    total = conn.execute(
+        "SELECT count(*) FROM sites s" + (" WHERE " + " AND ".join(conds) if conds else ""),
+        params,
+    ).fetchone()[0]
+    if cursor:
+        (after,) = decode_cursor(cursor, fp, [str])
+        conds.append("s.id > %s")
+        params.append(after)
+    where = "WHERE " + " AND ".join(conds) if conds else ""
+    rows = _sites(conn, where, tuple(params), limit + 1)
+    items = [SiteOut(**r) for r in rows]
+    return page(request, response, items, limit, fp, lambda s: [s.id], total)
 
 
 @router.post(

@@ -6,10 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterator
+from datetime import datetime
 from typing import Annotated, Literal
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -36,6 +37,7 @@ from ...surveys.sheets import SheetError, write_sheet
 from ...surveys.upload import UploadError, receive
 from ..deps import ConnDep, CurrentKey, StreamKey, pooled, statement_timeout
 from ..errors import ErrorOut, errors
+from ..paging import DEFAULT_LIMIT, MAX_LIMIT, Page, decode_cursor, fingerprint, page
 
 log = logging.getLogger(__name__)
 
@@ -104,8 +106,12 @@ class SurveyFilter(BaseModel):
     kind: list[KindName] = Field(default_factory=list, max_length=6)
     since: AwareDatetime | None = Field(default=None, description="surveyed at or after")
     until: AwareDatetime | None = Field(default=None, description="surveyed before")
-    limit: int = Field(default=100, ge=1, le=1000)
-    offset: int = Field(default=0, ge=0, le=1_000_000)
+    limit: int = Field(
+        default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT, description=f"at most {MAX_LIMIT}"
+    )
+    cursor: str | None = Field(
+        default=None, max_length=400, pattern=r"^[A-Za-z0-9_\-]+$", description="`next_cursor`"
+    )
 
 
 @router.post(
@@ -131,22 +137,28 @@ def create_survey(body: SurveyIn, conn: ConnDep, key: SurveyorKey) -> SurveyDeta
 
 @router.get(
     "",
-    response_model=list[SurveyOut],
+    response_model=Page[SurveyOut],
     summary="List surveys, newest first, by site, kind and time",
     responses=errors(401, 422),
 )
 def list_surveys(
-    conn: ConnDep, key: CurrentKey, q: Annotated[SurveyFilter, Query()]
-) -> list[SurveyOut]:
-    return service.list_surveys(
-        conn,
-        site_ids=list(q.site_id) or None,
-        kinds=list(q.kind) or None,
-        since=q.since,
-        until=q.until,
-        limit=q.limit,
-        offset=q.offset,
+    request: Request,
+    response: Response,
+    conn: ConnDep,
+    key: CurrentKey,
+    q: Annotated[SurveyFilter, Query()],
+) -> dict:
+    fp = fingerprint(request)
+    filters = dict(
+        site_ids=list(q.site_id) or None, kinds=list(q.kind) or None, since=q.since, until=q.until
     )
+    after = None
+    if q.cursor:
+        at, last_id = decode_cursor(q.cursor, fp, [datetime, int])
+        after = (at, last_id)
+    items = service.list_surveys(conn, limit=q.limit + 1, after=after, **filters)
+    total = store.count_surveys(conn, **filters)
+    return page(request, response, items, q.limit, fp, lambda s: [s.surveyed_at, s.id], total)
 
 
 _SHEET_BODY = {

@@ -6,7 +6,7 @@ import secrets
 from datetime import datetime
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Request, Response
 from psycopg.rows import dict_row
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
@@ -14,6 +14,7 @@ from ...alerting.notify import TargetRefused, resolve_target
 from ...store.alerts import record_write
 from ..deps import AdminKey, ConnDep, SettingsDep
 from ..errors import errors
+from ..paging import DEFAULT_LIMIT, CursorQuery, LimitQuery, Page, decode_cursor, fingerprint, page
 from .sites import ID_PATTERN
 
 router = APIRouter(prefix="/webhooks", tags=["webhooks"])
@@ -68,12 +69,28 @@ _COLS = "id, url, site_id, min_level, active, created_at, created_by"
 
 
 @router.get(
-    "", response_model=list[WebhookOut], summary="Every webhook", responses=errors(401, 403)
+    "",
+    response_model=Page[WebhookOut],
+    summary="Every webhook, by id (admin)",
+    responses=errors(401, 403, 422),
 )
-def list_webhooks(conn: ConnDep, key: AdminKey) -> list[WebhookOut]:
+def list_webhooks(
+    request: Request,
+    response: Response,
+    conn: ConnDep,
+    key: AdminKey,
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> dict:
+    fp = fingerprint(request)
+    after = decode_cursor(cursor, fp, [int])[0] if cursor else 0
     with conn.cursor(row_factory=dict_row) as cur:
-        cur.execute(f"SELECT {_COLS} FROM webhooks ORDER BY id")
-        return [WebhookOut(**r) for r in cur.fetchall()]
+        cur.execute(
+            f"SELECT {_COLS} FROM webhooks WHERE id > %s ORDER BY id LIMIT %s", (after, limit + 1)
+        )
+        items = [WebhookOut(**r) for r in cur.fetchall()]
+    total = conn.execute("SELECT count(*) FROM webhooks").fetchone()[0]
+    return page(request, response, items, limit, fp, lambda w: [w.id], total)
 
 
 @router.post(
@@ -127,23 +144,32 @@ def delete_webhook(webhook_id: HookId, conn: ConnDep, key: AdminKey) -> WebhookO
 
 @router.get(
     "/{webhook_id}/deliveries",
-    response_model=list[DeliveryOut],
-    summary="The delivery log of a webhook, newest first",
+    response_model=Page[DeliveryOut],
+    summary="The delivery log of a webhook, newest first (admin)",
     responses=errors(401, 403, 404, 422),
 )
 def deliveries(
     webhook_id: HookId,
+    request: Request,
+    response: Response,
     conn: ConnDep,
     key: AdminKey,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-) -> list[DeliveryOut]:
+    limit: LimitQuery = DEFAULT_LIMIT,
+    cursor: CursorQuery = None,
+) -> dict:
     if not conn.execute("SELECT 1 FROM webhooks WHERE id = %s", (webhook_id,)).fetchone():
         raise HTTPException(404, f"webhook {webhook_id} does not exist")
+    fp = fingerprint(request)
+    before = decode_cursor(cursor, fp, [int])[0] if cursor else 2**63 - 1
     with conn.cursor(row_factory=dict_row) as cur:
         cur.execute(
             "SELECT id, webhook_id, event_id, status, attempts, next_attempt_at, last_status, "
             "last_error, created_at, delivered_at FROM webhook_deliveries WHERE webhook_id = %s "
-            "ORDER BY id DESC LIMIT %s",
-            (webhook_id, limit),
+            "AND id < %s ORDER BY id DESC LIMIT %s",
+            (webhook_id, before, limit + 1),
         )
-        return [DeliveryOut(**r) for r in cur.fetchall()]
+        items = [DeliveryOut(**r) for r in cur.fetchall()]
+    total = conn.execute(
+        "SELECT count(*) FROM webhook_deliveries WHERE webhook_id = %s", (webhook_id,)
+    ).fetchone()[0]
+    return page(request, response, items, limit, fp, lambda d: [d.id], total)

@@ -63,15 +63,26 @@ export async function api(path, { method = "GET", body, key = getKey(), raw = fa
   return raw ? resp : resp.json();
 }
 
-/** Every page of GET /readings (rows concatenated; at most maxPages pages). */
+/** Every page of GET /readings (items concatenated as rows; at most maxPages pages). */
 export async function readings(params, maxPages = 10) {
   let page = await api(`/readings${query({ limit: 10000, ...params })}`);
-  const rows = [...page.rows];
+  const rows = [...page.items];
   for (let i = 1; page.next && i < maxPages; i++) {
-    page = await api(`/readings${query({ limit: 10000, ...params, cursor: page.next })}`);
-    rows.push(...page.rows);
+    page = await api(page.next);
+    rows.push(...page.items);
   }
   return { ...page, rows };
+}
+
+/** Every item of a list (its first page given or fetched), following `next`. */
+export async function listAll(path, first = null, maxPages = 50) {
+  let page = first || (await api(path));
+  const items = [...page.items];
+  for (let i = 1; page.next && i < maxPages; i++) {
+    page = await api(page.next);
+    items.push(...page.items);
+  }
+  return items;
 }
 
 function parseBlock(block) {

@@ -87,7 +87,7 @@ function renderAlerts() {
   const list = alertList();
   const past = h("tbody", {});
   const drawPast = async () => {
-    const rows = await api("/alerts?state=resolved&limit=50");
+    const rows = (await api("/alerts?state=resolved&limit=50")).items;
     past.replaceChildren(
       ...rows.map((a) => {
         const site = state.siteById.get(a.site_id);

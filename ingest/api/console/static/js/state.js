@@ -2,7 +2,7 @@
 // the stream are applied at once; a reload from the API follows to pick up what events
 // do not carry (the forecast). Views subscribe with onChange.
 
-import { api } from "./api.js";
+import { api, listAll } from "./api.js";
 
 export const state = {
   config: null, // {timezone, tile_url, role, can_act, key_prefix, key_name}
@@ -28,13 +28,13 @@ export function zoneOf(siteId) {
 }
 
 export async function loadSites(given) {
-  state.sites = (given && (await given)) || (await api("/sites"));
+  state.sites = await listAll("/sites?limit=1000", given && (await given));
   state.siteById = new Map(state.sites.map((s) => [s.id, s]));
   changed("sites");
 }
 
 export async function loadAlerts(given) {
-  const rows = (given && (await given)) || (await api("/alerts?active=true&late=false&limit=1000"));
+  const rows = await listAll("/alerts?active=true&late=false&limit=1000", given && (await given));
   state.alerts = new Map(rows.map((a) => [a.id, a]));
   changed("alerts");
 }
