@@ -217,6 +217,7 @@ def stack(admin_dsn, broker, tmp_path_factory) -> Iterator[Stack]:
         SWC_TOPIC_ROOT=root,
         SWC_DATA_DIR=str(base / "data"),
         SWC_METRICS_PORT="0",
+        SWC_API_METRICS_PORT="0",
         SWC_ALERT_CHECK_INTERVAL_S="5",
         # docs/api.md's webhook example goes to the county network, as its text says
         SWC_WEBHOOK_ALLOW_PRIVATE='["10.20.0.0/16", "duty.lan"]',
