@@ -75,7 +75,8 @@ def _hhmm(seconds: float) -> str:
               default=Path("sim-out"), show_default=True, help="Output directory.")  # fmt: skip
 @click.option("--mqtt", "mqtt_url", default=None, help="Publish through this broker, "
               "e.g. mqtt://127.0.0.1:1883; without it only the truth is written.")  # fmt: skip
-@click.option("--root", default=DEFAULT_ROOT, show_default=True, help="Topic root.")
+@click.option("--root", default=DEFAULT_ROOT, show_default=True, envvar="SWC_TOPIC_ROOT",
+              show_envvar=True, help="Topic root (the server's SWC_TOPIC_ROOT).")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Seed (default: the scenario's).")
 @click.option("--write-messages", is_flag=True, help="Also write DIR/messages.jsonl.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")

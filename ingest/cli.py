@@ -487,12 +487,17 @@ def _parse_time(ctx, param, value):
 
 
 @click.command("export")
-@click.option("--out", "-o", required=True, help="output file; '-' writes CSV or Parquet to stdout")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    help="output file (.csv, .parquet, .nc); '-' writes CSV (or --format parquet) to stdout",
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["csv", "parquet", "netcdf"]),
-    help="default: from the file name's extension",
+    help="default: from the file name's extension; CSV for '-'",
 )
 @click.option("--site", "sites_", multiple=True, help="site id (repeatable)")
 @click.option("--device", multiple=True, help="device id (repeatable)")
@@ -513,11 +518,16 @@ def export_cmd(
     """Export readings as CSV, Parquet or CF NetCDF, streamed (any size), with progress."""
     from .export import Selection, estimate_rows, export
 
+    if fmt is None and out == "-":
+        fmt = "csv"
     if fmt is None:
         suffix = Path(out).suffix.lower()
         fmt = {".csv": "csv", ".parquet": "parquet", ".nc": "netcdf", ".nc4": "netcdf"}.get(suffix)
         if fmt is None:
-            raise click.UsageError("say --format csv|parquet|netcdf (no known file extension)")
+            raise click.UsageError(
+                f"cannot tell the format of {out!r} from its extension "
+                "(.csv, .parquet, .nc): say --format csv|parquet|netcdf"
+            )
     if out == "-" and fmt == "netcdf":
         raise click.UsageError("NetCDF needs a file: --out FILE.nc")
     if start and end and end <= start:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ..settings import Settings
-from .engine import AlertEngine
-from .notify import Notifier
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from .engine import AlertEngine
+    from .notify import Notifier
 
 __all__ = ["AlertEngine", "Alerting", "Notifier", "attach"]
 
@@ -23,6 +25,22 @@ class Alerting:
 
 def attach(consumer, settings: Settings, dsn: str) -> Alerting:
     """Start the engine and the notifier, and hook the engine onto ``consumer``."""
+    from .engine import AlertEngine
+    from .notify import Notifier
+
     engine = AlertEngine(settings, dsn).start()
     consumer.after_commit.append(engine.hook)
     return Alerting(engine, Notifier(settings, dsn).start())
+
+
+def __getattr__(name: str) -> Any:
+    # the engine pulls in numpy/scipy: imported when used, not when `swc` starts
+    if name == "AlertEngine":
+        from .engine import AlertEngine
+
+        return AlertEngine
+    if name == "Notifier":
+        from .notify import Notifier
+
+        return Notifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -181,3 +181,12 @@ def test_swc_export_command(loaded, tmp_path):
         main, ["export", "--database-url", db, "--out", str(out), "--start", "2026-07-21T00:00:00"]
     )
     assert naive.exit_code == 2 and "no zone" in naive.output
+    # "-" is CSV on standard output unless --format says otherwise (docs/research.md)
+    piped = CliRunner().invoke(
+        main, ["export", "--database-url", db, "--out", "-", "--site", "dam-a"]
+    )
+    assert piped.exit_code == 0, piped.output
+    rows = list(csv.DictReader(io.StringIO(piped.stdout_bytes.decode())))
+    assert len(rows) > 0 and {"time", "value", "quality"} <= set(rows[0])
+    unknown = CliRunner().invoke(main, ["export", "--database-url", db, "--out", "dam.xlsx"])
+    assert unknown.exit_code == 2 and "--format csv|parquet|netcdf" in unknown.output
