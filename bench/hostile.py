@@ -37,6 +37,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx
+import psutil
 import psycopg
 
 from bench._common import REPO, percentile, result_line, scratch_database
@@ -109,13 +110,14 @@ def ordinary(base: str, key: str, seconds: float, failures: list[str]) -> list[f
 
 
 def attackers(base: str, port: int, keys: dict[str, str]) -> list:
-    def big_body_without_key() -> None:
+    def big_body_without_key() -> int:
         with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
             s.sendall(
                 b"POST /sites HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
                 b"Content-Length: 100000000\r\n\r\n"
             )
-            s.recv(65536)
+            head = s.recv(65536).split(b" ", 2)
+            return int(head[1]) if len(head) > 1 and head[1].isdigit() else 0
 
     boundary = "xBOUNDARYx"
     multipart = (
@@ -123,8 +125,8 @@ def attackers(base: str, port: int, keys: dict[str, str]) -> list:
         + f'; filename="a.csv"\r\n\r\nsite_id,kind,surveyed_at\r\n--{boundary}--\r\n'
     ).encode()  # fmt: skip
 
-    def hostile_multipart() -> None:
-        httpx.post(
+    def hostile_multipart() -> int:
+        return httpx.post(
             f"{base}/surveys/import",
             content=multipart,
             headers={
@@ -132,28 +134,29 @@ def attackers(base: str, port: int, keys: dict[str, str]) -> list:
                 "Content-Type": f"multipart/form-data; boundary={boundary}",
             },
             timeout=60,
-        )
+        ).status_code
 
     names = ",".join(["site_id", "kind", "surveyed_at", *(f"c{i}" for i in range(3000))])
     row = "dam-1,inspection,2026-07-01T00:00:00Z" + ",x" * 3000
     sheet = (names + "\n" + (row + "\n") * ((128 << 10) // len(row))).encode()
 
-    def wide_sheet() -> None:
-        httpx.post(
+    def wide_sheet() -> int:
+        return httpx.post(
             f"{base}/surveys/import",
             content=sheet,
             headers={"X-API-Key": keys["surveyor"], "Content-Type": "text/csv"},
             timeout=120,
-        )
+        ).status_code
 
-    def heavy_readings() -> None:
-        httpx.get(
-            f"{base}/readings?site_id=dam-1&limit=10000",
+    def heavy_readings() -> int:
+        return httpx.get(
+            f"{base}/readings?site_id=dam-1&start=2000-01-01T00:00:00Z"
+            "&end=2200-01-01T00:00:00Z&limit=10000",
             headers={"X-API-Key": keys["viewer"]},
             timeout=120,
-        )
+        ).status_code
 
-    def abandoned_export() -> None:
+    def abandoned_export() -> int:
         with httpx.stream(
             "GET",
             f"{base}/exports/readings.csv?site_id=dam-1",
@@ -162,20 +165,22 @@ def attackers(base: str, port: int, keys: dict[str, str]) -> list:
         ) as r:
             if r.status_code == 200:
                 next(r.iter_raw(), None)
+            return r.status_code
 
     cursor = base64.urlsafe_b64encode(b"1:253402300799000000:000000000000").decode()
 
-    def tampered() -> None:
-        httpx.get(
+    def tampered() -> str:
+        first = httpx.get(
             f"{base}/readings?site_id=dam-1&cursor={cursor}",
             headers={"X-API-Key": keys["viewer"]},
             timeout=30,
-        )
-        httpx.get(
+        ).status_code
+        second = httpx.get(
             f"{base}/alerts/stream?max_seconds=1",
             headers={"X-API-Key": keys["revoked"]},
             timeout=30,
-        )
+        ).status_code
+        return f"{first}+{second}"
 
     return [
         big_body_without_key,
@@ -190,11 +195,16 @@ def attackers(base: str, port: int, keys: dict[str, str]) -> list:
 
 
 def run_attacks(funcs, stop, counts: dict[str, int], pause: float) -> list[threading.Thread]:
+    """Each attack in a loop of its own; ``counts``: how many ended with each status
+    (``name:status``; 0: the connection was dropped)."""
+
     def loop(f) -> None:
         while not stop.is_set():
+            status = 0
             with contextlib.suppress(httpx.HTTPError, OSError):
-                f()
-            counts[f.__name__] = counts.get(f.__name__, 0) + 1
+                status = f()
+            label = f"{f.__name__}:{status}"
+            counts[label] = counts.get(label, 0) + 1
             stop.wait(pause)
 
     threads = [threading.Thread(target=loop, args=(f,), daemon=True) for f in funcs]
@@ -213,6 +223,69 @@ def attack_process(base: str, port: int, keys: dict[str, str], pause: float, onl
     for t in threads:
         t.join(60)
     out.put(counts)
+
+
+class CpuSampler:
+    """CPU seconds of the API process, of this database's PostgreSQL backends (found by
+    their process title) and of the attack process, sampled every 0.25 s (a backend
+    that ends keeps its last sample), and of the whole machine. Sampled in a process
+    of its own, so that the measuring client's timings do not include the sampling."""
+
+    def __init__(self, server_pid: int, dbname: str):
+        ctx = multiprocessing.get_context("fork")
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=self._run, args=(child, server_pid, dbname), daemon=True)
+        self._proc.start()
+
+    @staticmethod
+    def _run(conn, server_pid: int, dbname: str) -> None:
+        pids = {server_pid: "server"}
+        seen: dict[int, tuple[str, float]] = {}
+
+        def sample() -> None:
+            for p in psutil.process_iter(["pid", "cmdline", "cpu_times"]):
+                pid, cmd, cpu = p.info["pid"], p.info["cmdline"] or [], p.info["cpu_times"]
+                if cpu is None:
+                    continue
+                group = pids.get(pid)
+                if group is None and cmd and cmd[0].startswith("postgres:"):
+                    group = "postgres" if f" {dbname} " in cmd[0] else None
+                if group is not None:
+                    seen[pid] = (group, cpu.user + cpu.system)
+
+        while True:
+            if conn.poll(0.25):
+                cmd, arg = conn.recv()
+                if cmd == "stop":
+                    return
+                if cmd == "attackers":
+                    pids[arg] = "attackers"
+                    continue
+                sample()
+                busy = psutil.cpu_times()
+                conn.send({"procs": dict(seen), "machine": sum(busy) - busy.idle - busy.iowait})
+            else:
+                with contextlib.suppress(psutil.Error):
+                    sample()
+
+    def attackers(self, pid: int) -> None:
+        self._conn.send(("attackers", pid))
+
+    def mark(self) -> dict:
+        self._conn.send(("mark", None))
+        return self._conn.recv()
+
+    @staticmethod
+    def spent(a: dict, b: dict) -> dict[str, float]:
+        out = {"machine": b["machine"] - a["machine"]}
+        for pid, (group, cpu) in b["procs"].items():
+            before = a["procs"].get(pid, (group, 0.0))[1]
+            out[group] = out.get(group, 0.0) + cpu - before
+        return out
+
+    def stop(self) -> None:
+        self._conn.send(("stop", None))
+        self._proc.join(5)
 
 
 def main() -> None:
@@ -255,17 +328,24 @@ def main() -> None:
                 timeout=60,
             )
             ordinary(base, keys["ordinary"], 2.0, [])
+            sampler = CpuSampler(server.pid, psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
             quiet_failures: list[str] = []
+            m0 = sampler.mark()
             quiet = ordinary(base, keys["ordinary"], args.seconds, quiet_failures)
+            m1 = sampler.mark()
             ctx = multiprocessing.get_context("fork")
             stop, out = ctx.Event(), ctx.Queue()
             proc = ctx.Process(
                 target=attack_process, args=(base, port, keys, args.pause, args.only, stop, out)
             )
             proc.start()
+            sampler.attackers(proc.pid)
             time.sleep(1.0)  # the attacks under way
             attack_failures: list[str] = []
+            m2 = sampler.mark()
             attack = ordinary(base, keys["ordinary"], args.seconds, attack_failures)
+            m3 = sampler.mark()
+            sampler.stop()
             stop.set()
             counts = out.get(timeout=120)
             proc.join(30)
@@ -275,7 +355,16 @@ def main() -> None:
     p99_q, p99_a = percentile(quiet, 99), percentile(attack, 99)
     if attack_failures:
         print("ordinary requests that failed under attack:", attack_failures[:10])
-    print("attacks run:", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+    print(
+        "attacks run (name:status=count):", ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
+    )
+    for phase, (a, b) in (("quiet", (m0, m1)), ("attack", (m2, m3))):
+        cpu = CpuSampler.spent(a, b)
+        print(
+            f"CPU seconds, {phase} phase ({args.seconds:.0f} s, {os.cpu_count()} cores): "
+            + ", ".join(f"{k}={v:.1f}" for k, v in sorted(cpu.items()))
+            + " (machine: every process, this bench's and others')"
+        )
     print(
         result_line(
             requests_quiet=len(quiet),

@@ -11,7 +11,10 @@ body before any dependency runs):
   ``api_key_concurrency`` requests handled at once; the others wait their turn
   (holding no thread or connection), and beyond ``api_key_queue`` waiting get
   429: one credential cannot take the whole process from the others.
-  Event streams are long-lived and do not count.
+  Event streams are long-lived and do not count;
+* expensive requests (large pages, derived products, sheet imports) of all
+  keys together also have a small budget (admission.py): they cannot take
+  every core from the ordinary requests.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..settings import Settings
 from ..store.keys import ApiKey, authenticate
 from ..surveys.upload import MULTIPART_OVERHEAD
+from .admission import HeavyBudget, is_expensive
 from .deps import BAD_KEY, KEY_STATE, NO_KEY
 from .errors import PROBLEM_MEDIA_TYPE, Problem, busy, problem_body
 
@@ -100,6 +104,7 @@ class RequestGuard:
         self.settings = settings
         self.pool_of = pool_of  # the pool is opened in the lifespan, after this is built
         self.limits = body_limits(settings)
+        self.heavy = HeavyBudget(settings)  # expensive requests of every key (admission.py)
 
     async def take_share(self, bucket: str) -> _Share:
         """Wait for one of the bucket's places (429 when too many already wait)."""
@@ -156,7 +161,18 @@ class RequestGuard:
             await self._refuse(p, send)
             return
         try:
-            await self._guarded(scope, receive, send, headers, path)
+            if not is_expensive(scope, self.settings):
+                await self._guarded(scope, receive, send, headers, path)
+                return
+            try:
+                await self.heavy.enter()
+            except Problem as p:
+                await self._refuse(p, send)
+                return
+            try:
+                await self._guarded(scope, receive, send, headers, path)
+            finally:
+                self.heavy.leave()
         finally:
             self._leave(bucket, share)
 

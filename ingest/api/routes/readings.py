@@ -17,6 +17,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 from ...store import timeseries as store
 from ..deps import ConnDep, CurrentKey
 from ..errors import errors
+from ..render import page_json
 
 router = APIRouter(prefix="/readings", tags=["readings"])
 
@@ -287,9 +288,9 @@ def readings(conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query(
         end=q.end,
         qualities=list(kept) if kept and kept != (-1,) else ([] if kept else None),
         streams=[StreamOut(**s) for s in streams],
-        rows=[ReadingRow(**r) for r in rows],
+        rows=[],  # put in by page_json
         next=nxt,
     )
-    # rendered here, in the worker thread: a page of 10,000 rows is not serialized
-    # on the event loop, where every other client would wait for it
-    return Response(page.model_dump_json(), media_type="application/json")
+    # rendered here, in the worker thread, a few rows at a time (render.py): a page
+    # of 10,000 rows does not hold the interpreter while other clients wait
+    return Response(page_json(page, "rows", rows, ReadingRow), media_type="application/json")

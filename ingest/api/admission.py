@@ -1,0 +1,108 @@
+"""A small budget for expensive requests, shared by every key of an API process.
+
+The per-key shares of guard.py keep one key from taking the whole API, but
+two keys' worth of expensive requests (10,000-row pages, derived products over
+a whole record, sheet imports) still take both cores of a small machine, in
+the API process and in PostgreSQL, and ordinary requests queue behind them for
+CPU. So at most ``api_heavy_concurrency`` expensive requests run at once per
+API process; the next ones wait their turn in order of arrival (holding no
+thread or connection), and beyond ``api_heavy_queue`` waiting get 429 with
+Retry-After. Ordinary requests never wait here.
+
+What is expensive is known from the request line alone (no database needed):
+
+* ``GET /readings`` asking more than ``api_heavy_rows`` rows (``limit``);
+* the derived products of ``/research/sites/{id}/...`` computed from the
+  readings (storms, dam events, retention, plot and cistern events);
+* ``POST /surveys/import`` (sheets are read in worker processes, written in
+  one transaction).
+
+Exports are not counted: they stream for as long as their client reads and
+have their own limit (``SWC_EXPORT_MAX_CONCURRENT``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from urllib.parse import parse_qs
+
+from starlette.types import Scope
+
+from ..settings import Settings
+from .errors import Problem
+
+RETRY_AFTER_S = 2
+
+_RESEARCH = re.compile(
+    r"^/research/sites/[^/]+/(?:storms|dam-events|retention|plot-events|cistern-events)/?$"
+)
+
+
+def _rows_asked(query_string: bytes) -> int:
+    """The largest ``limit`` of the query (0 when none is a number: the route refuses it)."""
+    try:
+        values = parse_qs(query_string.decode("latin-1"), max_num_fields=2000).get("limit", [])
+    except ValueError:
+        return 0
+    return max((int(v) for v in values if v.strip().isdigit() and len(v) < 12), default=0)
+
+
+def is_expensive(scope: Scope, settings: Settings) -> bool:
+    path = scope["path"]
+    method = scope.get("method", "GET")
+    if path in ("/readings", "/readings/"):
+        return method == "GET" and _rows_asked(scope.get("query_string", b"")) > (
+            settings.api_heavy_rows
+        )
+    if path in ("/surveys/import", "/surveys/import/"):
+        return method == "POST"
+    return method == "GET" and _RESEARCH.match(path) is not None
+
+
+class HeavyBudget:
+    """At most ``api_heavy_concurrency`` expensive requests at once; the next ones wait in
+    order of arrival, and beyond ``api_heavy_queue`` waiting get 429."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.running = 0
+        self._waiters: list[asyncio.Future[None]] = []
+
+    @property
+    def waiting(self) -> int:
+        return len(self._waiters)
+
+    async def enter(self) -> None:
+        s = self.settings
+        if self.running < s.api_heavy_concurrency and not self._waiters:
+            self.running += 1
+            return
+        if len(self._waiters) >= s.api_heavy_queue:
+            raise Problem(
+                429,
+                "Too many expensive requests at once",
+                f"{self.running} expensive requests (large pages of readings, derived "
+                f"products, sheet imports) are running and {len(self._waiters)} waiting; "
+                f"try again in a few seconds, or ask smaller pages (limit <= {s.api_heavy_rows})",
+                "too-many-requests",
+                {"Retry-After": str(RETRY_AFTER_S)},
+            )
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter  # its place is handed over by leave()
+        except BaseException:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+            elif not waiter.cancelled():
+                self.leave()  # handed over just as it was cancelled: pass it on
+            raise
+
+    def leave(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.pop(0)
+            if not waiter.done():
+                waiter.set_result(None)  # the place goes to the next in line
+                return
+        self.running -= 1
