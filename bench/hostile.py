@@ -32,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -213,9 +214,13 @@ def run_attacks(funcs, stop, counts: dict[str, int], pause: float) -> list[threa
     return threads
 
 
-def attack_process(base: str, port: int, keys: dict[str, str], pause: float, only, stop, out):
+def attack_process(
+    base: str, port: int, keys: dict[str, str], pause: float, only, nice: int, stop, out
+):
     """The attackers, in a process of their own: the measuring client shares no GIL
-    with them."""
+    with them. ``nice``: their OS priority lowered by this much (their threads inherit it)."""
+    if nice:
+        os.nice(nice)
     counts: dict[str, int] = {}
     funcs = [f for f in attackers(base, port, keys) if not only or f.__name__ in only]
     threads = run_attacks(funcs, stop, counts, pause)
@@ -288,13 +293,40 @@ class CpuSampler:
         self._proc.join(5)
 
 
+@dataclass
+class Phase:
+    latencies: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    cpu: dict[str, float] = field(default_factory=dict)
+
+    def add_cpu(self, spent: dict[str, float]) -> None:
+        for k, v in spent.items():
+            self.cpu[k] = self.cpu.get(k, 0.0) + v
+
+    @property
+    def p99(self) -> float:
+        return percentile(self.latencies, 99)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seconds", type=float, default=15.0, help="length of each phase [s]")
     ap.add_argument("--readings", type=int, default=200_000)
     ap.add_argument("--pause", type=float, default=0.05, help="each attacker's pause [s]")
     ap.add_argument("--only", nargs="*", help="run only these attacks (names as printed)")
+    ap.add_argument(
+        "--rounds", type=int, default=2, help="quiet and attack phases taken in turn, this often"
+    )
+    ap.add_argument(
+        "--attacker-nice",
+        type=int,
+        default=0,
+        help="also run each attack phase with the attack process at this lower OS priority "
+        "(their CPU is on another machine in reality); 0: no such phase",
+    )
     args = ap.parse_args()
+    phases = {kind: Phase() for kind in ("quiet", "attack", "attack_niced")}
     with scratch_database() as dsn:
         keys = prepare(dsn, args.readings)
         port = free_port()
@@ -329,56 +361,74 @@ def main() -> None:
             )
             ordinary(base, keys["ordinary"], 2.0, [])
             sampler = CpuSampler(server.pid, psycopg.conninfo.conninfo_to_dict(dsn)["dbname"])
-            quiet_failures: list[str] = []
-            m0 = sampler.mark()
-            quiet = ordinary(base, keys["ordinary"], args.seconds, quiet_failures)
-            m1 = sampler.mark()
             ctx = multiprocessing.get_context("fork")
-            stop, out = ctx.Event(), ctx.Queue()
-            proc = ctx.Process(
-                target=attack_process, args=(base, port, keys, args.pause, args.only, stop, out)
+            kinds = (
+                ["quiet", "attack", "attack_niced"] if args.attacker_nice else ["quiet", "attack"]
             )
-            proc.start()
-            sampler.attackers(proc.pid)
-            time.sleep(1.0)  # the attacks under way
-            attack_failures: list[str] = []
-            m2 = sampler.mark()
-            attack = ordinary(base, keys["ordinary"], args.seconds, attack_failures)
-            m3 = sampler.mark()
+            for _ in range(args.rounds):
+                for kind in kinds:
+                    ph = phases[kind]
+                    proc = stop = out = None
+                    if kind != "quiet":
+                        nice = args.attacker_nice if kind == "attack_niced" else 0
+                        stop, out = ctx.Event(), ctx.Queue()
+                        proc = ctx.Process(
+                            target=attack_process,
+                            args=(base, port, keys, args.pause, args.only, nice, stop, out),
+                        )
+                        proc.start()
+                        sampler.attackers(proc.pid)
+                        time.sleep(1.0)  # the attacks under way
+                    before = sampler.mark()
+                    ph.latencies += ordinary(base, keys["ordinary"], args.seconds, ph.failures)
+                    ph.add_cpu(CpuSampler.spent(before, sampler.mark()))
+                    if proc is not None:
+                        stop.set()
+                        for k, v in out.get(timeout=120).items():
+                            ph.counts[k] = ph.counts.get(k, 0) + v
+                        proc.join(30)
             sampler.stop()
-            stop.set()
-            counts = out.get(timeout=120)
-            proc.join(30)
         finally:
             server.terminate()
             server.wait(10)
-    p99_q, p99_a = percentile(quiet, 99), percentile(attack, 99)
-    if attack_failures:
-        print("ordinary requests that failed under attack:", attack_failures[:10])
-    print(
-        "attacks run (name:status=count):", ", ".join(f"{k}={v}" for k, v in sorted(counts.items()))
-    )
-    for phase, (a, b) in (("quiet", (m0, m1)), ("attack", (m2, m3))):
-        cpu = CpuSampler.spent(a, b)
+    quiet, attack, niced = phases["quiet"], phases["attack"], phases["attack_niced"]
+    seconds = args.seconds * args.rounds
+    for kind in kinds:
+        ph = phases[kind]
+        if ph.failures:
+            print(f"ordinary requests that failed ({kind}):", ph.failures[:10])
+        if ph.counts:
+            print(
+                f"attacks run ({kind}; name:status=count):",
+                ", ".join(f"{k}={v}" for k, v in sorted(ph.counts.items())),
+            )
         print(
-            f"CPU seconds, {phase} phase ({args.seconds:.0f} s, {os.cpu_count()} cores): "
-            + ", ".join(f"{k}={v:.1f}" for k, v in sorted(cpu.items()))
+            f"CPU seconds, {kind} ({seconds:.0f} s, {os.cpu_count()} cores): "
+            + ", ".join(f"{k}={v:.1f}" for k, v in sorted(ph.cpu.items()))
             + " (machine: every process, this bench's and others')"
         )
-    print(
-        result_line(
-            requests_quiet=len(quiet),
-            requests_attack=len(attack),
-            p50_ms_quiet=percentile(quiet, 50),
-            p99_ms_quiet=p99_q,
-            p50_ms_attack=percentile(attack, 50),
-            p99_ms_attack=p99_a,
-            ratio=p99_a / p99_q,
-            attacks=sum(counts.values()),
-            failed_quiet=len(quiet_failures),
-            failed_attack=len(attack_failures),
-        )
-    )
+    figures = {
+        "requests_quiet": len(quiet.latencies),
+        "requests_attack": len(attack.latencies),
+        "p50_ms_quiet": percentile(quiet.latencies, 50),
+        "p99_ms_quiet": quiet.p99,
+        "p50_ms_attack": percentile(attack.latencies, 50),
+        "p99_ms_attack": attack.p99,
+        "ratio": attack.p99 / quiet.p99,
+        "attacks": sum(attack.counts.values()),
+        "failed_quiet": len(quiet.failures),
+        "failed_attack": len(attack.failures),
+    }
+    if args.attacker_nice:
+        figures |= {
+            "attacker_nice": args.attacker_nice,
+            "p50_ms_attack_niced": percentile(niced.latencies, 50),
+            "p99_ms_attack_niced": niced.p99,
+            "ratio_attackers_niced": niced.p99 / quiet.p99,
+            "attacks_niced": sum(niced.counts.values()),
+            "failed_attack_niced": len(niced.failures),
+        }
+    print(result_line(**figures))
 
 
 if __name__ == "__main__":
