@@ -15,10 +15,12 @@ What is expensive is known from the request line alone (no database needed):
 * the derived products of ``/research/sites/{id}/...`` computed from the
   readings (storms, dam events, retention, plot and cistern events);
 * ``POST /surveys/import`` (sheets are read in worker processes, written in
-  one transaction).
-
-Exports are not counted: they stream for as long as their client reads and
-have their own limit (``SWC_EXPORT_MAX_CONCURRENT``).
+  one transaction);
+* exports (``/exports/...``), until their first bytes are sent: the
+  database's work to start one (selecting and ordering the whole record) is
+  done by then; the rest streams at the pace of its client, within
+  ``SWC_EXPORT_MAX_CONCURRENT``. A NetCDF file is written whole before its
+  first bytes.
 """
 
 from __future__ import annotations
@@ -48,16 +50,24 @@ def _rows_asked(query_string: bytes) -> int:
     return max((int(v) for v in values if v.strip().isdigit() and len(v) < 12), default=0)
 
 
-def is_expensive(scope: Scope, settings: Settings) -> bool:
+WHOLE = "whole"  # the place is held until the response ends
+START = "start"  # ... until the first bytes of the body are sent (exports)
+
+
+def expense(scope: Scope, settings: Settings) -> str | None:
+    """None for an ordinary request; else how long it holds its place (WHOLE, START)."""
     path = scope["path"]
     method = scope.get("method", "GET")
     if path in ("/readings", "/readings/"):
-        return method == "GET" and _rows_asked(scope.get("query_string", b"")) > (
-            settings.api_heavy_rows
-        )
+        big = _rows_asked(scope.get("query_string", b"")) > settings.api_heavy_rows
+        return WHOLE if method == "GET" and big else None
     if path in ("/surveys/import", "/surveys/import/"):
-        return method == "POST"
-    return method == "GET" and _RESEARCH.match(path) is not None
+        return WHOLE if method == "POST" else None
+    if method != "GET":
+        return None
+    if path.startswith("/exports/"):
+        return START
+    return WHOLE if _RESEARCH.match(path) else None
 
 
 class HeavyBudget:

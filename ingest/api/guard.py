@@ -12,9 +12,9 @@ body before any dependency runs):
   (holding no thread or connection), and beyond ``api_key_queue`` waiting get
   429: one credential cannot take the whole process from the others.
   Event streams are long-lived and do not count;
-* expensive requests (large pages, derived products, sheet imports) of all
-  keys together also have a small budget (admission.py): they cannot take
-  every core from the ordinary requests.
+* expensive requests (large pages, derived products, sheet imports, the
+  start of exports) of all keys together also have a small budget
+  (admission.py): they cannot take every core from the ordinary requests.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..settings import Settings
 from ..store.keys import ApiKey, authenticate
 from ..surveys.upload import MULTIPART_OVERHEAD
-from .admission import HeavyBudget, is_expensive
+from .admission import START, HeavyBudget, expense
 from .deps import BAD_KEY, KEY_STATE, NO_KEY
 from .errors import PROBLEM_MEDIA_TYPE, Problem, busy, problem_body
 
@@ -152,7 +152,7 @@ class RequestGuard:
         headers = dict(scope["headers"])
         path = scope["path"]
         if path in UNSHARED_PATHS or path.startswith(UNSHARED_PREFIXES):
-            await self._guarded(scope, receive, send, headers, path)
+            await self._admitted(scope, receive, send, headers, path)
             return
         bucket = _bucket(scope, headers)
         try:
@@ -161,20 +161,42 @@ class RequestGuard:
             await self._refuse(p, send)
             return
         try:
-            if not is_expensive(scope, self.settings):
-                await self._guarded(scope, receive, send, headers, path)
-                return
-            try:
-                await self.heavy.enter()
-            except Problem as p:
-                await self._refuse(p, send)
-                return
-            try:
-                await self._guarded(scope, receive, send, headers, path)
-            finally:
-                self.heavy.leave()
+            await self._admitted(scope, receive, send, headers, path)
         finally:
             self._leave(bucket, share)
+
+    async def _admitted(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], path: str
+    ) -> None:
+        """An expensive request waits for a place in the budget of admission.py."""
+        kind = expense(scope, self.settings)
+        if kind is None:
+            await self._guarded(scope, receive, send, headers, path)
+            return
+        try:
+            await self.heavy.enter()
+        except Problem as p:
+            await self._refuse(p, send)
+            return
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.heavy.leave()
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.body" and (
+                message.get("body") or not message.get("more_body")
+            ):
+                release()  # the first bytes: an export's costly start is over
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, sending if kind == START else send, headers, path)
+        finally:
+            release()
 
     async def _guarded(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], path: str

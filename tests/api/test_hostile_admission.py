@@ -13,7 +13,7 @@ import httpx
 import psycopg
 import pytest
 
-from ingest.api.admission import HeavyBudget, is_expensive
+from ingest.api.admission import START, WHOLE, HeavyBudget, expense
 from ingest.api.errors import Problem
 from ingest.api.render import page_json
 from ingest.api.routes.readings import ReadingRow, ReadingsPage, StreamOut
@@ -48,10 +48,12 @@ def test_what_is_expensive_is_told_by_the_request_line():
         _scope("/sites"),
         _scope("/alerts", "limit=10000"),
         _scope("/surveys", method="POST"),
-        _scope("/exports/readings.csv", "site_id=dam-1"),
     ]
-    assert all(is_expensive(s, SETTINGS) for s in expensive)
-    assert not any(is_expensive(s, SETTINGS) for s in ordinary)
+    assert all(expense(s, SETTINGS) == WHOLE for s in expensive)
+    assert not any(expense(s, SETTINGS) for s in ordinary)
+    # exports hold their place until their first bytes are sent
+    for fmt in ("csv", "parquet", "nc"):
+        assert expense(_scope(f"/exports/readings.{fmt}", "site_id=dam-1"), SETTINGS) == START
 
 
 def test_the_budget_admits_in_order_refuses_beyond_its_queue_and_passes_places_on():
@@ -234,3 +236,35 @@ def test_a_page_rendered_from_rows_has_the_bytes_of_the_models(db):
     odd = [{**raw[0], "extra": 1}]
     slow = page.model_copy(update={"rows": [ReadingRow(**r) for r in odd]}).model_dump_json()
     assert page_json(page, "rows", odd, ReadingRow) == slow.encode()
+
+
+def test_an_export_holds_a_place_until_its_first_bytes(db):
+    site(db)
+    k = keys(db)
+    big = {"site_id": "dam-1", "start": "2026-01-01T00:00Z", "end": "2026-02-01T00:00Z"}
+    with (
+        api(db, api_heavy_concurrency=1, api_heavy_queue=0, api_heavy_rows=100) as server,
+        httpx.Client(base_url=server.url, timeout=30) as client,
+    ):
+        lock = psycopg.connect(db)
+        lock.execute("LOCK TABLE readings IN ACCESS EXCLUSIVE MODE")
+        try:
+            with concurrent.futures.ThreadPoolExecutor(1) as ex:
+                export = ex.submit(
+                    httpx.get,
+                    f"{server.url}/exports/readings.csv",
+                    params={"site_id": "dam-1", "end_marker": "true"},
+                    headers=auth(k["viewer"]),
+                    timeout=60,
+                )
+                wait_for(lambda: _waiting_on_lock(db) >= 1, 20, what="the export on the lock")
+                r = client.get("/readings", params={**big, "limit": 500}, headers=auth(k["admin"]))
+                assert_problem(r, 429, "too-many-requests")
+                assert client.get("/alerts", headers=auth(k["admin"])).status_code == 200
+                lock.rollback()
+                r = export.result()
+                assert r.status_code == 200 and r.text.endswith("# swc-export complete rows=0\n")
+        finally:
+            lock.close()
+        r = client.get("/readings", params={**big, "limit": 500}, headers=auth(k["admin"]))
+        assert r.status_code == 200, r.text[:300]
