@@ -233,6 +233,13 @@ class Settings(BaseSettings):
         le=100_000,
         description="expensive requests waiting at most (more: 429 with Retry-After)",
     )
+    api_heavy_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="share of the time that expensive requests back to back may take: a "
+        "place rests after use for (1 - share) / share of the time it was held",
+    )
     api_heavy_rows: int = Field(
         default=1000,
         ge=1,

@@ -7,7 +7,11 @@ the API process and in PostgreSQL, and ordinary requests queue behind them for
 CPU. So at most ``api_heavy_concurrency`` expensive requests run at once per
 API process; the next ones wait their turn in order of arrival (holding no
 thread or connection), and beyond ``api_heavy_queue`` waiting get 429 with
-Retry-After. Ordinary requests never wait here.
+Retry-After. A place rests after use in proportion to the time it was held,
+so that expensive requests back to back take at most ``api_heavy_share`` of
+the time (one thread rendering pages back to back would otherwise make every
+ordinary request wait for the interpreter, GIL, at each step). Ordinary
+requests never wait here.
 
 What is expensive is known from the request line alone (no database needed):
 
@@ -35,6 +39,7 @@ from ..settings import Settings
 from .errors import Problem
 
 RETRY_AFTER_S = 2
+MAX_REST_S = 5.0
 
 _RESEARCH = re.compile(
     r"^/research/sites/[^/]+/(?:storms|dam-events|retention|plot-events|cistern-events)/?$"
@@ -106,10 +111,20 @@ class HeavyBudget:
             if waiter in self._waiters:
                 self._waiters.remove(waiter)
             elif not waiter.cancelled():
-                self.leave()  # handed over just as it was cancelled: pass it on
+                self._free()  # handed over just as it was cancelled: pass it on
             raise
 
-    def leave(self) -> None:
+    def leave(self, held_s: float = 0.0) -> None:
+        """Give the place back after it was held for ``held_s``; it rests first, so that
+        expensive requests back to back take at most ``api_heavy_share`` of the time."""
+        share = self.settings.api_heavy_share
+        rest = held_s * (1 - share) / share
+        if rest >= 0.001:
+            asyncio.get_running_loop().call_later(min(rest, MAX_REST_S), self._free)
+        else:
+            self._free()
+
+    def _free(self) -> None:
         while self._waiters:
             waiter = self._waiters.pop(0)
             if not waiter.done():

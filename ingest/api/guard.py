@@ -25,6 +25,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import monotonic
 
 from psycopg_pool import PoolTimeout, TooManyRequests
 from starlette.concurrency import run_in_threadpool
@@ -178,13 +179,13 @@ class RequestGuard:
         except Problem as p:
             await self._refuse(p, send)
             return
-        held = True
+        held, since = True, monotonic()
 
         def release() -> None:
             nonlocal held
             if held:
                 held = False
-                self.heavy.leave()
+                self.heavy.leave(monotonic() - since)
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.body" and (
