@@ -100,6 +100,22 @@ def test_the_budget_admits_in_order_refuses_beyond_its_queue_and_passes_places_o
     assert asyncio.run(scenario()) == ["third", "fifth", "b"]
 
 
+def test_a_place_rests_after_use_in_proportion_to_the_time_it_was_held():
+    async def scenario() -> None:
+        budget = HeavyBudget(Settings(_env_file=None, api_heavy_concurrency=1, api_heavy_share=0.5))
+        await budget.enter()
+        nxt = asyncio.create_task(budget.enter())
+        await asyncio.sleep(0)
+        budget.leave(held_s=0.2)  # held 0.2 s: free again after resting 0.2 s
+        await asyncio.sleep(0.01)
+        assert not nxt.done() and budget.running == 1
+        await asyncio.wait_for(nxt, 10)
+        budget.leave()  # held for no time: free at once
+        assert budget.running == 0
+
+    asyncio.run(scenario())
+
+
 def test_expensive_requests_wait_their_turn_while_ordinary_ones_are_served(db):
     site(db)
     k = keys(db)
