@@ -24,7 +24,8 @@ What is expensive is known from the request line alone (no database needed):
   database's work to start one (selecting and ordering the whole record) is
   done by then; the rest streams at the pace of its client, within
   ``SWC_EXPORT_MAX_CONCURRENT``. A NetCDF file is written whole before its
-  first bytes.
+  first bytes. (An export's place does not rest: its start costs the
+  database, not the API process's interpreter.)
 """
 
 from __future__ import annotations
@@ -46,12 +47,18 @@ _RESEARCH = re.compile(
 )
 
 
+DEFAULT_ROWS = 1000  # GET /readings without a limit (routes/readings.py)
+
+
 def _rows_asked(query_string: bytes) -> int:
-    """The largest ``limit`` of the query (0 when none is a number: the route refuses it)."""
+    """The largest ``limit`` of the query; none: the route's default; 0 when none is a
+    number (the route refuses it)."""
     try:
         values = parse_qs(query_string.decode("latin-1"), max_num_fields=2000).get("limit", [])
     except ValueError:
         return 0
+    if not values:
+        return DEFAULT_ROWS
     return max((int(v) for v in values if v.strip().isdigit() and len(v) < 12), default=0)
 
 

@@ -34,7 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..settings import Settings
 from ..store.keys import ApiKey, authenticate
 from ..surveys.upload import MULTIPART_OVERHEAD
-from .admission import START, HeavyBudget, expense
+from .admission import START, WHOLE, HeavyBudget, expense
 from .deps import BAD_KEY, KEY_STATE, NO_KEY
 from .errors import PROBLEM_MEDIA_TYPE, Problem, busy, problem_body
 
@@ -185,7 +185,7 @@ class RequestGuard:
             nonlocal held
             if held:
                 held = False
-                self.heavy.leave(monotonic() - since)
+                self.heavy.leave(monotonic() - since if kind == WHOLE else 0.0)
 
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.body" and (
