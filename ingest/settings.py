@@ -197,6 +197,33 @@ class Settings(BaseSettings):
     api_key_queue: int = Field(
         default=32, ge=0, le=100_000, description="requests of one key waiting at most (more: 429)"
     )
+    api_heavy_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="expensive requests (pages of more than api_heavy_rows readings, derived "
+        "products, sheet imports) of all keys handled at once by an API process; the others "
+        "wait their turn",
+    )
+    api_heavy_queue: int = Field(
+        default=16,
+        ge=0,
+        le=100_000,
+        description="expensive requests waiting at most (more: 429 with Retry-After)",
+    )
+    api_heavy_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="share of the time that expensive requests back to back may take: a "
+        "place rests after use for (1 - share) / share of the time it was held",
+    )
+    api_heavy_rows: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="a /readings page asking more rows is expensive",
+    )
     api_key_recheck_s: float = Field(
         default=15.0, gt=0, le=3600, description="open event streams re-check their key every N s"
     )
