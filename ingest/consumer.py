@@ -50,6 +50,10 @@ log = logging.getLogger(__name__)
 _MAX_ERROR_CHARS = 2000
 _BACKOFF_START_S = 0.2
 _BACKOFF_MAX_S = 10.0
+_STATUS_UNKNOWN_DEVICE = (
+    "status for a device that is not registered: a status never registers a device "
+    "(its first telemetry does)"
+)
 _REPLACE_NOT_ALLOWED = (
     '"replace": true is accepted only from the device itself (topic client = device), '
     "not for readings forwarded by a gateway"
@@ -491,6 +495,14 @@ class Consumer:
             accepted.append((item, tel))
         statuses = []
         for item, topic, status in batch.statuses:
+            if not self.resolver.is_registered(conn, status.device):
+                # a status never registers a device: its first telemetry does, with its
+                # owner (a gateway's own status would otherwise make it a logger). Its own
+                # status before that is not kept; one sent for another, unknown device is
+                # refused
+                if status.device != topic.client_id:
+                    dead.append(_dead_letter(item, "unknown_device", _STATUS_UNKNOWN_DEVICE))
+                continue
             try:
                 self.resolver.check_owner(conn, topic.client_id, status.device)
             except Rejected as exc:

@@ -190,6 +190,9 @@ class StreamResolver:
         self._devices: dict[str, _Device] = {}
         self._streams: dict[tuple[str, str], int] = {}
 
+    def is_registered(self, conn: psycopg.Connection, device: str) -> bool:
+        return self._device(conn, device) is not None
+
     def check_owner(self, conn: psycopg.Connection, sender: str, device: str) -> None:
         """Raise Rejected unless ``sender`` may publish for ``device``."""
         info = self._device(conn, device)

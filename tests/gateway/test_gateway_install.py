@@ -40,7 +40,6 @@ SERVER_ONLY = {
     "netcdf4",
     "numpy",
     "pandas",
-    "prometheus-client",
     "psycopg",
     "psycopg-binary",
     "psycopg-pool",

@@ -9,6 +9,7 @@ import subprocess
 import psycopg
 
 from tests.support.mqtt import Publisher
+from tests.support.payloads import MINIMAL
 from tests.support.waiting import scalar, wait_for
 
 
@@ -30,6 +31,8 @@ def test_status_messages_are_stored_and_bad_ones_dead_lettered(
 ):
     caplog.set_level(logging.WARNING, logger="ingest.consumer")
     topic = f"{topic_root}/dam-017/status"
+    with psycopg.connect(db) as conn:  # a status never registers a device (telemetry does)
+        conn.execute("INSERT INTO devices (id) VALUES ('dam-017')")
     with Publisher(broker.url) as pub:  # retained before the consumer runs: a replay
         pub.client.publish(
             topic, status("dam-017", "2026-07-21T03:00:00Z", firmware="1.4.1"), qos=1, retain=True
@@ -65,3 +68,20 @@ def test_status_messages_are_stored_and_bad_ones_dead_lettered(
     rc.stop()
     summary = [r.getMessage() for r in caplog.records if "messages rejected" in r.getMessage()]
     assert summary and "total=2" in summary[-1] and "bad_status=1" in summary[-1], summary
+
+
+def test_a_status_never_registers_a_device(db, broker, settings_for, start_consumer, topic_root):
+    """A gateway announces itself on {root}/{gateway}/status before it forwards anything:
+    registering it then (as a logger) would refuse every reading it forwards (not_owner)."""
+    rc = start_consumer(settings_for(), db)
+    with Publisher(broker.url) as pub:
+        pub.publish_all(
+            [
+                (f"{topic_root}/gw-new/status", status("gw-new", "2026-07-21T03:00:00Z")),
+                (f"{topic_root}/dam-017/telemetry", MINIMAL),
+            ]
+        )
+    wait_for(lambda: scalar(db, "SELECT count(*) FROM readings") > 0, what="the telemetry")
+    rc.stop()
+    assert scalar(db, "SELECT count(*) FROM devices WHERE id = 'gw-new'") == 0
+    assert scalar(db, "SELECT count(*) FROM dead_letters") == 0
