@@ -224,6 +224,8 @@ def api_and_sse(settings_data: dict, port: int, key: str, out: mp.Queue) -> None
                     elif line.startswith("data: "):
                         t1 = time.monotonic()
                         ev = json.loads(line[6:])
+                        if "site_id" not in ev:  # not an alert event (e.g. a notice)
+                            continue
                         out.put(("event", t1, ev["site_id"], ev["rule"], ev["kind"],
                                  epoch_ms(ev["data_time"]), ev["late"]))  # fmt: skip
         except httpx.HTTPError:  # the server stops at the end of the run
@@ -235,7 +237,7 @@ def api_and_sse(settings_data: dict, port: int, key: str, out: mp.Queue) -> None
 
 # ------------------------------------------------------------------------- run
 def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: int,
-        grace_s: float, with_qc: bool) -> dict:  # fmt: skip
+        grace_s: float, with_qc: bool, profile: str | None = None) -> dict:  # fmt: skip
     """One storm-mode run at ``n`` sites; the figures as a dict."""
     from ingest import qc
     from ingest.alerting import attach
@@ -299,7 +301,26 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
             return busy[0] + (0.0 if running is None else time.perf_counter() - running)
 
         engine.process = timed
-        ct = threading.Thread(target=consumer.run, daemon=True)
+        profiles: list = []
+
+        def profiled(target, name):
+            """``target`` run under pyinstrument (it samples only the thread it starts in)."""
+
+            def run_profiled(*args):
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.005)
+                profiler.start()
+                try:
+                    return target(*args)
+                finally:
+                    profiler.stop()
+                    profiles.append((name, profiler))
+
+            return run_profiled
+
+        run_consumer = profiled(consumer.run, "consumer") if profile else consumer.run
+        ct = threading.Thread(target=run_consumer, daemon=True)
         ct.start()
         consumer.subscribed.wait(20)
         while events.get(timeout=60)[0] != "ready":
@@ -363,6 +384,12 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         api.terminate()
         api.join(10)
         broker.stop()
+    for name, profiler in profiles:
+        out = Path(f"{profile}-{n}-{name}.html")
+        out.write_text(profiler.output_html())
+        text = Path(f"{profile}-{n}-{name}.txt")
+        text.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+        print(f"profile of the {name} thread: {out}, {text}", flush=True)
 
     lat = []
     for k, t0 in published.items():
@@ -426,6 +453,9 @@ def main() -> None:
     ap.add_argument("--history-min", type=int, default=30, help="history written first [min]")
     ap.add_argument("--grace-s", type=float, default=30.0, help="wait for events after [s]")
     ap.add_argument("--no-qc", action="store_true", help="without the QC re-evaluation")
+    ap.add_argument(
+        "--profile", help="a pyinstrument profile of the consumer thread: PREFIX-N-consumer.*"
+    )
     args = ap.parse_args()
     if args.quick:
         args.sites, args.minutes, args.warmup_s, args.history_min = 300, 1.0, 30.0, 10
@@ -440,6 +470,7 @@ def main() -> None:
             history_min=args.history_min,
             grace_s=args.grace_s,
             with_qc=not args.no_qc,
+            profile=args.profile,
         )
         report(r)
         keys = ("sites", "offered_rps", "stored_rps", "p50_ms", "p99_ms", "max_ms", "events",
