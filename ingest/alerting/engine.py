@@ -243,6 +243,9 @@ class AlertEngine:
         # data are judged against their arrival, not against when the engine got to them
         arrival = max((b.arrived_at.timestamp() for b in batches), default=now)
         n = 0
+        # the loggers that sent: their offline rule is evaluated in the same pass as the
+        # rules of their site's streams (one read and one write of the site's state rows)
+        offline = self._last_seen(conn, devices) if devices else {}
         if spans:
             rows = conn.execute(
                 "SELECT s.id, s.device_id, s.channel, d.site_id FROM streams s "
@@ -254,18 +257,21 @@ class AlertEngine:
             for sid, dev, ch, site in rows:
                 by_site[site].append((sid, dev, ch))
             chunks = _chunks(sorted(by_site), self._threads)
+            work = (by_site, spans, arrival, offline, now)
             if len(chunks) > 1:
                 # sites are independent: evaluate chunks side by side, one connection each
                 futures = [
-                    self._executor().submit(self._evaluate_chunk_pooled, c, by_site, spans, arrival)
-                    for c in chunks
+                    self._executor().submit(self._evaluate_chunk_pooled, c, *work) for c in chunks
                 ]
                 n += sum(f.result() for f in futures)
             else:
                 for chunk in chunks:
-                    n += self._evaluate_chunk(conn, chunk, by_site, spans, arrival)
-        if devices:
-            n += self.check_offline(devices=devices, now=now)
+                    n += self._evaluate_chunk(conn, chunk, *work)
+            offline = {site: devs for site, devs in offline.items() if site not in by_site}
+        if offline:  # loggers whose site had no stream data in these batches
+            n += self.check_offline(
+                devices={d for devs in offline.values() for d, _ in devs}, now=now
+            )
         self.batches += len(batches)
         self.events += n
         return n
@@ -275,12 +281,12 @@ class AlertEngine:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="swc-alerts-site")
         return self._pool
 
-    def _evaluate_chunk_pooled(self, sites, by_site, spans, now) -> int:
+    def _evaluate_chunk_pooled(self, sites, *work) -> int:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
             conn = self._local.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
             self._conns.append(conn)
-        return self._evaluate_chunk(conn, sites, by_site, spans, now)
+        return self._evaluate_chunk(conn, sites, *work)
 
     # --- a pass over many sites: set-based reads and writes -------------------------
     def _evaluate_chunk(
@@ -290,13 +296,31 @@ class AlertEngine:
         by_site: dict[str, list[tuple[int, str, str]]],
         spans: dict[int, tuple[datetime, datetime]],
         now: float,
+        offline: dict[str, list[tuple[str, float]]] | None = None,
+        wall: float | None = None,
     ) -> int:
-        """Evaluate ``sites`` in one transaction, their data read and state written in bulk."""
+        """Evaluate ``sites`` in one transaction, their data read and state written in bulk;
+        with ``offline`` (site -> its loggers that sent, last seen [s]) also the offline
+        rule of those loggers, judged at ``wall`` (the wall clock, as ``check_offline``)."""
         n = 0
         horizon = now + self.settings.future_tolerance_s
-        with conn.transaction(), self._pass(conn, sites, by_site, spans, horizon=horizon):
+        offline = {site: offline[site] for site in sites if site in offline} if offline else {}
+        rule = RULES["offline"]
+        keys = rules = None
+        if offline:
+            rules = [r.name for r in RULES.values() if r.channels] + [rule.name]
+
+            def keys(p: _Pass) -> list[bulk.StateKey]:
+                return self._expected_keys(p, by_site) + self._offline_keys(p, offline)
+
+        with (
+            conn.transaction(),
+            self._pass(conn, sites, by_site, spans, rules=rules, keys=keys, horizon=horizon),
+        ):
             for site in sites:
                 n += self._evaluate_site(conn, site, by_site[site], spans, now)
+                if site in offline:
+                    n += self._check_offline_site(conn, site, offline[site], rule, wall)
         return n
 
     @contextmanager
@@ -928,6 +952,24 @@ class AlertEngine:
         """Evaluate the offline rule for loggers with a site (all, or ``devices``)."""
         conn = self._connection()
         now = self.clock() if now is None else now
+        by_site = self._last_seen(conn, devices)
+        rule = RULES["offline"]
+        n = 0
+
+        def keys(p: _Pass) -> list[bulk.StateKey]:
+            return self._offline_keys(p, by_site)
+
+        for chunk in _chunks(sorted(by_site), 1):
+            with conn.transaction(), self._pass(conn, chunk, rules=[rule.name], keys=keys):
+                for site_id in chunk:
+                    n += self._check_offline_site(conn, site_id, by_site[site_id], rule, now)
+        return n
+
+    @staticmethod
+    def _last_seen(
+        conn: psycopg.Connection, devices: set[str] | None
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Site -> its loggers (all, or those of ``devices``) that were seen: (id, when [s])."""
         sql = (
             "SELECT d.site_id, d.id, extract(epoch FROM d.last_seen) FROM devices d "
             "WHERE d.kind = 'logger' AND d.site_id IS NOT NULL AND d.last_seen IS NOT NULL"
@@ -939,22 +981,21 @@ class AlertEngine:
         by_site: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for site, dev, seen in conn.execute(sql, params).fetchall():
             by_site[site].append((dev, float(seen)))
+        return by_site
+
+    def _offline_keys(
+        self, p: _Pass, by_site: dict[str, list[tuple[str, float]]]
+    ) -> list[bulk.StateKey]:
+        """The offline rule's state rows of these loggers, where the rule is enabled."""
         rule = RULES["offline"]
-        n = 0
-
-        def keys(p: _Pass) -> list[bulk.StateKey]:
-            out = []
-            for site in p.sites:
-                cfg = self._config(rule, *p.context(site))
-                if cfg is not None and cfg.thresholds is not None:
-                    out.extend((site, rule.name, dev) for dev, _ in by_site[site])
-            return out
-
-        for chunk in _chunks(sorted(by_site), 1):
-            with conn.transaction(), self._pass(conn, chunk, rules=[rule.name], keys=keys):
-                for site_id in chunk:
-                    n += self._check_offline_site(conn, site_id, by_site[site_id], rule, now)
-        return n
+        out = []
+        for site in p.sites:
+            if site not in by_site:
+                continue
+            cfg = self._config(rule, *p.context(site))
+            if cfg is not None and cfg.thresholds is not None:
+                out.extend((site, rule.name, dev) for dev, _ in by_site[site])
+        return out
 
     def _check_offline_site(
         self,

@@ -238,25 +238,35 @@ class StreamResolver:
         self, conn: psycopg.Connection, pairs: set[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
         missing = [p for p in pairs if p not in self._streams]
+        if missing:  # those registered already are read; only the rest are inserted
+            missing = self._read_streams(conn, missing)
         if missing:
-            devices = [d for d, _ in missing]
-            channels = [c for _, c in missing]
-            units = [unit_of(c) for c in channels]
             conn.execute(
                 "INSERT INTO streams (device_id, channel, unit) "
                 "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
                 "ON CONFLICT (device_id, channel) DO NOTHING",
-                (devices, channels, units),
+                (
+                    [d for d, _ in missing],
+                    [c for _, c in missing],
+                    [unit_of(c) for _, c in missing],
+                ),
             )
-            rows = conn.execute(
-                "SELECT s.id, s.device_id, s.channel FROM streams s "
-                "JOIN unnest(%s::text[], %s::text[]) AS m(d, c) "
-                "ON s.device_id = m.d AND s.channel = m.c",
-                (devices, channels),
-            ).fetchall()
-            for sid, dev, ch in rows:
-                self._streams[(dev, ch)] = sid
+            self._read_streams(conn, missing)
         return {p: self._streams[p] for p in pairs}
+
+    def _read_streams(
+        self, conn: psycopg.Connection, pairs: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Cache the ids of the streams of ``pairs`` that exist; return those that do not."""
+        rows = conn.execute(
+            "SELECT s.id, s.device_id, s.channel FROM streams s "
+            "JOIN unnest(%s::text[], %s::text[]) AS m(d, c) "
+            "ON s.device_id = m.d AND s.channel = m.c",
+            ([d for d, _ in pairs], [c for _, c in pairs]),
+        ).fetchall()
+        for sid, dev, ch in rows:
+            self._streams[(dev, ch)] = sid
+        return [p for p in pairs if p not in self._streams]
 
     def _check_may_bring_in(self, conn: psycopg.Connection, sender: str, device: str) -> None:
         """Only a gateway (or, on an open development broker, a sender nobody registered)
