@@ -284,23 +284,10 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         consumer = Consumer(settings, dsn)
         extras = [qc.attach(consumer, dsn)] if with_qc else []
         alerting = attach(consumer, settings, dsn)
-        engine = alerting.engine
-        busy = [0.0, None]  # seconds in finished process() calls, start of the running one
-        process = engine.process
-
-        def timed(batches):
-            busy[1] = time.perf_counter()
-            try:
-                return process(batches)
-            finally:
-                busy[0] += time.perf_counter() - busy[1]
-                busy[1] = None
+        engine = alerting.engine  # in a process of its own: it counts its busy seconds
 
         def busy_now() -> float:
-            running = busy[1]
-            return busy[0] + (0.0 if running is None else time.perf_counter() - running)
-
-        engine.process = timed
+            return engine.busy.value
         profiles: list = []
 
         def profiled(target, name):
@@ -354,7 +341,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
                 written1 = consumer.metrics.snapshot().get("readings_written", 0)
                 busy1 = busy_now()
                 m1 = time.monotonic()
-                backlog = (consumer.inbox.qsize(), engine._queue.qsize())
+                backlog = (consumer.inbox.qsize(), engine.backlog())
                 deadline = m1 + grace_s
             if deadline is not None and (
                 time.monotonic() > deadline or set(published) <= set(received)

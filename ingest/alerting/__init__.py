@@ -7,13 +7,14 @@ from dataclasses import dataclass
 from ..settings import Settings
 from .engine import AlertEngine
 from .notify import Notifier
+from .process import EngineProcess
 
-__all__ = ["AlertEngine", "Alerting", "Notifier", "attach"]
+__all__ = ["AlertEngine", "Alerting", "EngineProcess", "Notifier", "attach"]
 
 
 @dataclass
 class Alerting:
-    engine: AlertEngine
+    engine: AlertEngine | EngineProcess
     notifier: Notifier
 
     def stop(self) -> None:
@@ -21,8 +22,12 @@ class Alerting:
         self.notifier.stop()
 
 
-def attach(consumer, settings: Settings, dsn: str) -> Alerting:
-    """Start the engine and the notifier, and hook the engine onto ``consumer``."""
-    engine = AlertEngine(settings, dsn).start()
+def attach(consumer, settings: Settings, dsn: str, process: bool = True) -> Alerting:
+    """Start the engine and the notifier, and hook the engine onto ``consumer``.
+
+    The engine runs in a process of its own (``process``; see .process), or in a
+    thread of this one."""
+    engine = EngineProcess(settings, dsn) if process else AlertEngine(settings, dsn)
+    engine.start()
     consumer.after_commit.append(engine.hook)
     return Alerting(engine, Notifier(settings, dsn).start())

@@ -186,21 +186,27 @@ class AlertEngine:
         # staleness is a matter of hours: a tenth of the limit, at most every 5 min
         stale_interval = max(interval, min(self._stale_s / 10, 300.0))
         next_check = next_stale = started = time.monotonic()
-        while not self._stop.is_set():
+        # None queued: stop once what was queued before it is evaluated (stop() sets
+        # _stop first and so stops at once; the engine's process drains)
+        ending = False
+        while not self._stop.is_set() and not ending:
             timeout = max(0.0, next_check - time.monotonic())
             try:
                 first = self._queue.get(timeout=timeout)
+                ending = first is None
             except queue.Empty:
                 first = None
             if self._stop.is_set():
                 break
             items = [first] if first is not None else []
-            while True:
+            while not ending:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
+                if item is None:
+                    ending = True
+                else:
                     items.append(item)
             try:
                 if items:
