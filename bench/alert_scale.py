@@ -288,6 +288,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
 
         def busy_now() -> float:
             return engine.busy.value
+
         profiles: list = []
 
         def profiled(target, name):

@@ -96,6 +96,8 @@ class _Pass:
     contexts: dict[str, tuple[Context, dict]] = field(default_factory=dict)
     stats: dict[int, tuple[float, quiet.WindowStats] | None] = field(default_factory=dict)
     design: dict[int, str] = field(default_factory=dict)  # id(Context) -> kind, params, overrides
+    # site -> (its streams list, its tasks): worked out for the locks, used again to evaluate
+    tasks: dict[str, tuple[list, list]] = field(default_factory=dict)
 
     def stats_of(self, sid: int) -> tuple[float, quiet.WindowStats] | None:
         """(since, extremes) of the prefetched window of stream ``sid``."""
@@ -377,7 +379,9 @@ class AlertEngine:
             if site not in p.sites:
                 continue
             ctx, overrides = p.context(site)
-            for name, subject, _sid in self._tasks(ctx, p.primary.get(site, {}), streams):
+            tasks = self._tasks(ctx, p.primary.get(site, {}), streams)
+            p.tasks[site] = (streams, tasks)
+            for name, subject, _sid in tasks:
                 if self._config(RULES[name], ctx, overrides) is not None:
                     keys.append((site, name, subject))
         return keys
@@ -526,7 +530,12 @@ class AlertEngine:
             ctx, overrides = found
             primary = self._primary(conn, site_id)
             extras: dict | None = None
-            for name, subject, sid in self._tasks(ctx, primary, streams):
+            known = p.tasks.get(site_id) if p is not None and p.primary is not None else None
+            if known is not None and known[0] is streams:  # the same site and streams
+                tasks = known[1]
+            else:
+                tasks = self._tasks(ctx, primary, streams)
+            for name, subject, sid in tasks:
                 rule = RULES[name]
                 cfg = self._config(rule, ctx, overrides)
                 if cfg is None:
