@@ -287,7 +287,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         engine = alerting.engine  # in a process of its own: it counts its busy seconds
 
         def busy_now() -> float:
-            return engine.busy.value
+            return engine.busy_s()
 
         profiles: list = []
 

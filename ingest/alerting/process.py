@@ -21,7 +21,7 @@ from ..settings import Settings
 log = logging.getLogger(__name__)
 
 
-def _process_main(settings: Settings, dsn: str, batches, busy, parent: int) -> None:
+def _process_main(settings: Settings, dsn: str, batches, busy, running, parent: int) -> None:
     import signal
 
     from ..logs import setup_logging
@@ -35,12 +35,14 @@ def _process_main(settings: Settings, dsn: str, batches, busy, parent: int) -> N
     process = engine.process
 
     def timed(items):  # the seconds spent evaluating, for the benches
-        started = time.perf_counter()
+        started = time.monotonic()  # system-wide: the consumer's process reads it too
+        running.value = started
         try:
             return process(items)
         finally:
             with busy.get_lock():
-                busy.value += time.perf_counter() - started
+                busy.value += time.monotonic() - started
+                running.value = 0.0
 
     engine.process = timed
 
@@ -66,10 +68,11 @@ class EngineProcess:
     def __init__(self, settings: Settings, dsn: str):
         ctx = multiprocessing.get_context("spawn")
         self._batches: multiprocessing.Queue = ctx.Queue()
-        self.busy = ctx.Value("d", 0.0)  # seconds spent evaluating so far
+        self.busy = ctx.Value("d", 0.0)  # seconds spent evaluating (finished passes)
+        self.running = ctx.Value("d", 0.0)  # time.monotonic() the running pass began, or 0
         self._proc = ctx.Process(
             target=_process_main,
-            args=(settings, dsn, self._batches, self.busy, os.getpid()),
+            args=(settings, dsn, self._batches, self.busy, self.running, os.getpid()),
             name="swc-alerts",
             daemon=True,
         )
@@ -92,6 +95,12 @@ class EngineProcess:
     def hook(self, batch) -> None:
         """``Consumer.after_commit`` hook: queue the batch for the engine's process."""
         self._batches.put(batch)
+
+    def busy_s(self) -> float:
+        """Seconds spent evaluating so far, the running pass included."""
+        with self.busy.get_lock():
+            since = self.running.value
+            return self.busy.value + (time.monotonic() - since if since else 0.0)
 
     def backlog(self) -> int:
         """Batches queued and not yet taken by the engine (approximate)."""
