@@ -118,6 +118,18 @@ class _Pass:
         return found
 
 
+def _offline_bound(cfg: RuleConfig) -> tuple[float, float]:
+    """(sampling interval [s], the silence in intervals below which the offline rule stays
+    at level 0: the lowest threshold or its hold band; -inf when thresholds are unordered)."""
+    interval = cfg.window_s or 600.0
+    given = [x for x in cfg.thresholds.as_list() if x is not None]
+    lowest = min([*given, np.inf])
+    lowest = min(lowest, max(lowest - cfg.hysteresis, 0.0))  # the hold band's too
+    if given != sorted(given):  # threshold_levels refuses them: let it say so
+        lowest = -np.inf
+    return interval, lowest
+
+
 def _chunks(sites: list[str], threads: int) -> list[list[str]]:
     """``sites`` split for ``threads`` workers: chunks of _MIN_CHUNK.._MAX_CHUNK sites."""
     if not sites:
@@ -970,6 +982,8 @@ class AlertEngine:
         by_site = self._last_seen(conn, devices)
         rule = RULES["offline"]
         n = 0
+        if devices is None and self.shortcuts:
+            by_site = self._offline_due(conn, by_site, now)
 
         def keys(p: _Pass) -> list[bulk.StateKey]:
             return self._offline_keys(p, by_site)
@@ -979,6 +993,53 @@ class AlertEngine:
                 for site_id in chunk:
                     n += self._check_offline_site(conn, site_id, by_site[site_id], rule, now)
         return n
+
+    def _offline_due(
+        self, conn: psycopg.Connection, by_site: dict[str, list[tuple[str, float]]], now: float
+    ) -> dict[str, list[tuple[str, float]]]:
+        """The loggers of ``by_site`` that the periodic check must evaluate: all but those
+        heard from too recently to reach any level whose tracker is settled (level 0, no
+        alert). For those, evaluating would only move the tracker's clock (the shortcut
+        of ``_check_offline_site``); read without locks, so a tracker that changes
+        meanwhile is evaluated at the next check. At plateau scale this check was
+        a pass over every logger every ``alert_check_interval_s``."""
+        if not by_site:
+            return by_site
+        sites = sorted(by_site)
+        settled = {
+            (site, dev)
+            for site, dev in conn.execute(
+                "SELECT site_id, subject FROM alert_rule_state WHERE rule = 'offline' "
+                "AND site_id = ANY(%s) AND alert_id IS NULL AND tracker->>'level' = '0' "
+                "AND tracker ?& %s AND (SELECT count(*) FROM jsonb_object_keys(tracker)) = %s",
+                (sites, sorted(_TRACKER_FIELDS), len(_TRACKER_FIELDS)),
+            ).fetchall()
+        }
+        designs, overrides = bulk.sites(conn, sites), bulk.rule_overrides(conn, sites)
+        rule = RULES["offline"]
+        bounds: dict[str, tuple[float, float] | None] = {}
+        due: dict[str, list[tuple[str, float]]] = {}
+        for site in sites:
+            if site not in designs:
+                continue
+            kind, params = designs[site]
+            over = overrides.get(site, {})
+            key = json.dumps([kind, params, over.get(rule.name)], sort_keys=True)
+            if key not in bounds:
+                cfg = self._config_of(rule, Context(kind, params), over)
+                bounds[key] = None if cfg is None or cfg.thresholds is None else _offline_bound(cfg)
+            bound = bounds[key]
+            if bound is None:
+                continue  # the rule does not run here (as _check_offline_site finds)
+            interval, lowest = bound
+            keep = [
+                (dev, seen)
+                for dev, seen in by_site[site]
+                if (site, dev) not in settled or max(0.0, now - seen) / interval >= lowest
+            ]
+            if keep:
+                due[site] = keep
+        return due
 
     @staticmethod
     def _last_seen(
@@ -1029,13 +1090,8 @@ class AlertEngine:
             cfg = self._config(rule, ctx, overrides)
             if cfg is None or cfg.thresholds is None:
                 return 0
-            interval = cfg.window_s or 600.0
+            interval, lowest = _offline_bound(cfg)
             thr = cfg.thresholds.as_list()
-            given = [x for x in thr if x is not None]
-            lowest = min([*given, np.inf])
-            lowest = min(lowest, max(lowest - cfg.hysteresis, 0.0))  # the hold band's too
-            if given != sorted(given):  # threshold_levels refuses them: let it say so
-                lowest = -np.inf
             for dev, seen in sorted(devices):
                 saved, alert_id = self._lock_state(conn, site_id, rule.name, dev)
                 state = saved or _FRESH
