@@ -1,7 +1,9 @@
 """The alert engine: evaluates the rules of the sites a committed batch touched.
 
 ``AlertEngine.hook`` is registered on ``Consumer.after_commit``; it only
-queues the batch. The engine's own thread merges queued batches, maps their
+queues the batch (``swc ingest`` runs the engine in a process of its own,
+``.process.EngineProcess``, whose hook does the same across processes).
+The engine's own thread merges queued batches, maps their
 streams to sites (devices without a site raise no alerts), and evaluates
 each site in one transaction: for every (rule, subject) it locks the rule's
 state row (``alert_rule_state``, FOR UPDATE, in a fixed order), reads the
