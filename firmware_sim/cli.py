@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-import logging
+import os
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -75,7 +75,8 @@ def _hhmm(seconds: float) -> str:
               default=Path("sim-out"), show_default=True, help="Output directory.")  # fmt: skip
 @click.option("--mqtt", "mqtt_url", default=None, help="Publish through this broker, "
               "e.g. mqtt://127.0.0.1:1883; without it only the truth is written.")  # fmt: skip
-@click.option("--root", default=DEFAULT_ROOT, show_default=True, help="Topic root.")
+@click.option("--root", default=DEFAULT_ROOT, show_default=True, envvar="SWC_TOPIC_ROOT",
+              show_envvar=True, help="Topic root (the server's SWC_TOPIC_ROOT).")  # fmt: skip
 @click.option("--seed", type=int, default=None, help="Seed (default: the scenario's).")
 @click.option("--write-messages", is_flag=True, help="Also write DIR/messages.jsonl.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress output.")
@@ -88,7 +89,12 @@ def run_cmd(scenario, storm, days, start_text, speed, overwrite, out_dir, mqtt_u
 
     if storm is not None and days is not None:
         raise click.UsageError("give either --storm or --days, not both")
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    from swc_ops.logs import setup_logging
+
+    try:  # SWC_LOG_LEVEL / SWC_LOG_FORMAT as in every process; quiet by default
+        setup_logging(os.environ.get("SWC_LOG_LEVEL") or "WARNING")
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         base = load_scenario(scenario)
     except ScenarioError as exc:
@@ -223,9 +229,7 @@ def final_table(out, out_dir: Path) -> str:
         )
         if p.get("data_end"):
             rows.append(("data sent up to", str(p["data_end"])))
-    phases = ", ".join(
-        f"{k.removesuffix('_s')} {v:.1f}" for k, v in t.items() if k != "total_s"
-    )
+    phases = ", ".join(f"{k.removesuffix('_s')} {v:.1f}" for k, v in t.items() if k != "total_s")
     rows.append(("wall time", f"{t.get('total_s', 0.0):.1f} s ({phases})"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"  {k:<{width}}  {v}" for k, v in rows)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -45,11 +46,27 @@ def run(config: Path) -> None:
     from .queue import QueueError
     from .service import Gateway
 
-    setup_logging(cfg.log.level, cfg.log.format)
+    # SWC_LOG_LEVEL / SWC_LOG_FORMAT, as in every process, else the config file's
+    try:
+        setup_logging(
+            os.environ.get("SWC_LOG_LEVEL") or cfg.log.level,
+            os.environ.get("SWC_LOG_FORMAT") or cfg.log.format,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     try:
         gw = Gateway(cfg)
     except (QueueError, OSError) as exc:
         raise click.ClickException(f"cannot start the gateway: {exc}") from None
+    if cfg.metrics.port:
+        from swc_ops.metrics import PROCESS, MetricsPortBusy, serve
+
+        from .metrics import registry_for
+
+        try:
+            serve(cfg.metrics.port, cfg.metrics.host, "metrics.port", registry_for(gw), PROCESS)
+        except MetricsPortBusy as exc:
+            raise click.ClickException(str(exc)) from None
     stop_requested = threading.Event()
 
     def _on_signal(signum, frame) -> None:

@@ -123,10 +123,21 @@ class StatusConfig(BaseModel):
 
 
 class LogConfig(BaseModel):
+    """Log lines; SWC_LOG_LEVEL and SWC_LOG_FORMAT, when set, override these."""
+
     model_config = _STRICT
 
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     format: Literal["text", "json"] = "text"
+
+
+class MetricsConfig(BaseModel):
+    """Prometheus metrics (swc_gateway_*) at http://host:port/metrics; port 0 turns them off."""
+
+    model_config = _STRICT
+
+    port: Annotated[int, Field(ge=0, le=65_535)] = 0
+    host: str = "127.0.0.1"
 
 
 class GatewayConfig(BaseModel):
@@ -147,6 +158,7 @@ class GatewayConfig(BaseModel):
     forward: ForwardConfig = Field(default_factory=ForwardConfig)
     status: StatusConfig = Field(default_factory=StatusConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
 
     @field_validator("gateway_id")
     @classmethod

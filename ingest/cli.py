@@ -255,6 +255,9 @@ def up_cmd(**flags: Any) -> None:
         check_metrics_ports(settings)
         if settings.api_port:
             ensure_free(settings.api_host, settings.api_port, "HTTP API", "api_port", "0: no API")
+            if settings.api_metrics_port:
+                ensure_free(settings.metrics_host, settings.api_metrics_port, "API metrics",
+                            "api_metrics_port", "0 turns them off")  # fmt: skip
         if broker is not None and settings.embedded_broker_port:
             broker.choose_port()
         if pg is not None:
@@ -357,12 +360,15 @@ def swc_command() -> str:
 
 def up_banner(settings: Settings, state, state_file: Path, db_note: str, broker_note: str) -> str:
     """What `swc up` prints once everything runs: where things are, and what to try next."""
+    api_metrics_note = ""
+    if state.api_url and settings.api_metrics_port:
+        api_metrics_note = f"the API's on port {settings.api_metrics_port}"
     rows = [
         ("database", hide_password(state.database_url), db_note),
         ("broker", hide_password(state.mqtt_url), broker_note),
         ("API", state.api_url or "off (--api-port 0)", "OpenAPI at /docs" if state.api_url else ""),
         ("console", state.console_url or "off", ""),
-        ("metrics", state.metrics_url or "off (--metrics-port 0)", ""),
+        ("metrics", state.metrics_url or "off (--metrics-port 0)", api_metrics_note),
         ("data", state.data_dir, f"{state_file.name} tells other commands where all this is"),
         ("logs", state.log_dir, "postgres.log, broker.log; swc's own log is this terminal"),
     ]
@@ -438,6 +444,7 @@ def api_cmd(**flags: Any) -> None:
     """Serve the HTTP API (OpenAPI at /docs) and the console at /."""
     import uvicorn
 
+    from .alerting.serve import serve_api_metrics
     from .api import create_app
 
     settings = load_settings(**flags)
@@ -451,8 +458,10 @@ def api_cmd(**flags: Any) -> None:
     # uvicorn stops on SIGTERM (event streams end cleanly) and then raises the signal
     # again for the previous handler: this one makes that a plain exit 0
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    app = create_app(settings)
+    serve_api_metrics(settings, app)
     config = uvicorn.Config(
-        create_app(settings),
+        app,
         host=settings.api_host,
         port=settings.api_port,
         log_config=None,
@@ -478,12 +487,17 @@ def _parse_time(ctx, param, value):
 
 
 @click.command("export")
-@click.option("--out", "-o", required=True, help="output file; '-' writes CSV or Parquet to stdout")
+@click.option(
+    "--out",
+    "-o",
+    required=True,
+    help="output file (.csv, .parquet, .nc); '-' writes CSV (or --format parquet) to stdout",
+)
 @click.option(
     "--format",
     "fmt",
     type=click.Choice(["csv", "parquet", "netcdf"]),
-    help="default: from the file name's extension",
+    help="default: from the file name's extension; CSV for '-'",
 )
 @click.option("--site", "sites_", multiple=True, help="site id (repeatable)")
 @click.option("--device", multiple=True, help="device id (repeatable)")
@@ -504,11 +518,16 @@ def export_cmd(
     """Export readings as CSV, Parquet or CF NetCDF, streamed (any size), with progress."""
     from .export import Selection, estimate_rows, export
 
+    if fmt is None and out == "-":
+        fmt = "csv"
     if fmt is None:
         suffix = Path(out).suffix.lower()
         fmt = {".csv": "csv", ".parquet": "parquet", ".nc": "netcdf", ".nc4": "netcdf"}.get(suffix)
         if fmt is None:
-            raise click.UsageError("say --format csv|parquet|netcdf (no known file extension)")
+            raise click.UsageError(
+                f"cannot tell the format of {out!r} from its extension "
+                "(.csv, .parquet, .nc): say --format csv|parquet|netcdf"
+            )
     if out == "-" and fmt == "netcdf":
         raise click.UsageError("NetCDF needs a file: --out FILE.nc")
     if start and end and end <= start:
@@ -529,7 +548,7 @@ def export_cmd(
             length=max(total, 1), label=f"exporting {fmt}", file=sys.stderr, show_pos=True
         ) as bar:
             target = sys.stdout.buffer if out == "-" else out
-            result = export(conn, selection, fmt, target, progress=bar.update)
+            result = export(conn, selection, fmt, target, bar.update, settings.export_attributes)
     click.echo(f"{result.rows} rows", err=True)
 
 

@@ -392,6 +392,8 @@ class Consumer:
                     continue
             self._add(batch, item)
         self.metrics.messages_received.inc(len(batch.messages))
+        if batch.messages:
+            self.metrics.last_message.set_to_current_time()
         self.metrics.inbox.set(self.inbox.qsize())
         return batch
 
@@ -579,6 +581,7 @@ class Consumer:
         m.batch_readings.observe(len(rows))
         m.batch_seconds.observe(time.monotonic() - batch.messages[0].arrived)
         m.lag_seconds.set(max(0.0, time.monotonic() - batch.messages[-1].arrived))
+        m.last_commit.set_to_current_time()
         log.debug(
             "batch committed messages=%d written=%d duplicates=%d dead=%d write_ms=%.1f",
             len(batch.messages),

@@ -1,8 +1,11 @@
-"""Counters of the consumer, exposed for Prometheus on an HTTP port."""
+"""Counters of the consumer, exposed for Prometheus on an HTTP port (``SWC_METRICS_PORT``),
+with the metrics of the rest of its process (QC re-evaluation, webhooks: ``swc_ops.metrics``)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from swc_ops import metrics as ops
 
 
 class IngestMetrics:
@@ -50,11 +53,25 @@ class IngestMetrics:
             "swc_ingest_inbox_messages", "messages received, not yet batched", registry=r
         )
         self.lag_seconds = Gauge(
-            "swc_ingest_lag_seconds", "age of the newest committed reading's receipt", registry=r
+            "swc_ingest_lag_seconds",
+            "at the last commit: time from the batch's newest message's arrival to its commit "
+            "(keeps its value while nothing arrives; see swc_ingest_last_commit_timestamp_seconds)",
+            registry=r,
+        )
+        self.last_commit = Gauge(
+            "swc_ingest_last_commit_timestamp_seconds",
+            "Unix time of the last committed batch (alert on time() minus this)",
+            registry=r,
+        )
+        self.last_message = Gauge(
+            "swc_ingest_last_message_timestamp_seconds",
+            "Unix time the last MQTT message was received",
+            registry=r,
         )
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
-        start_http_server(port, addr=host, registry=self.registry)
+        """Serve these counters and the process's others (QC, webhooks) on ``port``."""
+        ops.serve(port, host, "SWC_METRICS_PORT", self.registry, ops.PROCESS)
 
     def snapshot(self) -> dict[str, float]:
         """Current counter values by name (for logs and tests)."""
@@ -67,3 +84,34 @@ class IngestMetrics:
                         key += "{" + ",".join(f"{k}={v}" for k, v in sample.labels.items()) + "}"
                     out[key] = sample.value
         return out
+
+
+# --- the webhook sender (ingest/alerting/notify.py), once per process --------------
+_WEBHOOK_ATTEMPTS = Counter(
+    "swc_webhook_attempts",
+    "webhook delivery attempts by outcome: delivered, retry (failed, tried again later), "
+    "failed (failed, given up)",
+    ["outcome"],
+    registry=ops.PROCESS,
+)
+_WEBHOOK_SECONDS = Histogram(
+    "swc_webhook_attempt_seconds",
+    "duration of one webhook delivery attempt",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+    registry=ops.PROCESS,
+)
+_WEBHOOK_LAST = Gauge(
+    "swc_webhook_last_delivered_timestamp_seconds",
+    "Unix time of the last delivered webhook",
+    registry=ops.PROCESS,
+)
+for _outcome in ("delivered", "retry", "failed"):
+    _WEBHOOK_ATTEMPTS.labels(outcome=_outcome)
+
+
+def record(outcome: str, seconds: float) -> None:
+    """Count one webhook delivery attempt."""
+    _WEBHOOK_ATTEMPTS.labels(outcome=outcome).inc()
+    _WEBHOOK_SECONDS.observe(seconds)
+    if outcome == "delivered":
+        _WEBHOOK_LAST.set_to_current_time()

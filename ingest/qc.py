@@ -25,13 +25,17 @@ import multiprocessing
 import queue
 import threading
 import time
+import weakref
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import psycopg
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from analytics.quality import aggregate_flags, gross_range_test, qc_flags
+from swc_ops.metrics import PROCESS
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +80,8 @@ CHANNEL_QC: dict[str, dict[str, Any]] = {
     "battery_v": dict(fail_span=(0.0, 30.0), suspect_span=(10.5, 15.5)),
     "rssi_dbm": dict(fail_span=(-150.0, 0.0), suspect_span=(-120.0, -20.0)),
     "temperature_c": dict(fail_span=(-50.0, 70.0), suspect_span=(-40.0, 50.0)),
+    "air_temperature_c": dict(fail_span=(-50.0, 70.0), suspect_span=(-40.0, 50.0)),
+    "water_temperature_c": dict(fail_span=(-5.0, 50.0), suspect_span=(-1.0, 40.0)),
 }
 
 
@@ -123,10 +129,101 @@ def evaluate(
     return aggregate_flags(tests, logger_flags)
 
 
+def stream_configs(conn: psycopg.Connection, sids: list[int]) -> dict[int, dict[str, Any] | None]:
+    """The QC configuration of each stream: its channel's ``CHANNEL_QC`` with the site's
+    ``params.qc.<channel>`` overrides; None for a stream with no test."""
+    rows = conn.execute(
+        "SELECT s.id, s.channel, st.params -> 'qc' -> s.channel FROM streams s "
+        "JOIN devices d ON d.id = s.device_id LEFT JOIN sites st ON st.id = d.site_id "
+        "WHERE s.id = ANY(%s)",
+        (list(sids),),
+    ).fetchall()
+    out: dict[int, dict[str, Any] | None] = {}
+    for sid, channel, override in rows:
+        base = CHANNEL_QC.get(channel)
+        if base is None and not override:
+            out[sid] = None
+            continue
+        cfg = dict(base or {})
+        for key, value in (override or {}).items():
+            cfg[key] = tuple(value) if isinstance(value, list) else value
+        out[sid] = cfg
+    return out
+
+
+# what a re-evaluator counts (shared memory when it runs in its own process)
+STAT_FIELDS = (
+    "passes",
+    "streams",
+    "flags_changed",
+    "busy_seconds",
+    "errors",
+    "pending_streams",
+    "last_pass_timestamp",
+)
+_LIVE_STATS: weakref.WeakSet = weakref.WeakSet()
+
+
+class _QCCollector(Collector):
+    """``swc_qc_*`` metrics: the sum over the re-evaluators of this process."""
+
+    _DOC: ClassVar[dict[str, tuple[str, str]]] = {
+        "passes": ("counter", "re-evaluation passes"),
+        "streams": ("counter", "streams re-evaluated"),
+        "flags_changed": ("counter", "stored quality flags changed by re-evaluation"),
+        "busy_seconds": ("counter", "time spent re-evaluating [s]"),
+        "errors": ("counter", "failed passes (retried)"),
+        "pending_streams": ("gauge", "streams waiting for re-evaluation"),
+        "last_pass_timestamp": ("gauge", "Unix time of the last pass [s]"),
+    }
+
+    def collect(self):
+        stats = [s.values() for s in list(_LIVE_STATS)]
+        for i, name in enumerate(STAT_FIELDS):
+            kind, doc = self._DOC[name]
+            column = [v[i] for v in stats]
+            total = max(column, default=0.0) if name == "last_pass_timestamp" else sum(column)
+            full = f"swc_qc_{name}" + ("_seconds" if name == "last_pass_timestamp" else "")
+            family = CounterMetricFamily if kind == "counter" else GaugeMetricFamily
+            yield family(full, doc, value=total)
+
+
+PROCESS.register(_QCCollector())
+
+
+class QCStats:
+    """Counters of one re-evaluator, in shared memory so a parent process can read them."""
+
+    def __init__(self, array=None):
+        self._a = array if array is not None else multiprocessing.Array("d", len(STAT_FIELDS))
+        _LIVE_STATS.add(self)
+
+    @property
+    def array(self):
+        return self._a
+
+    def add(self, name: str, amount: float) -> None:
+        with self._a.get_lock():
+            self._a[STAT_FIELDS.index(name)] += amount
+
+    def set(self, name: str, value: float) -> None:
+        self._a[STAT_FIELDS.index(name)] = value
+
+    def values(self) -> list[float]:
+        return list(self._a)
+
+
 class QCReevaluator:
     """Re-flags the neighbourhood of committed batches (see the module docstring)."""
 
-    def __init__(self, dsn: str, interval_s: float = 2.0, max_streams: int = 500):
+    def __init__(
+        self,
+        dsn: str,
+        interval_s: float = 2.0,
+        max_streams: int = 500,
+        stats: QCStats | None = None,
+    ):
+        self.stats = stats or QCStats()
         self.dsn = dsn
         self.interval_s = interval_s
         self.max_streams = max_streams
@@ -168,9 +265,14 @@ class QCReevaluator:
             for sid in chosen:
                 del self._pending[sid]
             started = time.monotonic()
+            self.stats.set("pending_streams", len(self._pending))
             try:
-                self.updated += self._reevaluate(chosen)
+                changed = self._reevaluate(chosen)
+                self.updated += changed
+                self.stats.add("flags_changed", changed)
+                self.stats.add("streams", len(chosen))
             except psycopg.Error as exc:  # the database is away: try again later
+                self.stats.add("errors", 1)
                 log.warning("qc re-evaluation failed, will retry: %s", str(exc).strip()[:200])
                 merge_spans(self._pending, chosen)
                 if self._conn is not None:
@@ -178,7 +280,11 @@ class QCReevaluator:
                     self._conn = None
                 time.sleep(1.0)
             except Exception:
+                self.stats.add("errors", 1)
                 log.exception("qc re-evaluation failed for streams %s", sorted(chosen)[:10])
+            self.stats.add("passes", 1)
+            self.stats.add("busy_seconds", time.monotonic() - started)
+            self.stats.set("last_pass_timestamp", time.time())
             # Re-evaluation must not starve ingest: it takes at most about a tenth
             # of the time; under load the spans it waits for merge into fewer reads.
             pause = max(self.interval_s, self.busy_factor * (time.monotonic() - started))
@@ -205,23 +311,8 @@ class QCReevaluator:
 
     def _config(self, conn: psycopg.Connection, sids: list[int]) -> None:
         missing = [s for s in sids if s not in self._configs]
-        if not missing:
-            return
-        rows = conn.execute(
-            "SELECT s.id, s.channel, st.params -> 'qc' -> s.channel FROM streams s "
-            "JOIN devices d ON d.id = s.device_id LEFT JOIN sites st ON st.id = d.site_id "
-            "WHERE s.id = ANY(%s)",
-            (missing,),
-        ).fetchall()
-        for sid, channel, override in rows:
-            base = CHANNEL_QC.get(channel)
-            if base is None and not override:
-                self._configs[sid] = None
-                continue
-            cfg = dict(base or {})
-            for key, value in (override or {}).items():
-                cfg[key] = tuple(value) if isinstance(value, list) else value
-            self._configs[sid] = cfg
+        if missing:
+            self._configs.update(stream_configs(conn, missing))
 
     def _reevaluate(self, spans: dict[int, tuple[datetime, datetime]]) -> int:
         conn = self._connection()
@@ -273,7 +364,9 @@ class QCReevaluator:
         return len(changes)
 
 
-def _process_main(dsn: str, spans: multiprocessing.Queue) -> None:
+def _process_main(
+    dsn: str, spans: multiprocessing.Queue, stats, log_level: str | None, log_format: str | None
+) -> None:
     import signal
 
     from .logs import setup_logging
@@ -281,8 +374,8 @@ def _process_main(dsn: str, spans: multiprocessing.Queue) -> None:
     # Ctrl-C reaches the whole process group: the consumer stops this process itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
-    setup_logging()
-    reevaluator = QCReevaluator(dsn)
+    setup_logging(log_level, log_format)  # the same settings as the consumer's
+    reevaluator = QCReevaluator(dsn, stats=QCStats(stats))
     reevaluator._queue = spans  # fed by the consumer process; None means stop
     reevaluator._run()
 
@@ -294,10 +387,16 @@ class QCProcess:
     work holds the GIL that the MQTT and writer threads wait for.
     """
 
-    def __init__(self, dsn: str):
+    def __init__(self, dsn: str, log_level: str | None = None, log_format: str | None = None):
         ctx = multiprocessing.get_context("spawn")
         self._spans: multiprocessing.Queue = ctx.Queue(maxsize=10_000)
-        self._proc = ctx.Process(target=_process_main, args=(dsn, self._spans), name="swc-qc")
+        # the child counts, this process serves them (swc_qc_* on SWC_METRICS_PORT)
+        self.stats = QCStats(ctx.Array("d", len(STAT_FIELDS)))
+        self._proc = ctx.Process(
+            target=_process_main,
+            args=(dsn, self._spans, self.stats.array, log_level, log_format),
+            name="swc-qc",
+        )
 
     def start(self) -> QCProcess:
         import signal
@@ -329,8 +428,10 @@ class QCProcess:
             self._proc.join()
 
 
-def attach(consumer, dsn: str) -> QCProcess:
+def attach(
+    consumer, dsn: str, log_level: str | None = None, log_format: str | None = None
+) -> QCProcess:
     """Start a re-evaluation process and hook it onto ``consumer`` (stop it afterwards)."""
-    reevaluator = QCProcess(dsn).start()
+    reevaluator = QCProcess(dsn, log_level, log_format).start()
     consumer.after_commit.append(reevaluator.hook)
     return reevaluator

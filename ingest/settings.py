@@ -141,6 +141,9 @@ class Settings(BaseSettings):
     )
     api_host: str = Field(default="127.0.0.1", description="`swc up` serves the API here")
     api_port: int = Field(default=8000, ge=0, le=65535, description="`swc up` API port; 0 = off")
+    api_metrics_port: int = Field(
+        default=9109, ge=0, le=65535, description="the API's Prometheus port; 0 turns it off"
+    )
 
     # field surveys and researchers' exports
     attachments_backend: Literal["disk", "s3"] = Field(
@@ -194,11 +197,43 @@ class Settings(BaseSettings):
     api_key_queue: int = Field(
         default=32, ge=0, le=100_000, description="requests of one key waiting at most (more: 429)"
     )
+    api_heavy_concurrency: int = Field(
+        default=1,
+        ge=1,
+        le=1000,
+        description="expensive requests (pages of more than api_heavy_rows readings, derived "
+        "products, sheet imports) of all keys handled at once by an API process; the others "
+        "wait their turn",
+    )
+    api_heavy_queue: int = Field(
+        default=16,
+        ge=0,
+        le=100_000,
+        description="expensive requests waiting at most (more: 429 with Retry-After)",
+    )
+    api_heavy_share: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="share of the time that expensive requests back to back may take: a "
+        "place rests after use for (1 - share) / share of the time it was held",
+    )
+    api_heavy_rows: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="a /readings page asking more rows is expensive",
+    )
     api_key_recheck_s: float = Field(
         default=15.0, gt=0, le=3600, description="open event streams re-check their key every N s"
     )
     survey_import_max_concurrent: int = Field(
         default=2, ge=1, le=64, description="sheet imports written at once (others wait)"
+    )
+    export_attributes: dict[str, str] = Field(
+        default_factory=dict,
+        description="ACDD global attributes of NetCDF exports (JSON object) over the defaults, "
+        'e.g. {"creator_name": "...", "license": "CC-BY-4.0", "naming_authority": "org.example"}',
     )
     export_tmp_dir: Path | None = Field(
         default=None, description="NetCDF exports' temporary files; unset: <tmp>/swc-exports"
@@ -210,8 +245,19 @@ class Settings(BaseSettings):
         "and go on, true = go on, false = refuse",
     )
 
-    log_level: str = "INFO"
-    log_format: Literal["text", "json"] = "text"
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: logfmt lines; json: one JSON object per line"
+    )
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, v: str) -> str:
+        from swc_ops.logs import LEVELS
+
+        if v.upper() not in LEVELS:
+            raise ValueError(f"{v!r} is not a log level; use one of {', '.join(LEVELS)}")
+        return v.upper()
 
     @field_validator("console_timezone")
     @classmethod

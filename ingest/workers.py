@@ -49,19 +49,12 @@ def run_one(settings: Settings, dsn: str) -> None:
     plan = None if settings.retire else plan_for(settings, settings.workers)
     consumer = Consumer(settings, dsn, plan=plan)
     if settings.metrics_port:
+        from swc_ops.metrics import MetricsPortBusy
+
         try:
             consumer.metrics.serve(settings.metrics_port, settings.metrics_host)
-        except OSError:
-            from .ports import PortInUse
-
-            raise PortInUse(
-                "metrics",
-                settings.metrics_host,
-                settings.metrics_port,
-                "metrics_port",
-                "0 turns the metrics off",
-            ) from None
-        log.info("metrics http://%s:%d/metrics", settings.metrics_host, settings.metrics_port)
+        except MetricsPortBusy as exc:
+            raise SystemExit(f"Error: {exc}") from None
 
     def on_signal(signum, frame):
         log.info("signal %s: draining", signal.Signals(signum).name)
@@ -69,7 +62,8 @@ def run_one(settings: Settings, dsn: str) -> None:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    extras = [qc.attach(consumer, dsn)]  # QC flags re-evaluated with their neighbours
+    # QC flags re-evaluated with their neighbours, in a process logging as this one does
+    extras = [qc.attach(consumer, dsn, settings.log_level, settings.log_format)]
     if settings.alerts:  # the alert engine on the consumer's after-commit hook
         from .alerting import attach
 

@@ -1,6 +1,6 @@
 """The wire contract: topics, payload models, channels and units, JSON Schema."""
 
-from .channels import CHANNELS, Channel, is_valid_channel_name, unit_of
+from .channels import CHANNELS, Channel, is_valid_channel_name, udunits_of, unit_of
 from .messages import (
     FUTURE_TIME,
     MAX_PAYLOAD_BYTES,
@@ -50,5 +50,6 @@ __all__ = [
     "shared_telemetry_filter",
     "telemetry_filter",
     "telemetry_json_schema",
+    "udunits_of",
     "unit_of",
 ]

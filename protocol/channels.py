@@ -1,8 +1,18 @@
 """Channel names and their units: the one place where the wire's units are defined.
 
-A channel name carries its SI unit as a suffix (``stage_m``, ``rain_mm``), so a
+A channel name carries its unit as a suffix (``stage_m``, ``rain_mm``), so a
 reader never guesses a unit. Channels not listed here are accepted and stored
-with an unknown unit: loggers gain sensors before the registry learns of them.
+with the unit their suffix names (or none): loggers gain sensors before the
+registry learns of them.
+
+Units are UCUM codes (The Unified Code for Units of Measure, case-sensitive
+form ``c/s``): ``m``, ``mm``, ``kg/m3``, ``m3/s``, ``V``, ``Cel``, ``%``,
+``dB[mW]`` for a power level relative to 1 mW, ``[NTU]`` for nephelometric
+turbidity units. They are metadata: devices send channel names, never units,
+so changing a unit code here changes no message on the wire.
+
+NetCDF (CF) wants UDUNITS strings instead: :func:`udunits_of` maps one to the
+other, here and nowhere else.
 """
 
 from __future__ import annotations
@@ -13,16 +23,31 @@ from dataclasses import dataclass
 CHANNEL_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 _CHANNEL_NAME_RE = re.compile(CHANNEL_NAME_PATTERN)
 
+POINT = "time: point"  # the value at the reading's time
+SUM = "time: sum"  # the total over the interval that ends at the reading's time
+
 
 @dataclass(frozen=True)
 class Channel:
-    """A known measurement channel."""
+    """A known measurement channel.
+
+    ``cf_standard_name`` is a name of the CF standard name table, or None where
+    the table has none for what is measured (``cf_note`` then says why);
+    ``cell_methods`` is the CF cell method of a value over time.
+    """
 
     name: str
-    unit: str  # UCUM-style unit symbol
+    unit: str  # UCUM code
     description: str
     cf_standard_name: str | None = None
+    cell_methods: str = POINT
+    cf_note: str | None = None
 
+
+_NO_FRESH_WATER = (
+    "CF names this quantity only for sea water ({}); a pond, cistern or stream is not "
+    "sea water, so no standard_name is given"
+)
 
 CHANNELS: dict[str, Channel] = {
     c.name: c
@@ -33,42 +58,84 @@ CHANNELS: dict[str, Channel] = {
             "water level (stage) above the gauge datum",
             "water_surface_height_above_reference_datum",
         ),
-        Channel("level_m", "m", "water level in a cistern or tank above its floor"),
-        # CF has only sea_water_turbidity, which is not our water: no standard name
-        Channel("turbidity_ntu", "NTU", "turbidity of the water (nephelometric)"),
+        Channel(
+            "level_m",
+            "m",
+            "water level in a cistern or tank above its floor (the reference datum)",
+            "water_surface_height_above_reference_datum",
+        ),
+        Channel(
+            "turbidity_ntu",
+            "[NTU]",
+            "turbidity of the water (nephelometric turbidity units, NTU)",
+            cf_note=_NO_FRESH_WATER.format("sea_water_turbidity"),
+        ),
         Channel(
             "ssc_kg_m3",
             "kg/m3",
             "suspended sediment concentration",
-            "mass_concentration_of_suspended_matter_in_water",
+            cf_note=_NO_FRESH_WATER.format("mass_concentration_of_suspended_matter_in_sea_water"),
         ),
         Channel(
             "rain_mm",
             "mm",
             "rain depth fallen during the interval ending at the reading time",
             "thickness_of_rainfall_amount",
+            cell_methods=SUM,
         ),
         Channel("flow_m3_s", "m3/s", "discharge", "water_volume_transport_in_river_channel"),
-        Channel("battery_v", "V", "logger battery voltage"),
-        Channel("rssi_dbm", "dBm", "received signal strength of the logger's radio"),
-        Channel("temperature_c", "Cel", "air or water temperature", "air_temperature"),
+        Channel("battery_v", "V", "logger battery voltage", cf_note="not a geophysical quantity"),
+        Channel(
+            "rssi_dbm",
+            "dB[mW]",
+            "received signal strength of the logger's radio",
+            cf_note="not a geophysical quantity",
+        ),
+        Channel(
+            "temperature_c",
+            "Cel",
+            "temperature (air or water, not said which)",
+            cf_note="the channel does not say whether air or water is measured; "
+            "use air_temperature_c or water_temperature_c",
+        ),
+        Channel("air_temperature_c", "Cel", "air temperature", "air_temperature"),
+        Channel(
+            "water_temperature_c",
+            "Cel",
+            "water temperature",
+            cf_note=_NO_FRESH_WATER.format("sea_water_temperature"),
+        ),
     )
 }
 
-# Suffix -> unit, used to guess the unit of a channel not in the registry.
+# Suffix -> UCUM code, used to guess the unit of a channel not in the registry.
 _SUFFIX_UNITS = {
     "_m": "m",
     "_mm": "mm",
     "_m3": "m3",
     "_m3_s": "m3/s",
     "_kg_m3": "kg/m3",
-    "_ntu": "NTU",
+    "_ntu": "[NTU]",
     "_v": "V",
-    "_dbm": "dBm",
+    "_dbm": "dB[mW]",
     "_c": "Cel",
     "_pct": "%",
     "_s": "s",
 }
+
+# UCUM code -> UDUNITS string (CF). Codes that read the same in both are absent.
+# UDUNITS has no nephelometric unit: CF's turbidity (sea_water_turbidity) has
+# canonical units "1", and the NTU is named in long_name.
+_UDUNITS = {
+    "Cel": "degC",
+    "kg/m3": "kg m-3",
+    "m3/s": "m3 s-1",
+    "%": "percent",
+    "[NTU]": "1",
+    "dB[mW]": "dBm",
+}
+# units stored before the registry used UCUM codes (migration 0070 rewrites them)
+LEGACY_UNITS = {"NTU": "[NTU]", "dBm": "dB[mW]"}
 
 
 def is_valid_channel_name(name: str) -> bool:
@@ -77,7 +144,7 @@ def is_valid_channel_name(name: str) -> bool:
 
 
 def unit_of(channel: str) -> str | None:
-    """The unit of a channel: from the registry, else from its suffix, else None."""
+    """The UCUM unit of a channel: from the registry, else from its suffix, else None."""
     known = CHANNELS.get(channel)
     if known is not None:
         return known.unit
@@ -85,3 +152,9 @@ def unit_of(channel: str) -> str | None:
         if channel.endswith(suffix):
             return _SUFFIX_UNITS[suffix]
     return None
+
+
+def udunits_of(ucum: str) -> str:
+    """The UDUNITS string (as CF's ``units`` attribute wants it) of a UCUM code."""
+    ucum = LEGACY_UNITS.get(ucum, ucum)
+    return _UDUNITS.get(ucum, ucum)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from ..settings import Settings
-from .engine import AlertEngine
-from .notify import Notifier
-from .process import EngineProcess
+if TYPE_CHECKING:
+    from ..settings import Settings
+    from .engine import AlertEngine
+    from .notify import Notifier
+    from .process import EngineProcess
 
 __all__ = ["AlertEngine", "Alerting", "EngineProcess", "Notifier", "attach"]
 
@@ -27,7 +29,28 @@ def attach(consumer, settings: Settings, dsn: str, process: bool = True) -> Aler
 
     The engine runs in a process of its own (``process``; see .process), or in a
     thread of this one."""
+    from .engine import AlertEngine
+    from .notify import Notifier
+    from .process import EngineProcess
+
     engine = EngineProcess(settings, dsn) if process else AlertEngine(settings, dsn)
     engine.start()
     consumer.after_commit.append(engine.hook)
     return Alerting(engine, Notifier(settings, dsn).start())
+
+
+def __getattr__(name: str) -> Any:
+    # the engine pulls in numpy/scipy: imported when used, not when `swc` starts
+    if name == "AlertEngine":
+        from .engine import AlertEngine
+
+        return AlertEngine
+    if name == "EngineProcess":
+        from .process import EngineProcess
+
+        return EngineProcess
+    if name == "Notifier":
+        from .notify import Notifier
+
+        return Notifier
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from protocol.topics import alerts_topic
 
+from .. import metrics as webhook_metrics
 from ..settings import Settings
 from ..store import alerts as store
 
@@ -319,15 +320,20 @@ class Notifier:
         ).fetchall()
         for delivery_id, event_id, attempts, url, secret in rows:
             body = json.dumps(store.event_payload(conn, event_id)).encode()
+            started = time.monotonic()
             status, error = self._post(url, secret, body, delivery_id)
-            if status is not None and 200 <= status < 300:
+            final = attempts >= s.webhook_max_attempts
+            ok = status is not None and 200 <= status < 300
+            webhook_metrics.record(
+                "delivered" if ok else "failed" if final else "retry", time.monotonic() - started
+            )
+            if ok:
                 conn.execute(
                     "UPDATE webhook_deliveries SET status = 'delivered', delivered_at = now(), "
                     "last_status = %s, last_error = NULL WHERE id = %s",
                     (status, delivery_id),
                 )
                 continue
-            final = attempts >= s.webhook_max_attempts
             delay = min(s.webhook_backoff_s * 2 ** (attempts - 1), 3600.0)
             conn.execute(
                 "UPDATE webhook_deliveries SET status = %s, last_status = %s, last_error = %s, "

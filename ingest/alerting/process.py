@@ -29,7 +29,7 @@ def _process_main(settings: Settings, dsn: str, batches, busy, running, parent: 
 
     # Ctrl-C reaches the whole process group: the consumer stops this process itself
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    setup_logging()
+    setup_logging(settings.log_level, settings.log_format)  # the same settings as the consumer's
     engine = AlertEngine(settings, dsn)
     engine._queue = batches  # fed by the consumer process; None means stop
     process = engine.process

@@ -22,6 +22,7 @@ class ApiThread:
         from ..ports import bind
 
         self.sock = bind(settings.api_host, settings.api_port, "HTTP API", "api_port", "0: no API")
+        self.settings = settings
 
         self.app = create_app(settings)
         config = uvicorn.Config(
@@ -41,6 +42,7 @@ class ApiThread:
             log.error("the HTTP API could not start")
 
     def start(self) -> ApiThread:
+        serve_api_metrics(self.settings, self.app)
         self.thread.start()
         deadline = time.monotonic() + 10
         while not self.server.started and self.thread.is_alive() and time.monotonic() < deadline:
@@ -58,6 +60,23 @@ class ApiThread:
         if self.thread.is_alive():
             self.thread.join(10)
         self.sock.close()
+
+
+def serve_api_metrics(settings: Settings, app) -> None:
+    """Serve the API's metrics (and the process's) on SWC_API_METRICS_PORT, unless 0."""
+    from swc_ops import metrics
+
+    if settings.api_metrics_port:
+        try:
+            metrics.serve(
+                settings.api_metrics_port,
+                settings.metrics_host,
+                "SWC_API_METRICS_PORT",
+                app.state.metrics,
+                metrics.PROCESS,
+            )
+        except metrics.MetricsPortBusy as exc:
+            raise SystemExit(f"Error: {exc}") from None
 
 
 def start_api(settings: Settings) -> ApiThread:

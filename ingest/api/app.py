@@ -10,6 +10,7 @@ from contextlib import asynccontextmanager
 
 import anyio
 from fastapi import Depends, FastAPI
+from prometheus_client import CollectorRegistry
 
 from ..settings import Settings
 from ..surveys.reader import SheetReaders
@@ -77,6 +78,29 @@ def stop_streams(app: FastAPI) -> None:
             loop.call_soon_threadsafe(stopping.set)
 
 
+def instrument(app: FastAPI) -> CollectorRegistry:
+    """Count requests by route template, method and status, and time them (``swc_api_*``,
+    served on SWC_API_METRICS_PORT by `swc api` and `swc up`)."""
+    from prometheus_fastapi_instrumentator import Instrumentator, metrics
+
+    registry = CollectorRegistry()  # one per app: tests build many apps in one process
+    Instrumentator(
+        should_group_status_codes=False,
+        should_group_untemplated=True,  # unknown paths count as "none", not one series each
+        # no in-progress gauge: the middleware would register it again each time the
+        # app's middleware stack is built (each start of a test client)
+        registry=registry,
+    ).add(
+        metrics.default(
+            metric_namespace="swc",
+            metric_subsystem="api",
+            should_exclude_streaming_duration=True,  # an event stream lasts hours
+            registry=registry,
+        )
+    ).instrument(app)
+    return registry
+
+
 def create_app(settings: Settings) -> FastAPI:
     if not settings.database_url:
         raise ValueError("the API needs a database: set SWC_DATABASE_URL")
@@ -121,6 +145,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.add_middleware(RequestGuard, settings=settings, pool_of=lambda: app.state.pool)
+    app.state.metrics = instrument(app)  # outside the guard: its refusals count too
     strict = [Depends(reject_unknown_query)]  # unknown query parameters: 422 everywhere
     for module in (health, sites, rules, alerts, devices, keys, webhooks, dead_letters):
         app.include_router(module.router, dependencies=strict)

@@ -11,7 +11,10 @@ body before any dependency runs):
   ``api_key_concurrency`` requests handled at once; the others wait their turn
   (holding no thread or connection), and beyond ``api_key_queue`` waiting get
   429: one credential cannot take the whole process from the others.
-  Event streams are long-lived and do not count.
+  Event streams are long-lived and do not count;
+* expensive requests (large pages, derived products, sheet imports, the
+  start of exports) of all keys together also have a small budget
+  (admission.py): they cannot take every core from the ordinary requests.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from time import monotonic
 
 from psycopg_pool import PoolTimeout, TooManyRequests
 from starlette.concurrency import run_in_threadpool
@@ -30,6 +34,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..settings import Settings
 from ..store.keys import ApiKey, authenticate
 from ..surveys.upload import MULTIPART_OVERHEAD
+from .admission import START, WHOLE, HeavyBudget, expense
 from .deps import BAD_KEY, KEY_STATE, NO_KEY
 from .errors import PROBLEM_MEDIA_TYPE, Problem, busy, problem_bytes
 
@@ -100,6 +105,7 @@ class RequestGuard:
         self.settings = settings
         self.pool_of = pool_of  # the pool is opened in the lifespan, after this is built
         self.limits = body_limits(settings)
+        self.heavy = HeavyBudget(settings)  # expensive requests of every key (admission.py)
 
     async def take_share(self, bucket: str) -> _Share:
         """Wait for one of the bucket's places (429 when too many already wait)."""
@@ -147,7 +153,7 @@ class RequestGuard:
         headers = dict(scope["headers"])
         path = scope["path"]
         if path in UNSHARED_PATHS or path.startswith(UNSHARED_PREFIXES):
-            await self._guarded(scope, receive, send, headers, path)
+            await self._admitted(scope, receive, send, headers, path)
             return
         bucket = _bucket(scope, headers)
         try:
@@ -156,9 +162,42 @@ class RequestGuard:
             await self._refuse(p, send)
             return
         try:
-            await self._guarded(scope, receive, send, headers, path)
+            await self._admitted(scope, receive, send, headers, path)
         finally:
             self._leave(bucket, share)
+
+    async def _admitted(
+        self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], path: str
+    ) -> None:
+        """An expensive request waits for a place in the budget of admission.py."""
+        kind = expense(scope, self.settings)
+        if kind is None:
+            await self._guarded(scope, receive, send, headers, path)
+            return
+        try:
+            await self.heavy.enter()
+        except Problem as p:
+            await self._refuse(p, send)
+            return
+        held, since = True, monotonic()
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.heavy.leave(monotonic() - since if kind == WHOLE else 0.0)
+
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.body" and (
+                message.get("body") or not message.get("more_body")
+            ):
+                release()  # the first bytes: an export's costly start is over
+            await send(message)
+
+        try:
+            await self._guarded(scope, receive, sending if kind == START else send, headers, path)
+        finally:
+            release()
 
     async def _guarded(
         self, scope: Scope, receive: Receive, send: Send, headers: dict[bytes, bytes], path: str

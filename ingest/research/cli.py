@@ -253,15 +253,23 @@ def validate_cmd(sim_dir, load, database_url):
     """Compare products computed from the database with SIM_DIR's ground truth.
 
     SIM_DIR comes from `swc sim run --write-messages --out SIM_DIR`. The
-    database should be a scratch one: it is migrated and the run is loaded
-    into it. The per-dam table goes to stderr, the report as JSON to stdout.
+    database should be a scratch one: it is created when it does not exist,
+    migrated, and the run is loaded into it. The per-dam table goes to stderr,
+    the report as JSON to stdout.
     """
     from ingest.cli import _require_db, load_settings
+    from ingest.store.createdb import CreateDatabaseError, ensure_database
     from ingest.store.migrate import MigrationError, migrate
 
     from .validate import format_table, load_simulation, validate
 
     settings = load_settings(database_url=database_url)
+    if settings.database_url:
+        try:
+            if ensure_database(settings.database_url):
+                click.echo("created the database", err=True)
+        except CreateDatabaseError as exc:
+            raise click.ClickException(str(exc)) from None
     dsn = _require_db(settings)
     try:
         migrate(dsn, settings.timescale)

@@ -103,6 +103,7 @@ def test_a_netcdf_export_killed_midway_leaves_no_temporary_file(db, tmp_path):
         "SWC_DATABASE_URL": db,
         "SWC_EXPORT_TMP_DIR": str(tmp),
         "SWC_MQTT_URL": "",
+        "SWC_API_METRICS_PORT": "0",
     }
 
     def serve() -> subprocess.Popen:

@@ -28,8 +28,10 @@ def test_an_upstream_unreachable_from_the_start_is_reported(tmp_path, brokers, r
         assert lines and f"url=mqtt://127.0.0.1:{closed}" in lines[0]
         # the retained status on the local broker says so too
         wait_until(
-            lambda: retained(local.port, f"{root}/gw-1/status")["details"].get("uplink")
-            == "unreachable",
+            lambda: (
+                retained(local.port, f"{root}/gw-1/status")["details"].get("uplink")
+                == "unreachable"
+            ),
             15,
             "the local status",
         )

@@ -61,7 +61,7 @@ def test_minimal_message_via_mosquitto_pub_gives_two_rows(
     t = datetime(2026, 7, 21, 3, 15, tzinfo=UTC)
     assert [r[:6] for r in rows] == [
         (t, "dam-017", "stage_m", "m", 2.31, 1),  # QC: gross range passed
-        (t, "dam-017", "turbidity_ntu", "NTU", 1840.0, 1),
+        (t, "dam-017", "turbidity_ntu", "[NTU]", 1840.0, 1),
     ]
     received = rows[0][6]
     assert abs((datetime.now(UTC) - received).total_seconds()) < 60

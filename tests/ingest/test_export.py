@@ -97,15 +97,18 @@ def test_netcdf_export_opens_in_xarray_with_units_times_and_flags(loaded, tmp_pa
         export(conn, Selection(), "netcdf", path)
     ds = xr.open_dataset(path)
     try:
-        assert ds.attrs["Conventions"] == "CF-1.8" and ds.attrs["featureType"] == "timeSeries"
+        assert ds.attrs["Conventions"] == "CF-1.8, ACDD-1.3"
+        assert ds.attrs["featureType"] == "timeSeries"
         stage = ds["stage_m"]
         assert stage.attrs["units"] == "m"
         assert stage.attrs["standard_name"] == "water_surface_height_above_reference_datum"
         assert ds["rain_mm"].attrs["units"] == "mm"
-        assert ds["turbidity_ntu"].attrs["units"] == "NTU"
+        assert ds["turbidity_ntu"].attrs["units"] == "1"  # UDUNITS has no NTU
+        assert ds["turbidity_ntu"].attrs["ucum_units"] == "[NTU]"
         times = ds["time_stage_m"].values
         assert times.dtype.kind == "M"
-        assert times[0] == np.datetime64("2026-07-21T03:00:00.000250")
+        # double seconds since 1970 keep the microseconds
+        assert abs(times[0] - np.datetime64("2026-07-21T03:00:00.000250")) < np.timedelta64(1, "us")
         assert float(stage.values[1]) == 2.01
         qc = ds["stage_m_qc"]
         assert list(qc.attrs["flag_values"]) == [1, 2, 3, 4, 9]
@@ -178,3 +181,12 @@ def test_swc_export_command(loaded, tmp_path):
         main, ["export", "--database-url", db, "--out", str(out), "--start", "2026-07-21T00:00:00"]
     )
     assert naive.exit_code == 2 and "no zone" in naive.output
+    # "-" is CSV on standard output unless --format says otherwise (docs/research.md)
+    piped = CliRunner().invoke(
+        main, ["export", "--database-url", db, "--out", "-", "--site", "dam-a"]
+    )
+    assert piped.exit_code == 0, piped.output
+    rows = list(csv.DictReader(io.StringIO(piped.stdout_bytes.decode())))
+    assert len(rows) > 0 and {"time", "value", "quality"} <= set(rows[0])
+    unknown = CliRunner().invoke(main, ["export", "--database-url", db, "--out", "dam.xlsx"])
+    assert unknown.exit_code == 2 and "--format csv|parquet|netcdf" in unknown.output

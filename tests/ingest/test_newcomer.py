@@ -157,8 +157,10 @@ def test_the_next_steps_work_as_written_in_a_second_shell(up):
         )
         try:
             wait_for(
-                lambda: count_when_up(dsn, "SELECT count(*) FROM readings") > before + 100
-                or proc.poll() is not None,
+                lambda: (
+                    count_when_up(dsn, "SELECT count(*) FROM readings") > before + 100
+                    or proc.poll() is not None
+                ),
                 timeout=120,
                 interval=0.5,
                 what="the simulated county's readings",

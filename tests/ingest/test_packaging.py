@@ -18,7 +18,7 @@ import swc_cli
 
 REPO = Path(__file__).resolve().parents[2]
 PYPROJECT = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-OWN = {"protocol", "gateway", "ingest", "analytics", "firmware_sim", "swc_cli"}
+OWN = {"protocol", "gateway", "ingest", "analytics", "firmware_sim", "swc_cli", "swc_ops"}
 # imported only where a setting asks for it, with a clear error when missing
 OPTIONAL_AT_RUNTIME = {"boto3"}
 

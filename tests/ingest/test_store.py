@@ -273,7 +273,12 @@ gateways:
         assert load_registry(conn, spec) == {"sites": 2, "devices": 2, "streams": 4, "gateways": 1}
         assert load_registry(conn, spec)["streams"] == 0  # reload adds nothing
         units = dict(conn.execute("SELECT channel, unit FROM streams").fetchall())
-        assert units == {"stage_m": "m", "turbidity_ntu": "NTU", "rain_mm": "mm", "battery_v": "V"}
+        assert units == {
+            "stage_m": "m",
+            "turbidity_ntu": "[NTU]",
+            "rain_mm": "mm",
+            "battery_v": "V",
+        }
         assert (
             conn.execute("SELECT gateway_id FROM devices WHERE id='dam-017'").fetchone()[0]
             == "gw-north"
@@ -305,3 +310,19 @@ def test_registry_file_errors_name_the_problem(tmp_path, text, message):
     f.write_text(text)
     with pytest.raises(RegistryFileError, match=message.replace(".", r"\.")):
         read_registry_file(f)
+
+
+def test_migration_0070_rewrites_legacy_units_as_ucum(db):
+    from importlib.resources import files
+
+    sql_text = (files("ingest.store") / "migrations" / "0070_ucum_units.sql").read_text()
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("INSERT INTO devices (id) VALUES ('old-1')")
+        conn.execute(
+            "INSERT INTO streams (device_id, channel, unit) VALUES "
+            "('old-1', 'turbidity_ntu', 'NTU'), ('old-1', 'rssi_dbm', 'dBm'), "
+            "('old-1', 'stage_m', 'm')"
+        )
+        conn.execute(sql_text)  # as a database migrated before 0070 gets it
+        units = dict(conn.execute("SELECT channel, unit FROM streams").fetchall())
+    assert units == {"turbidity_ntu": "[NTU]", "rssi_dbm": "dB[mW]", "stage_m": "m"}

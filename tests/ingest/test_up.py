@@ -28,6 +28,7 @@ def test_swc_up_runs_everything_and_stops_cleanly(tmp_path, broker):
         SWC_DATA_DIR=str(tmp_path / "data"),
         SWC_METRICS_PORT="0",
         SWC_API_PORT="0",
+        SWC_API_METRICS_PORT="0",
         SWC_EMBEDDED_BROKER=broker,
         SWC_EMBEDDED_POSTGRES_AS_ROOT="true",  # CI runs as root (test_hostile_cli.py)
     )

@@ -43,8 +43,29 @@ def test_filters_and_alerts():
 
 def test_channel_units():
     assert unit_of("stage_m") == "m"
-    assert unit_of("turbidity_ntu") == "NTU"
+    assert unit_of("turbidity_ntu") == "[NTU]"
+    assert unit_of("rssi_dbm") == unit_of("uplink_dbm") == "dB[mW]"
+    assert unit_of("air_temperature_c") == "Cel"
     assert unit_of("soil_moisture_pct") == "%"
     assert unit_of("inflow_m3_s") == "m3/s"
     assert unit_of("mystery") is None
     assert all(is_valid_channel_name(c) for c in CHANNELS)
+
+
+def test_ucum_units_map_to_udunits_in_one_place():
+    from protocol.channels import udunits_of
+
+    assert udunits_of("[NTU]") == udunits_of("NTU") == "1"
+    assert udunits_of("dB[mW]") == udunits_of("dBm") == "dBm"
+    assert [udunits_of(u) for u in ("Cel", "kg/m3", "m3/s", "%", "mm", "V")] == [
+        "degC",
+        "kg m-3",
+        "m3 s-1",
+        "percent",
+        "mm",
+        "V",
+    ]
+    # every registry unit is one UDUNITS parses (cf_units wraps the UDUNITS-2 library)
+    cf_units = __import__("pytest").importorskip("cf_units")
+    for channel in CHANNELS.values():
+        cf_units.Unit(udunits_of(channel.unit))

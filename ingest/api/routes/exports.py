@@ -336,7 +336,12 @@ def export_readings_netcdf(
         try:
             with _NETCDF_LOCK, psycopg.connect(request.app.state.settings.database_url) as conn:
                 conn.read_only = True
-                export_netcdf(conn, _selection(q), path)
+                export_netcdf(
+                    conn,
+                    _selection(q),
+                    path,
+                    attributes=request.app.state.settings.export_attributes,
+                )
             fh = open(path, "rb")  # noqa: SIM115 (closed by the stream)
         finally:
             os.unlink(path)  # the open handle keeps the data until it is closed

@@ -20,6 +20,7 @@ from ...store import timeseries as store
 from ..deps import ConnDep, CurrentKey
 from ..errors import errors
 from ..paging import next_link
+from ..render import page_json
 
 router = APIRouter(prefix="/readings", tags=["readings"])
 
@@ -307,27 +308,29 @@ def readings(
     units = {s["id"]: unit_of(s["channel"]) or s["unit"] for s in streams}
     for s in streams:
         s["unit"] = units[s["id"]]
-    items: list[RawReading] | list[BucketReading]
+    # plain dicts in the models' field order (render.py writes them without a model each)
+    items: list[dict]
     if interval is None:
         items = [
-            RawReading(
-                stream_id=r["stream_id"],
-                time=r["time"],
-                value=r["value"],
-                quality=r["quality"],
-                unit=units.get(r["stream_id"]),
-            )
+            {
+                "stream_id": r["stream_id"],
+                "time": r["time"],
+                "value": r["value"],
+                "unit": units.get(r["stream_id"]),
+                "quality": r["quality"],
+            }
             for r in rows
         ]
     else:
+        wanted = [a for a in BucketReading.model_fields if a in aggs and a != "count"]
         items = [
-            BucketReading(
-                stream_id=r["stream_id"],
-                time=r["time"],
-                count=r["count"],
-                unit=units.get(r["stream_id"]),
-                **{a: r.get(a) for a in aggs if a != "count"},
-            )
+            {
+                "stream_id": r["stream_id"],
+                "time": r["time"],
+                "unit": units.get(r["stream_id"]),
+                "count": r["count"],
+                **{a: r.get(a) for a in wanted},
+            }
             for r in rows
         ]
     link = next_link(request, nxt) if nxt else None
@@ -339,18 +342,15 @@ def readings(
         end=q.end,
         qualities=list(kept) if kept and kept != (-1,) else ([] if kept else None),
         streams=[StreamOut(**s) for s in streams],
-        items=items,
+        items=[],  # put in by page_json
         total=None,
         limit=q.limit,
         next=link,
         next_cursor=nxt,
     )
-    # rendered here, in the worker thread: a page of 10,000 rows is not serialized
-    # on the event loop, where every other client would wait for it; aggregates not
-    # asked for are left out (exclude_unset), not sent as nulls
+    # rendered here, in the worker thread, a few rows at a time (render.py): a page
+    # of 10,000 rows does not hold the interpreter while other clients wait;
+    # aggregates not asked for are left out, not sent as nulls
     headers = {"Link": f'<{link}>; rel="next"'} if link else None
-    return Response(
-        page.model_dump_json(exclude_unset=True),
-        media_type="application/json",
-        headers=headers,
-    )
+    body = page_json(page, "items", items, BucketReading if interval else RawReading)
+    return Response(body, media_type="application/json", headers=headers)

@@ -6,7 +6,7 @@ import { drawChart } from "./chart.js";
 import { t } from "./i18n.js";
 import { alertList } from "./alerts.js";
 import { levelOf, onChange, state, zoneOf } from "./state.js";
-import { COLOUR_NAMES, fmtNum, fromZoned, h, levelChip, timeEl, toZonedInput } from "./util.js";
+import { COLOUR_NAMES, fmtNum, fromZoned, h, levelChip, timeEl, toZonedInput, unitLabel } from "./util.js";
 
 const RANGES = { "6h": 6, "24h": 24, "3d": 72, "7d": 168, "30d": 720, "1y": 8760 };
 // bucket widths the chart may use, smallest first; at most ~600 buckets per chart
@@ -192,7 +192,7 @@ export async function renderSite(view, siteId, params) {
     "table",
     { class: "table" },
     h("tbody", {}, site.latest.map((r) =>
-      h("tr", { class: r.quality >= 3 ? `q${r.quality}` : "" }, h("td", {}, r.channel), h("td", {}, `${fmtNum(r.value, 3)} ${r.unit || ""}`), h("td", {}, timeEl(r.time, zone))),
+      h("tr", { class: r.quality >= 3 ? `q${r.quality}` : "" }, h("td", {}, r.channel), h("td", {}, `${fmtNum(r.value, 3)} ${unitLabel(r.unit)}`), h("td", {}, timeEl(r.time, zone))),
     )),
   );
   const info = h("div", { class: "info" }, h("p", { class: "muted" }, "…"));

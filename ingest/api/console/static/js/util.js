@@ -119,6 +119,14 @@ export function fmtNum(v, digits = 2) {
   return Number(v).toFixed(digits);
 }
 
+// UCUM codes (how the API gives units) as people write them
+const UNIT_LABELS = { "[NTU]": "NTU", "dB[mW]": "dBm", Cel: "°C", m3: "m³", "m3/s": "m³/s", "kg/m3": "kg/m³" };
+
+/** A stream's UCUM unit code as a label ("" for none). */
+export function unitLabel(code) {
+  return code ? UNIT_LABELS[code] || code : "";
+}
+
 export function bytesText(n) {
   if (n < 1024) return `${n} B`;
   if (n < 1 << 20) return `${(n / 1024).toFixed(1)} KiB`;
