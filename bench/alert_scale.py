@@ -224,6 +224,8 @@ def api_and_sse(settings_data: dict, port: int, key: str, out: mp.Queue) -> None
                     elif line.startswith("data: "):
                         t1 = time.monotonic()
                         ev = json.loads(line[6:])
+                        if "site_id" not in ev:  # not an alert event (e.g. a notice)
+                            continue
                         out.put(("event", t1, ev["site_id"], ev["rule"], ev["kind"],
                                  epoch_ms(ev["data_time"]), ev["late"]))  # fmt: skip
         except httpx.HTTPError:  # the server stops at the end of the run
@@ -235,7 +237,7 @@ def api_and_sse(settings_data: dict, port: int, key: str, out: mp.Queue) -> None
 
 # ------------------------------------------------------------------------- run
 def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: int,
-        grace_s: float, with_qc: bool) -> dict:  # fmt: skip
+        grace_s: float, with_qc: bool, profile: str | None = None) -> dict:  # fmt: skip
     """One storm-mode run at ``n`` sites; the figures as a dict."""
     from ingest import qc
     from ingest.alerting import attach
@@ -282,24 +284,31 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         consumer = Consumer(settings, dsn)
         extras = [qc.attach(consumer, dsn)] if with_qc else []
         alerting = attach(consumer, settings, dsn)
-        engine = alerting.engine
-        busy = [0.0, None]  # seconds in finished process() calls, start of the running one
-        process = engine.process
-
-        def timed(batches):
-            busy[1] = time.perf_counter()
-            try:
-                return process(batches)
-            finally:
-                busy[0] += time.perf_counter() - busy[1]
-                busy[1] = None
+        engine = alerting.engine  # in a process of its own: it counts its busy seconds
 
         def busy_now() -> float:
-            running = busy[1]
-            return busy[0] + (0.0 if running is None else time.perf_counter() - running)
+            return engine.busy_s()
 
-        engine.process = timed
-        ct = threading.Thread(target=consumer.run, daemon=True)
+        profiles: list = []
+
+        def profiled(target, name):
+            """``target`` run under pyinstrument (it samples only the thread it starts in)."""
+
+            def run_profiled(*args):
+                from pyinstrument import Profiler
+
+                profiler = Profiler(interval=0.005)
+                profiler.start()
+                try:
+                    return target(*args)
+                finally:
+                    profiler.stop()
+                    profiles.append((name, profiler))
+
+            return run_profiled
+
+        run_consumer = profiled(consumer.run, "consumer") if profile else consumer.run
+        ct = threading.Thread(target=run_consumer, daemon=True)
         ct.start()
         consumer.subscribed.wait(20)
         while events.get(timeout=60)[0] != "ready":
@@ -333,7 +342,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
                 written1 = consumer.metrics.snapshot().get("readings_written", 0)
                 busy1 = busy_now()
                 m1 = time.monotonic()
-                backlog = (consumer.inbox.qsize(), engine._queue.qsize())
+                backlog = (consumer.inbox.qsize(), engine.backlog())
                 deadline = m1 + grace_s
             if deadline is not None and (
                 time.monotonic() > deadline or set(published) <= set(received)
@@ -363,6 +372,12 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         api.terminate()
         api.join(10)
         broker.stop()
+    for name, profiler in profiles:
+        out = Path(f"{profile}-{n}-{name}.html")
+        out.write_text(profiler.output_html())
+        text = Path(f"{profile}-{n}-{name}.txt")
+        text.write_text(profiler.output_text(unicode=False, color=False, show_all=False))
+        print(f"profile of the {name} thread: {out}, {text}", flush=True)
 
     lat = []
     for k, t0 in published.items():
@@ -426,6 +441,9 @@ def main() -> None:
     ap.add_argument("--history-min", type=int, default=30, help="history written first [min]")
     ap.add_argument("--grace-s", type=float, default=30.0, help="wait for events after [s]")
     ap.add_argument("--no-qc", action="store_true", help="without the QC re-evaluation")
+    ap.add_argument(
+        "--profile", help="a pyinstrument profile of the consumer thread: PREFIX-N-consumer.*"
+    )
     args = ap.parse_args()
     if args.quick:
         args.sites, args.minutes, args.warmup_s, args.history_min = 300, 1.0, 30.0, 10
@@ -440,6 +458,7 @@ def main() -> None:
             history_min=args.history_min,
             grace_s=args.grace_s,
             with_qc=not args.no_qc,
+            profile=args.profile,
         )
         report(r)
         keys = ("sites", "offered_rps", "stored_rps", "p50_ms", "p99_ms", "max_ms", "events",

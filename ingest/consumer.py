@@ -483,6 +483,11 @@ class Consumer:
         rows: list[ReadingRow] = []
         devices_seen: dict[str, tuple[datetime, int]] = {}
         accepted = []
+        self.resolver.refresh(
+            conn,
+            {tel.device for _, _, tel in batch.decoded}
+            | {st.device for _, _, st in batch.statuses},
+        )
         for item, topic, tel in batch.decoded:
             try:
                 self.resolver.check_owner(conn, topic.client_id, tel.device)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 def log_to_file(logger_name: str, path: Path) -> None:
     """Send a library's log records to ``path`` instead of the console."""
-    from .logs import TextFormatter
+    from swc_ops.logs import formatter
 
     path.parent.mkdir(parents=True, exist_ok=True)
     lib = logging.getLogger(logger_name)
@@ -34,7 +34,7 @@ def log_to_file(logger_name: str, path: Path) -> None:
             lib.removeHandler(h)
             h.close()
     handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(TextFormatter())
+    handler.setFormatter(formatter("text"))
     lib.addHandler(handler)
     lib.setLevel(logging.INFO)
     lib.propagate = False

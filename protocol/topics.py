@@ -11,6 +11,7 @@ deployments can share a broker without seeing each other's data.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from enum import StrEnum
@@ -33,6 +34,7 @@ class TopicKind(StrEnum):
     CONFIG = "config"
 
 
+@functools.lru_cache(maxsize=64)  # checked for every message: a handful of roots in use
 def validate_root(root: str) -> str:
     """Check a topic root such as ``swc/v1`` (levels of letters, digits, ``_.-``)."""
     levels = root.split("/")

@@ -9,13 +9,14 @@ if TYPE_CHECKING:
     from ..settings import Settings
     from .engine import AlertEngine
     from .notify import Notifier
+    from .process import EngineProcess
 
-__all__ = ["AlertEngine", "Alerting", "Notifier", "attach"]
+__all__ = ["AlertEngine", "Alerting", "EngineProcess", "Notifier", "attach"]
 
 
 @dataclass
 class Alerting:
-    engine: AlertEngine
+    engine: AlertEngine | EngineProcess
     notifier: Notifier
 
     def stop(self) -> None:
@@ -23,12 +24,17 @@ class Alerting:
         self.notifier.stop()
 
 
-def attach(consumer, settings: Settings, dsn: str) -> Alerting:
-    """Start the engine and the notifier, and hook the engine onto ``consumer``."""
+def attach(consumer, settings: Settings, dsn: str, process: bool = True) -> Alerting:
+    """Start the engine and the notifier, and hook the engine onto ``consumer``.
+
+    The engine runs in a process of its own (``process``; see .process), or in a
+    thread of this one."""
     from .engine import AlertEngine
     from .notify import Notifier
+    from .process import EngineProcess
 
-    engine = AlertEngine(settings, dsn).start()
+    engine = EngineProcess(settings, dsn) if process else AlertEngine(settings, dsn)
+    engine.start()
     consumer.after_commit.append(engine.hook)
     return Alerting(engine, Notifier(settings, dsn).start())
 
@@ -39,6 +45,10 @@ def __getattr__(name: str) -> Any:
         from .engine import AlertEngine
 
         return AlertEngine
+    if name == "EngineProcess":
+        from .process import EngineProcess
+
+        return EngineProcess
     if name == "Notifier":
         from .notify import Notifier
 

@@ -2,7 +2,9 @@
 own or nearest rain stream and the stage of the dams upstream of it.
 
 The registry part (which rain streams, by distance; which dams drain into a
-dam, with their outlets) is cached per site for ``REGISTRY_TTL_S``; the
+dam, with their outlets) is cached per site for ``REGISTRY_TTL_S``, made from
+the registry-wide lists (all rain streams, all dams naming a downstream dam)
+read once per ``REGISTRY_TTL_S`` for every site; the
 readings are read for each evaluation, over the window the forecast needs
 before the newest stage reading.
 """
@@ -41,6 +43,34 @@ class SiteContext:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[float, dict[str, Any]]] = {}
+        # every rain stream and every dam naming a downstream dam, read once per TTL for
+        # all sites (per site, these reads made a pass over N dams cost N x N at scale)
+        self._shared: tuple[float, list[tuple], dict[str, list[tuple]]] | None = None
+
+    def _registry_wide(
+        self, conn: psycopg.Connection
+    ) -> tuple[float, list[tuple], dict[str, list]]:
+        """(when read, rain streams: (stream, site, lat, lon) by stream id, downstream dam ->
+        its upstream dams (id, params) by id), cached for ``REGISTRY_TTL_S``."""
+        now = time.monotonic()
+        with self._lock:
+            shared = self._shared
+        if shared is not None and now - shared[0] < REGISTRY_TTL_S:
+            return shared
+        rain = conn.execute(
+            "SELECT s.id, si.id, si.latitude, si.longitude FROM streams s "
+            "JOIN devices d ON d.id = s.device_id JOIN sites si ON si.id = d.site_id "
+            "WHERE s.channel = 'rain_mm' ORDER BY s.id"
+        ).fetchall()
+        upstream: dict[str, list[tuple]] = {}
+        for uid, down, uparams in conn.execute(
+            "SELECT id, params->>'downstream_dam', params FROM sites WHERE kind = 'check_dam' "
+            "AND params->>'downstream_dam' IS NOT NULL ORDER BY id"
+        ).fetchall():
+            upstream.setdefault(down, []).append((uid, uparams))
+        with self._lock:
+            self._shared = (now, rain, upstream)
+        return now, rain, upstream
 
     def registry(self, conn: psycopg.Connection, site_id: str) -> dict[str, Any]:
         """Rain stream candidates (nearest first) and upstream dams of ``site_id``."""
@@ -49,23 +79,20 @@ class SiteContext:
             hit = self._cache.get(site_id)
         if hit is not None and now - hit[0] < REGISTRY_TTL_S:
             return hit[1]
-        info = self._read_registry(conn, site_id)
-        with self._lock:
-            self._cache[site_id] = (now, info)
+        fetched, info = self._read_registry(conn, site_id)
+        with self._lock:  # as old as the registry-wide part it was made from
+            self._cache[site_id] = (fetched, info)
         return info
 
-    @staticmethod
-    def _read_registry(conn: psycopg.Connection, site_id: str) -> dict[str, Any]:
+    def _read_registry(
+        self, conn: psycopg.Connection, site_id: str
+    ) -> tuple[float, dict[str, Any]]:
         me = conn.execute(
             "SELECT latitude, longitude, params FROM sites WHERE id = %s", (site_id,)
         ).fetchone()
         lat, lon, params = me if me else (None, None, {})
         params = params or {}
-        rows = conn.execute(
-            "SELECT s.id, si.id, si.latitude, si.longitude FROM streams s "
-            "JOIN devices d ON d.id = s.device_id JOIN sites si ON si.id = d.site_id "
-            "WHERE s.channel = 'rain_mm' ORDER BY s.id"
-        ).fetchall()
+        fetched, rows, upstream_of = self._registry_wide(conn)
         chosen = params.get("rain_site_id")
         cands: list[tuple[float, int, str]] = []
         for sid, rsite, rlat, rlon in rows:
@@ -80,11 +107,7 @@ class SiteContext:
             cands.append((dist, sid, rsite))
         cands.sort()
         upstream: list[tuple[int, CheckDam, Any]] = []
-        for uid, uparams in conn.execute(
-            "SELECT id, params FROM sites WHERE kind = 'check_dam' "
-            "AND params->>'downstream_dam' = %s ORDER BY id",
-            (site_id,),
-        ).fetchall():
+        for uid, uparams in upstream_of.get(site_id, ()):
             try:
                 dam = check_dam_model(uparams or {})
             except (KeyError, TypeError, ValueError):
@@ -97,8 +120,8 @@ class SiteContext:
             ).fetchone()
             if stage is not None:
                 upstream.append((stage[0], dam, catchment_model(uparams or {})))
-        return {"rain": [(c[1], c[0], c[2]) for c in cands[:RAIN_CANDIDATES]],
-                "upstream": upstream}  # fmt: skip
+        return fetched, {"rain": [(c[1], c[0], c[2]) for c in cands[:RAIN_CANDIDATES]],
+                         "upstream": upstream}  # fmt: skip
 
     def extras(self, conn: psycopg.Connection, site_id: str, until_s: float) -> dict[str, Any]:
         """``rain`` and ``upstream`` series up to ``until_s`` (data time) for ``site_id``."""

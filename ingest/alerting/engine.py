@@ -1,7 +1,9 @@
 """The alert engine: evaluates the rules of the sites a committed batch touched.
 
 ``AlertEngine.hook`` is registered on ``Consumer.after_commit``; it only
-queues the batch. The engine's own thread merges queued batches, maps their
+queues the batch (``swc ingest`` runs the engine in a process of its own,
+``.process.EngineProcess``, whose hook does the same across processes).
+The engine's own thread merges queued batches, maps their
 streams to sites (devices without a site raise no alerts), and evaluates
 each site in one transaction: for every (rule, subject) it locks the rule's
 state row (``alert_rule_state``, FOR UPDATE, in a fixed order), reads the
@@ -96,6 +98,8 @@ class _Pass:
     contexts: dict[str, tuple[Context, dict]] = field(default_factory=dict)
     stats: dict[int, tuple[float, quiet.WindowStats] | None] = field(default_factory=dict)
     design: dict[int, str] = field(default_factory=dict)  # id(Context) -> kind, params, overrides
+    # site -> (its streams list, its tasks): worked out for the locks, used again to evaluate
+    tasks: dict[str, tuple[list, list]] = field(default_factory=dict)
 
     def stats_of(self, sid: int) -> tuple[float, quiet.WindowStats] | None:
         """(since, extremes) of the prefetched window of stream ``sid``."""
@@ -114,6 +118,18 @@ class _Pass:
             found = self.contexts[site_id] = (Context(kind, params), overrides)
             self.design[id(found[0])] = json.dumps([kind, params, overrides], sort_keys=True)
         return found
+
+
+def _offline_bound(cfg: RuleConfig) -> tuple[float, float]:
+    """(sampling interval [s], the silence in intervals below which the offline rule stays
+    at level 0: the lowest threshold or its hold band; -inf when thresholds are unordered)."""
+    interval = cfg.window_s or 600.0
+    given = [x for x in cfg.thresholds.as_list() if x is not None]
+    lowest = min([*given, np.inf])
+    lowest = min(lowest, max(lowest - cfg.hysteresis, 0.0))  # the hold band's too
+    if given != sorted(given):  # threshold_levels refuses them: let it say so
+        lowest = -np.inf
+    return interval, lowest
 
 
 def _chunks(sites: list[str], threads: int) -> list[list[str]]:
@@ -186,21 +202,27 @@ class AlertEngine:
         # staleness is a matter of hours: a tenth of the limit, at most every 5 min
         stale_interval = max(interval, min(self._stale_s / 10, 300.0))
         next_check = next_stale = started = time.monotonic()
-        while not self._stop.is_set():
+        # None queued: stop once what was queued before it is evaluated (stop() sets
+        # _stop first and so stops at once; the engine's process drains)
+        ending = False
+        while not self._stop.is_set() and not ending:
             timeout = max(0.0, next_check - time.monotonic())
             try:
                 first = self._queue.get(timeout=timeout)
+                ending = first is None
             except queue.Empty:
                 first = None
             if self._stop.is_set():
                 break
             items = [first] if first is not None else []
-            while True:
+            while not ending:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
-                if item is not None:
+                if item is None:
+                    ending = True
+                else:
                     items.append(item)
             try:
                 if items:
@@ -243,6 +265,9 @@ class AlertEngine:
         # data are judged against their arrival, not against when the engine got to them
         arrival = max((b.arrived_at.timestamp() for b in batches), default=now)
         n = 0
+        # the loggers that sent: their offline rule is evaluated in the same pass as the
+        # rules of their site's streams (one read and one write of the site's state rows)
+        offline = self._last_seen(conn, devices) if devices else {}
         if spans:
             rows = conn.execute(
                 "SELECT s.id, s.device_id, s.channel, d.site_id FROM streams s "
@@ -254,18 +279,21 @@ class AlertEngine:
             for sid, dev, ch, site in rows:
                 by_site[site].append((sid, dev, ch))
             chunks = _chunks(sorted(by_site), self._threads)
+            work = (by_site, spans, arrival, offline, now)
             if len(chunks) > 1:
                 # sites are independent: evaluate chunks side by side, one connection each
                 futures = [
-                    self._executor().submit(self._evaluate_chunk_pooled, c, by_site, spans, arrival)
-                    for c in chunks
+                    self._executor().submit(self._evaluate_chunk_pooled, c, *work) for c in chunks
                 ]
                 n += sum(f.result() for f in futures)
             else:
                 for chunk in chunks:
-                    n += self._evaluate_chunk(conn, chunk, by_site, spans, arrival)
-        if devices:
-            n += self.check_offline(devices=devices, now=now)
+                    n += self._evaluate_chunk(conn, chunk, *work)
+            offline = {site: devs for site, devs in offline.items() if site not in by_site}
+        if offline:  # loggers whose site had no stream data in these batches
+            n += self.check_offline(
+                devices={d for devs in offline.values() for d, _ in devs}, now=now
+            )
         self.batches += len(batches)
         self.events += n
         return n
@@ -275,12 +303,12 @@ class AlertEngine:
             self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="swc-alerts-site")
         return self._pool
 
-    def _evaluate_chunk_pooled(self, sites, by_site, spans, now) -> int:
+    def _evaluate_chunk_pooled(self, sites, *work) -> int:
         conn = getattr(self._local, "conn", None)
         if conn is None or conn.closed or conn.broken:
             conn = self._local.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
             self._conns.append(conn)
-        return self._evaluate_chunk(conn, sites, by_site, spans, now)
+        return self._evaluate_chunk(conn, sites, *work)
 
     # --- a pass over many sites: set-based reads and writes -------------------------
     def _evaluate_chunk(
@@ -290,13 +318,31 @@ class AlertEngine:
         by_site: dict[str, list[tuple[int, str, str]]],
         spans: dict[int, tuple[datetime, datetime]],
         now: float,
+        offline: dict[str, list[tuple[str, float]]] | None = None,
+        wall: float | None = None,
     ) -> int:
-        """Evaluate ``sites`` in one transaction, their data read and state written in bulk."""
+        """Evaluate ``sites`` in one transaction, their data read and state written in bulk;
+        with ``offline`` (site -> its loggers that sent, last seen [s]) also the offline
+        rule of those loggers, judged at ``wall`` (the wall clock, as ``check_offline``)."""
         n = 0
         horizon = now + self.settings.future_tolerance_s
-        with conn.transaction(), self._pass(conn, sites, by_site, spans, horizon=horizon):
+        offline = {site: offline[site] for site in sites if site in offline} if offline else {}
+        rule = RULES["offline"]
+        keys = rules = None
+        if offline:
+            rules = [r.name for r in RULES.values() if r.channels] + [rule.name]
+
+            def keys(p: _Pass) -> list[bulk.StateKey]:
+                return self._expected_keys(p, by_site) + self._offline_keys(p, offline)
+
+        with (
+            conn.transaction(),
+            self._pass(conn, sites, by_site, spans, rules=rules, keys=keys, horizon=horizon),
+        ):
             for site in sites:
                 n += self._evaluate_site(conn, site, by_site[site], spans, now)
+                if site in offline:
+                    n += self._check_offline_site(conn, site, offline[site], rule, wall)
         return n
 
     @contextmanager
@@ -347,7 +393,9 @@ class AlertEngine:
             if site not in p.sites:
                 continue
             ctx, overrides = p.context(site)
-            for name, subject, _sid in self._tasks(ctx, p.primary.get(site, {}), streams):
+            tasks = self._tasks(ctx, p.primary.get(site, {}), streams)
+            p.tasks[site] = (streams, tasks)
+            for name, subject, _sid in tasks:
                 if self._config(RULES[name], ctx, overrides) is not None:
                     keys.append((site, name, subject))
         return keys
@@ -496,7 +544,12 @@ class AlertEngine:
             ctx, overrides = found
             primary = self._primary(conn, site_id)
             extras: dict | None = None
-            for name, subject, sid in self._tasks(ctx, primary, streams):
+            known = p.tasks.get(site_id) if p is not None and p.primary is not None else None
+            if known is not None and known[0] is streams:  # the same site and streams
+                tasks = known[1]
+            else:
+                tasks = self._tasks(ctx, primary, streams)
+            for name, subject, sid in tasks:
                 rule = RULES[name]
                 cfg = self._config(rule, ctx, overrides)
                 if cfg is None:
@@ -928,6 +981,73 @@ class AlertEngine:
         """Evaluate the offline rule for loggers with a site (all, or ``devices``)."""
         conn = self._connection()
         now = self.clock() if now is None else now
+        by_site = self._last_seen(conn, devices)
+        rule = RULES["offline"]
+        n = 0
+        if devices is None and self.shortcuts:
+            by_site = self._offline_due(conn, by_site, now)
+
+        def keys(p: _Pass) -> list[bulk.StateKey]:
+            return self._offline_keys(p, by_site)
+
+        for chunk in _chunks(sorted(by_site), 1):
+            with conn.transaction(), self._pass(conn, chunk, rules=[rule.name], keys=keys):
+                for site_id in chunk:
+                    n += self._check_offline_site(conn, site_id, by_site[site_id], rule, now)
+        return n
+
+    def _offline_due(
+        self, conn: psycopg.Connection, by_site: dict[str, list[tuple[str, float]]], now: float
+    ) -> dict[str, list[tuple[str, float]]]:
+        """The loggers of ``by_site`` that the periodic check must evaluate: all but those
+        heard from too recently to reach any level whose tracker is settled (level 0, no
+        alert). For those, evaluating would only move the tracker's clock (the shortcut
+        of ``_check_offline_site``); read without locks, so a tracker that changes
+        meanwhile is evaluated at the next check. At plateau scale this check was
+        a pass over every logger every ``alert_check_interval_s``."""
+        if not by_site:
+            return by_site
+        sites = sorted(by_site)
+        settled = {
+            (site, dev)
+            for site, dev in conn.execute(
+                "SELECT site_id, subject FROM alert_rule_state WHERE rule = 'offline' "
+                "AND site_id = ANY(%s) AND alert_id IS NULL AND tracker->>'level' = '0' "
+                "AND tracker ?& %s AND (SELECT count(*) FROM jsonb_object_keys(tracker)) = %s",
+                (sites, sorted(_TRACKER_FIELDS), len(_TRACKER_FIELDS)),
+            ).fetchall()
+        }
+        designs, overrides = bulk.sites(conn, sites), bulk.rule_overrides(conn, sites)
+        rule = RULES["offline"]
+        bounds: dict[str, tuple[float, float] | None] = {}
+        due: dict[str, list[tuple[str, float]]] = {}
+        for site in sites:
+            if site not in designs:
+                continue
+            kind, params = designs[site]
+            over = overrides.get(site, {})
+            key = json.dumps([kind, params, over.get(rule.name)], sort_keys=True)
+            if key not in bounds:
+                cfg = self._config_of(rule, Context(kind, params), over)
+                bounds[key] = None if cfg is None or cfg.thresholds is None else _offline_bound(cfg)
+            bound = bounds[key]
+            if bound is None:
+                continue  # the rule does not run here (as _check_offline_site finds)
+            interval, lowest = bound
+            keep = [
+                (dev, seen)
+                for dev, seen in by_site[site]
+                if (site, dev) not in settled or max(0.0, now - seen) / interval >= lowest
+            ]
+            if keep:
+                due[site] = keep
+        return due
+
+    @staticmethod
+    def _last_seen(
+        conn: psycopg.Connection, devices: set[str] | None
+    ) -> dict[str, list[tuple[str, float]]]:
+        """Site -> its loggers (all, or those of ``devices``) that were seen: (id, when [s])."""
         sql = (
             "SELECT d.site_id, d.id, extract(epoch FROM d.last_seen) FROM devices d "
             "WHERE d.kind = 'logger' AND d.site_id IS NOT NULL AND d.last_seen IS NOT NULL"
@@ -939,22 +1059,21 @@ class AlertEngine:
         by_site: dict[str, list[tuple[str, float]]] = defaultdict(list)
         for site, dev, seen in conn.execute(sql, params).fetchall():
             by_site[site].append((dev, float(seen)))
+        return by_site
+
+    def _offline_keys(
+        self, p: _Pass, by_site: dict[str, list[tuple[str, float]]]
+    ) -> list[bulk.StateKey]:
+        """The offline rule's state rows of these loggers, where the rule is enabled."""
         rule = RULES["offline"]
-        n = 0
-
-        def keys(p: _Pass) -> list[bulk.StateKey]:
-            out = []
-            for site in p.sites:
-                cfg = self._config(rule, *p.context(site))
-                if cfg is not None and cfg.thresholds is not None:
-                    out.extend((site, rule.name, dev) for dev, _ in by_site[site])
-            return out
-
-        for chunk in _chunks(sorted(by_site), 1):
-            with conn.transaction(), self._pass(conn, chunk, rules=[rule.name], keys=keys):
-                for site_id in chunk:
-                    n += self._check_offline_site(conn, site_id, by_site[site_id], rule, now)
-        return n
+        out = []
+        for site in p.sites:
+            if site not in by_site:
+                continue
+            cfg = self._config(rule, *p.context(site))
+            if cfg is not None and cfg.thresholds is not None:
+                out.extend((site, rule.name, dev) for dev, _ in by_site[site])
+        return out
 
     def _check_offline_site(
         self,
@@ -973,13 +1092,8 @@ class AlertEngine:
             cfg = self._config(rule, ctx, overrides)
             if cfg is None or cfg.thresholds is None:
                 return 0
-            interval = cfg.window_s or 600.0
+            interval, lowest = _offline_bound(cfg)
             thr = cfg.thresholds.as_list()
-            given = [x for x in thr if x is not None]
-            lowest = min([*given, np.inf])
-            lowest = min(lowest, max(lowest - cfg.hysteresis, 0.0))  # the hold band's too
-            if given != sorted(given):  # threshold_levels refuses them: let it say so
-                lowest = -np.inf
             for dev, seen in sorted(devices):
                 saved, alert_id = self._lock_state(conn, site_id, rule.name, dev)
                 state = saved or _FRESH

@@ -40,13 +40,16 @@ def rule_overrides(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, d
 def primary_streams(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, dict[str, int]]:
     """Per site, the stream a site-scoped rule reads for each channel (the lowest id)."""
     out: dict[str, dict[str, int]] = defaultdict(dict)
+    # per device an index scan of its streams (LATERAL; a join read all streams at scale)
     for site, channel, sid in conn.execute(
-        "SELECT DISTINCT ON (d.site_id, s.channel) d.site_id, s.channel, s.id FROM streams s "
-        "JOIN devices d ON d.id = s.device_id WHERE d.site_id = ANY(%s) "
+        "SELECT d.site_id, s.channel, s.id FROM devices d CROSS JOIN LATERAL ("
+        "SELECT DISTINCT ON (channel) channel, id FROM streams WHERE device_id = d.id "
+        "ORDER BY channel, id OFFSET 0) AS s WHERE d.site_id = ANY(%s) "
         "ORDER BY d.site_id, s.channel, s.id",
         (site_ids,),
     ):
-        out[site][channel] = sid
+        if channel not in out[site]:  # the site's lowest stream id of the channel
+            out[site][channel] = sid
     return out
 
 

@@ -193,6 +193,27 @@ class StreamResolver:
     def is_registered(self, conn: psycopg.Connection, device: str) -> bool:
         return self._device(conn, device) is not None
 
+    def refresh(self, conn: psycopg.Connection, devices: set[str]) -> None:
+        """Fetch, in one query, the facts of those ``devices`` not cached or older than
+        ``device_ttl_s`` (a batch's devices, before ``check_owner`` asks about each:
+        one round trip per batch rather than one per message)."""
+        now = time.monotonic()
+        cached = self._devices
+        due = [
+            d
+            for d in devices
+            if (c := cached.get(d)) is None or now - c.fetched >= self.device_ttl_s
+        ]
+        if not due:
+            return
+        rows = conn.execute(
+            "SELECT id, gateway_id FROM devices WHERE id = ANY(%s)", (due,)
+        ).fetchall()
+        for device in due:  # unknown ones are looked up (and registered) by check_owner
+            cached.pop(device, None)
+        for device, gateway in rows:
+            cached[device] = _Device(gateway, now)
+
     def check_owner(self, conn: psycopg.Connection, sender: str, device: str) -> None:
         """Raise Rejected unless ``sender`` may publish for ``device``."""
         info = self._device(conn, device)
@@ -220,25 +241,35 @@ class StreamResolver:
         self, conn: psycopg.Connection, pairs: set[tuple[str, str]]
     ) -> dict[tuple[str, str], int]:
         missing = [p for p in pairs if p not in self._streams]
+        if missing:  # those registered already are read; only the rest are inserted
+            missing = self._read_streams(conn, missing)
         if missing:
-            devices = [d for d, _ in missing]
-            channels = [c for _, c in missing]
-            units = [unit_of(c) for c in channels]
             conn.execute(
                 "INSERT INTO streams (device_id, channel, unit) "
                 "SELECT * FROM unnest(%s::text[], %s::text[], %s::text[]) "
                 "ON CONFLICT (device_id, channel) DO NOTHING",
-                (devices, channels, units),
+                (
+                    [d for d, _ in missing],
+                    [c for _, c in missing],
+                    [unit_of(c) for _, c in missing],
+                ),
             )
-            rows = conn.execute(
-                "SELECT s.id, s.device_id, s.channel FROM streams s "
-                "JOIN unnest(%s::text[], %s::text[]) AS m(d, c) "
-                "ON s.device_id = m.d AND s.channel = m.c",
-                (devices, channels),
-            ).fetchall()
-            for sid, dev, ch in rows:
-                self._streams[(dev, ch)] = sid
+            self._read_streams(conn, missing)
         return {p: self._streams[p] for p in pairs}
+
+    def _read_streams(
+        self, conn: psycopg.Connection, pairs: list[tuple[str, str]]
+    ) -> list[tuple[str, str]]:
+        """Cache the ids of the streams of ``pairs`` that exist; return those that do not."""
+        rows = conn.execute(
+            "SELECT s.id, s.device_id, s.channel FROM streams s "
+            "JOIN unnest(%s::text[], %s::text[]) AS m(d, c) "
+            "ON s.device_id = m.d AND s.channel = m.c",
+            ([d for d, _ in pairs], [c for _, c in pairs]),
+        ).fetchall()
+        for sid, dev, ch in rows:
+            self._streams[(dev, ch)] = sid
+        return [p for p in pairs if p not in self._streams]
 
     def _check_may_bring_in(self, conn: psycopg.Connection, sender: str, device: str) -> None:
         """Only a gateway (or, on an open development broker, a sender nobody registered)

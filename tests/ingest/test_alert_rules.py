@@ -159,3 +159,23 @@ def test_a_second_engine_continues_the_first_ones_alert(db):
                  (alerts[0][0],))  # fmt: skip
     assert kinds[:3] == [("open", 2), ("escalate", 3), ("escalate", 4)]
     assert kinds[-1] == ("resolve", 0)
+
+
+def test_the_engine_process_evaluates_every_batch_queued_before_it_stops(db):
+    """The engine runs in a process of its own (the consumer's GIL stays free); batches
+    queued by the hook are never dropped, and stop() evaluates them before it ends."""
+    from ingest.alerting import EngineProcess
+
+    _stage_site(db)
+    set_rule(db, "dam-1", "stage", {
+        "thresholds": {"blue": None, "yellow": 0.5, "orange": 0.2, "red": 0.0},
+        "min_duration_s": 0})  # fmt: skip
+    engine = EngineProcess(Settings(_env_file=None, database_url=db), db).start()
+    start = minutes_ago(6)
+    stage = [3.0, 3.5, 4.6, 4.7, 4.8, 5.1]  # up through yellow, orange and red, minute by minute
+    for i, s in enumerate(stage):  # one committed batch a reading, queued at once
+        engine.hook(insert_readings(db, "dam-1", "stage_m", [(start + timedelta(minutes=i), s)]))
+    engine.stop(timeout=60)
+    assert engine.busy.value > 0
+    alerts = rows(db, "SELECT state, peak_level, late FROM alerts WHERE rule = 'stage'")
+    assert alerts == [("open", 4, False)]

@@ -84,6 +84,8 @@ def up(tmp_path_factory) -> Up:
             str(api_port),
             "--metrics-port",
             str(metrics_port),
+            "--api-metrics-port",
+            str(free_port()),
             "--embedded-broker-port",
             "0",
         ],
@@ -202,6 +204,7 @@ def test_a_second_swc_up_on_the_same_folder_is_refused(up):
 def test_a_busy_port_is_one_line_naming_its_setting(up, tmp_path, flag, port_of):
     port = port_of(up)
     args = ["--api-port", str(free_port()), "--metrics-port", str(free_port())]
+    args += ["--api-metrics-port", str(free_port())]
     args += [flag, str(port)]
     result = subprocess.run(
         [*SWC, "up", *args],
