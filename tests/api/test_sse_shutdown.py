@@ -29,7 +29,8 @@ def test_sigterm_with_a_connected_stream_ends_it_cleanly_and_exits_0(db, tmp_pat
     k = keys(db)
     port = free_port()
     log_path = tmp_path / "api.log"
-    env = {**os.environ, "SWC_DATABASE_URL": db, "SWC_MQTT_URL": "", "SWC_LOG_LEVEL": "INFO"}
+    env = {**os.environ, "SWC_DATABASE_URL": db, "SWC_MQTT_URL": "", "SWC_LOG_LEVEL": "INFO",
+           "SWC_API_METRICS_PORT": "0"}
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "swc_cli", "api", "--port", str(port)],
@@ -78,7 +79,8 @@ def test_swc_up_stopping_its_api_thread_ends_streams_cleanly(db, caplog):
     site(db)
     k = keys(db)
     port = free_port()
-    api = start_api(Settings(_env_file=None, database_url=db, api_host="127.0.0.1", api_port=port))
+    api = start_api(Settings(_env_file=None, database_url=db, api_host="127.0.0.1", api_port=port,
+                             api_metrics_port=0))
     lines: list[str] = []
     outcome: list[BaseException | None] = []
 
