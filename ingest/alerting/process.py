@@ -68,6 +68,10 @@ class EngineProcess:
     def __init__(self, settings: Settings, dsn: str):
         ctx = multiprocessing.get_context("spawn")
         self._batches: multiprocessing.Queue = ctx.Queue()
+        # this process's exit must not wait for the queue's feeder thread: with the engine
+        # gone (terminated, or never stopped) it can block on a full pipe forever. stop()
+        # still delivers everything: the engine reads the queue to its end before it exits
+        self._batches.cancel_join_thread()
         self.busy = ctx.Value("d", 0.0)  # seconds spent evaluating (finished passes)
         self.running = ctx.Value("d", 0.0)  # time.monotonic() the running pass began, or 0
         self._proc = ctx.Process(
@@ -117,3 +121,4 @@ class EngineProcess:
             log.warning("the alert engine did not stop within %.0f s; terminated", timeout)
             self._proc.terminate()
             self._proc.join()
+        self._batches.close()
