@@ -380,6 +380,24 @@ def _process_main(
     reevaluator._run()
 
 
+def start_ignoring_sigint(proc) -> None:
+    """Start a child process of the consumer with SIGINT ignored from its first moment.
+
+    Ctrl-C reaches the whole process group, also while the child still imports: it
+    starts with SIGINT ignored (inherited), and the consumer stops it itself."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            proc.start()
+        finally:
+            signal.signal(signal.SIGINT, previous)
+    else:
+        proc.start()
+
+
 class QCProcess:
     """A re-evaluator in a process of its own, fed with the spans of committed batches.
 
@@ -399,19 +417,7 @@ class QCProcess:
         )
 
     def start(self) -> QCProcess:
-        import signal
-        import threading
-
-        # Ctrl-C reaches the whole process group, also while the child still imports:
-        # it starts with SIGINT ignored (inherited), and the consumer stops it itself
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                self._proc.start()
-            finally:
-                signal.signal(signal.SIGINT, previous)
-        else:
-            self._proc.start()
+        start_ignoring_sigint(self._proc)
         return self
 
     def hook(self, batch) -> None:

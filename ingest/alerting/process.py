@@ -82,18 +82,9 @@ class EngineProcess:
         )
 
     def start(self) -> EngineProcess:
-        import signal
+        from ..qc import start_ignoring_sigint
 
-        # Ctrl-C reaches the whole process group, also while the child still imports:
-        # it starts with SIGINT ignored (inherited), and the consumer stops it itself
-        if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
-            try:
-                self._proc.start()
-            finally:
-                signal.signal(signal.SIGINT, previous)
-        else:
-            self._proc.start()
+        start_ignoring_sigint(self._proc)
         return self
 
     def hook(self, batch) -> None:
