@@ -550,6 +550,12 @@ def export_cmd(
             target = sys.stdout.buffer if out == "-" else out
             result = export(conn, selection, fmt, target, bar.update, settings.export_attributes)
     click.echo(f"{result.rows} rows", err=True)
+    if result.left_out:
+        click.echo(
+            f"left out (no CF standard name; name them with --channel to include them): "
+            f"{', '.join(result.left_out)}",
+            err=True,
+        )
 
 
 def _parse_since(ctx, param, value):

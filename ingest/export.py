@@ -36,7 +36,7 @@ from __future__ import annotations
 import io
 import itertools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import BinaryIO, Literal
@@ -184,6 +184,13 @@ class ExportResult:
     rows: int = 0
     bytes: int = 0
     streams: set[int] = field(default_factory=set)
+    left_out: tuple[str, ...] = ()  # channels a NetCDF export left out (no CF name)
+
+
+def cf_describable(channel: str) -> bool:
+    """Whether CF can describe the channel (it has a CF standard name)."""
+    known = CHANNELS.get(channel)
+    return known is not None and known.cf_standard_name is not None
 
 
 def export_csv(
@@ -311,10 +318,17 @@ def export_netcdf(
     from .qc import stream_configs
 
     stations = _stations(conn, selection)
+    result = ExportResult()
+    if not selection.channels:
+        # logger health and quantities CF cannot name come only when asked for by name
+        present = {st["channel"] for st in stations.values()}
+        result.left_out = tuple(sorted(c for c in present if not cf_describable(c)))
+        if result.left_out:
+            stations = {k: v for k, v in stations.items() if v["channel"] not in result.left_out}
+            selection = replace(selection, stream_ids=tuple(stations) or (-1,))
     configs = stream_configs(conn, list(stations)) if stations else {}
     lookup = np.full(max(stations, default=0) + 1, -1, dtype=np.int32)
     lookup[np.array(list(stations), dtype=np.int64)] = np.arange(len(stations), dtype=np.int32)
-    result = ExportResult()
     # a small chunk cache per variable: HDF5's default (tens of MB for each of
     # the variables per channel) would make memory grow with the channels
     netCDF4.set_chunk_cache(2 << 20, 521, 0.75)
@@ -345,7 +359,7 @@ def export_netcdf(
             if progress:
                 progress(batch.num_rows)
         flags.close()
-        _write_coverage(ds, stations, per_channel, attributes)
+        _write_coverage(ds, stations, per_channel, attributes, result.left_out)
     return result
 
 
@@ -410,7 +424,8 @@ class _StreamFlags:
         self._n = keep
 
 
-def _write_coverage(ds, stations: dict[int, dict], per_channel: dict, extra) -> None:
+def _write_coverage(ds, stations: dict[int, dict], per_channel: dict, extra,
+                    left_out: tuple[str, ...] = ()) -> None:  # fmt: skip
     """ACDD discovery attributes: what, who, where and when."""
     import uuid
     from datetime import UTC
@@ -429,6 +444,12 @@ def _write_coverage(ds, stations: dict[int, dict], per_channel: dict, extra) -> 
         date_created=stamp,
         history=f"{stamp} swc export",
     )
+    if left_out:
+        note = (
+            f"Channels left out (no CF standard name; export them by name to include them): "
+            f"{', '.join(left_out)}."
+        )
+        attrs["comment"] = f"{attrs['comment']} {note}" if attrs.get("comment") else note
     lats = [st["lat"] for st in stations.values() if st["lat"] is not None]
     lons = [st["lon"] for st in stations.values() if st["lon"] is not None]
     alts = [st["elev"] for st in stations.values() if st["elev"] is not None]
@@ -608,6 +629,8 @@ class _ChannelVars:
         value.long_name = known.description if known is not None else channel
         if known is not None and known.cf_standard_name:
             value.standard_name = known.cf_standard_name
+            if known.cf_note:
+                value.comment = f"standard_name: {known.cf_note}"
         elif known is not None and known.cf_note:
             value.comment = f"no standard_name: {known.cf_note}"
         value.cell_methods = known.cell_methods if known is not None else "time: point"

@@ -32,7 +32,10 @@ class Channel:
     """A known measurement channel.
 
     ``cf_standard_name`` is a name of the CF standard name table, or None where
-    the table has none for what is measured (``cf_note`` then says why);
+    the table has none for what is measured (``cf_note`` then says why; with a
+    name, ``cf_note`` says how the name is meant). A channel without a name is
+    not a geophysical quantity CF can describe (logger health, a temperature of
+    unknown medium): a NetCDF export holds it only when it is asked for by name;
     ``cell_methods`` is the CF cell method of a value over time.
     """
 
@@ -44,9 +47,12 @@ class Channel:
     cf_note: str | None = None
 
 
-_NO_FRESH_WATER = (
-    "CF names this quantity only for sea water ({}); a pond, cistern or stream is not "
-    "sea water, so no standard_name is given"
+# CF names these quantities after sea water only; CF applies the sea_water names to
+# every natural water body, rivers and lakes included, until it has names for water on
+# land (cf-convention/discuss #6, #73, #266, #327), so they are used, and said so.
+_FRESH_WATER = (
+    "the water is fresh (a pond, cistern, tank or stream); CF's sea_water names are "
+    "used for all natural waters until CF has names for water on land"
 )
 
 CHANNELS: dict[str, Channel] = {
@@ -68,13 +74,15 @@ CHANNELS: dict[str, Channel] = {
             "turbidity_ntu",
             "[NTU]",
             "turbidity of the water (nephelometric turbidity units, NTU)",
-            cf_note=_NO_FRESH_WATER.format("sea_water_turbidity"),
+            "sea_water_turbidity",
+            cf_note=_FRESH_WATER,
         ),
         Channel(
             "ssc_kg_m3",
             "kg/m3",
             "suspended sediment concentration",
-            cf_note=_NO_FRESH_WATER.format("mass_concentration_of_suspended_matter_in_sea_water"),
+            "mass_concentration_of_suspended_matter_in_sea_water",
+            cf_note=_FRESH_WATER,
         ),
         Channel(
             "rain_mm",
@@ -103,7 +111,8 @@ CHANNELS: dict[str, Channel] = {
             "water_temperature_c",
             "Cel",
             "water temperature",
-            cf_note=_NO_FRESH_WATER.format("sea_water_temperature"),
+            "sea_water_temperature",
+            cf_note=_FRESH_WATER,
         ),
     )
 }

@@ -130,7 +130,10 @@ def test_device_health_lists_gaps_flags_and_dead_letters(api, db):
     insert_readings(db, "dam-big", "rssi_dbm", [(minutes_ago(1), -71.0)])
     with psycopg.connect(db) as conn:
         conn.execute("INSERT INTO devices (id, kind) VALUES ('stray-7', 'logger')")
-        conn.execute("INSERT INTO devices (id, kind) VALUES ('gw-1', 'gateway')")
+        conn.execute(
+            "INSERT INTO devices (id, kind, firmware, status_state, status_at, status_battery_v, "
+            "status_rssi_dbm) VALUES ('gw-1', 'gateway', '2.1.0', 'offline', now(), 11.9, -95)"
+        )
         for code in ("invalid_json", "invalid_json", "unknown_device"):
             conn.execute(
                 "INSERT INTO dead_letters (topic, payload, payload_size, error_code, error) "
@@ -146,6 +149,11 @@ def test_device_health_lists_gaps_flags_and_dead_letters(api, db):
     big = next(d for d in out["devices"] if d["id"] == "dam-big")
     assert big["battery_v"] == 12.4 and big["rssi_dbm"] == -71.0 and big["site_id"] == "dam-big"
     assert big["qc_last_day"] == {"readings": 10, "suspect": 1, "fail": 1}
+    assert big["status_state"] is None
+    # a device that sends no battery or signal readings: what its last status said
+    gw = next(d for d in out["devices"] if d["id"] == "gw-1")
+    assert (gw["status_state"], gw["firmware"]) == ("offline", "2.1.0")
+    assert (gw["battery_v"], gw["rssi_dbm"]) == (11.9, -95.0)
     assert out["devices_without_site"] == ["stray-7"]  # a gateway needs no site
     gaps = {g["site_id"]: g["reason"] for g in out["sites_without_flood_rule"]}
     assert set(gaps) == {"dam-small", "dam-off", "cis-1"}

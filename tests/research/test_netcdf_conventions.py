@@ -16,7 +16,6 @@ from ingest.export import QC_TESTS, Selection, _StreamFlags, export
 from ingest.qc import CHANNEL_QC
 from ingest.store.readings import ReadingWriter
 from ingest.store.registry import load_registry, read_registry_file
-from protocol.channels import CHANNELS
 
 from .conftest import load, load_registry_of
 
@@ -33,7 +32,7 @@ sites:
 
 
 @pytest.fixture(scope="module")
-def county_nc(sim50, admin_dsn, tmp_path_factory):
+def county_db(sim50, admin_dsn, tmp_path_factory):
     from ingest.store.migrate import migrate
     from tests.conftest import create_database, drop_database, dsn_for
 
@@ -62,11 +61,18 @@ def county_nc(sim50, admin_dsn, tmp_path_factory):
                 )
             ]
             ReadingWriter().write(conn, rows)
-            path = tmp / "county.nc"
-            export(conn, Selection(device_ids=(*DEVICES, "lab-1")), "netcdf", path)
-        yield path
+        yield dsn
     finally:
         drop_database(admin_dsn, name)
+
+
+@pytest.fixture(scope="module")
+def county_nc(county_db, tmp_path_factory):
+    path = tmp_path_factory.mktemp("nc") / "county.nc"
+    with psycopg.connect(county_db) as conn:
+        result = export(conn, Selection(device_ids=(*DEVICES, "lab-1")), "netcdf", path)
+    assert set(result.left_out) == {"battery_v", "rssi_dbm", "temperature_c"}
+    return path
 
 
 @pytest.fixture(scope="module")
@@ -97,15 +103,8 @@ def test_cf_18_passes(reports):
     assert _failed(report, "medium_priorities") == []
 
 
-def test_acdd_13_high_priority_passes_but_for_names_cf_does_not_have(reports):
-    report = reports["acdd"]
-    failed = _failed(report, "high_priorities")
-    # the only gap: a standard_name where the CF table has none (docs/research.md)
-    without_name = {c.name for c in CHANNELS.values() if c.cf_standard_name is None}
-    missing = {name.split('"')[1] for name, msgs in failed if msgs == ["standard_name"]}
-    assert [f for f in failed if f[1] != ["standard_name"]] == []
-    assert missing and missing <= without_name
-    assert all(CHANNELS[c].cf_note for c in missing)
+def test_acdd_13_high_priority_passes(reports):
+    assert _failed(reports["acdd"], "high_priorities") == []
 
 
 def test_the_file_says_what_it_holds(county_nc):
@@ -132,13 +131,20 @@ def test_the_file_says_what_it_holds(county_nc):
         assert v["rain_mm"].cell_methods == "time: sum"
         assert v["stage_m"].cell_methods == "time: point"
         assert v["turbidity_ntu"].units == "1" and v["turbidity_ntu"].ucum_units == "[NTU]"
-        assert v["rssi_dbm"].units == "dBm" and v["rssi_dbm"].ucum_units == "dB[mW]"
-        assert v["ssc_kg_m3"].units == "kg m-3" and "standard_name" not in v["ssc_kg_m3"].ncattrs()
+        assert v["ssc_kg_m3"].units == "kg m-3"
+        # fresh water under CF's sea_water names, and said so
+        for name, std in (
+            ("turbidity_ntu", "sea_water_turbidity"),
+            ("ssc_kg_m3", "mass_concentration_of_suspended_matter_in_sea_water"),
+            ("water_temperature_c", "sea_water_temperature"),
+        ):
+            assert v[name].standard_name == std
+            assert "fresh" in v[name].comment
         assert v["air_temperature_c"].standard_name == "air_temperature"
         assert v["air_temperature_c"].units == "degC"
-        for name in ("water_temperature_c", "temperature_c"):
-            assert "standard_name" not in v[name].ncattrs()
-            assert "no standard_name" in v[name].comment
+        # what CF cannot name is left out when no channel is asked for, and the file says so
+        for name in ("battery_v", "rssi_dbm", "temperature_c"):
+            assert name not in v and name in ds.comment
         # every QC flag: the aggregate and each test configured for the channel
         stage_tests = [t for t in QC_TESTS if f"stage_m_qc_{t}" in v]
         assert stage_tests == ["gross_range", "spike", "rate_of_change", "flat_line"]
@@ -159,6 +165,23 @@ def test_the_file_says_what_it_holds(county_nc):
         got = qc_flags(t, stage, **CHANNEL_QC["stage_m"])
         for test in stage_tests:
             assert (v[f"stage_m_qc_{test}"][:] == got[test]).all(), test
+
+
+def test_channels_cf_cannot_name_come_when_asked_for(county_db, tmp_path):
+    with psycopg.connect(county_db) as conn:
+        path = tmp_path / "health.nc"
+        selection = Selection(device_ids=("dam-a01", "lab-1"),
+                              channels=("rssi_dbm", "temperature_c", "stage_m"))  # fmt: skip
+        result = export(conn, selection, "netcdf", path)
+    assert result.left_out == ()
+    with netCDF4.Dataset(path) as ds:
+        v = ds.variables
+        assert v["rssi_dbm"].units == "dBm" and v["rssi_dbm"].ucum_units == "dB[mW]"
+        for name in ("rssi_dbm", "temperature_c"):
+            assert "standard_name" not in v[name].ncattrs()
+            assert "no standard_name" in v[name].comment
+        assert v["stage_m"].standard_name == "water_surface_height_above_reference_datum"
+        assert "left out" not in getattr(ds, "comment", "")
 
 
 def test_flags_computed_in_windows_equal_those_of_the_whole_series():

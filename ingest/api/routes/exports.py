@@ -336,7 +336,7 @@ def export_readings_netcdf(
         try:
             with _NETCDF_LOCK, psycopg.connect(request.app.state.settings.database_url) as conn:
                 conn.read_only = True
-                export_netcdf(
+                result = export_netcdf(
                     conn,
                     _selection(q),
                     path,
@@ -360,5 +360,7 @@ def export_readings_netcdf(
         headers={
             "Content-Disposition": f'attachment; filename="{_filename(q, "nc")}"',
             "Content-Length": str(size),
+            # channels CF cannot name come only when asked for (docs/research.md)
+            **({"X-SWC-Channels-Left-Out": ",".join(result.left_out)} if result.left_out else {}),
         },
     )
