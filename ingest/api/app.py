@@ -18,6 +18,7 @@ from . import console, errors
 from .dbpool import CheckedPool
 from .events import Broadcaster
 from .guard import RequestGuard
+from .offload import HeavyWorkers
 from .paging import reject_unknown_query
 from .routes import (
     alerts,
@@ -57,6 +58,7 @@ engineer and admin, writes them).
 
 
 SWITCH_INTERVAL_S = 0.001
+MAX_HEAVY_WORKERS = 4  # worker processes for expensive reads (offload.py), at most
 
 
 def _default_timeout_ms(settings: Settings) -> int:
@@ -128,9 +130,14 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.streams_stopping = anyio.Event()
         app.state.loop = asyncio.get_running_loop()
         app.state.sheet_readers = SheetReaders(settings.survey_import_max_concurrent)
+        # expensive reads (large pages, derived products) in niced worker processes
+        app.state.heavy_workers = HeavyWorkers(
+            settings.database_url, min(settings.api_heavy_concurrency, MAX_HEAVY_WORKERS)
+        )
         try:
             yield
         finally:
+            app.state.heavy_workers.close()
             app.state.sheet_readers.close()
             app.state.broadcaster.stop()
             pool.close()

@@ -126,11 +126,16 @@ def decode_cursor(text: str, fp: str, kinds: Sequence[type]) -> list[Any]:
 
 def next_link(request: Request, cursor: str) -> str:
     """The request's path and query with ``cursor`` replaced."""
-    params = [(k, v) for k, v in request.query_params.multi_items() if k != "cursor"]
-    params.append(("cursor", cursor))
+    return link_with_cursor(request.url.path, request.query_params.multi_items(), cursor)
+
+
+def link_with_cursor(path: str, query: Sequence[tuple[str, str]], cursor: str) -> str:
+    """``path`` with the query ``query`` and ``cursor`` in place of its own cursor."""
     from urllib.parse import urlencode
 
-    return f"{request.url.path}?{urlencode(params)}"
+    params = [(k, v) for k, v in query if k != "cursor"]
+    params.append(("cursor", cursor))
+    return f"{path}?{urlencode(params)}"
 
 
 def page(

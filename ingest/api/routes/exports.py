@@ -30,7 +30,10 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/exports", tags=["exports"])
 
 CHUNK = 256 << 10  # bytes per chunk sent
-QUEUE_CHUNKS = 8  # chunks written ahead of the client at most
+# chunks written ahead of the client at most: an export abandoned after its first
+# bytes (issue 11) costs the API process the rows of these chunks (COPY rows are read
+# one by one in Python), so few; two keep the socket fed between writes
+QUEUE_CHUNKS = 2
 STALL_S = 300.0  # an export whose client reads nothing for this long is abandoned
 _DONE = object()
 _NETCDF_LOCK = threading.Lock()  # HDF5 is not thread-safe: one NetCDF file at a time

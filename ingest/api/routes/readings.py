@@ -8,9 +8,11 @@ import binascii
 import hashlib
 import math
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 
+import psycopg
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
@@ -19,7 +21,7 @@ from protocol.channels import unit_of
 from ...store import timeseries as store
 from ..deps import ConnDep, CurrentKey
 from ..errors import errors
-from ..paging import next_link
+from ..paging import link_with_cursor
 from ..render import page_json
 
 router = APIRouter(prefix="/readings", tags=["readings"])
@@ -267,28 +269,19 @@ def use_hourly(q: ReadingsParams, interval: timedelta | None, aggs: list[str]) -
     return all(x % 3600 == 0 for x in whole) and set(aggs) <= store.HOURLY_AGGREGATES
 
 
-@router.get(
-    "",
-    response_model=ReadingsPage,
-    summary="Readings of streams, sites and channels: raw or in buckets, paged by a cursor",
-    responses=errors(401, 422),
-)
-def readings(
-    request: Request, conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query()]
-) -> Response:
-    """Rows are ordered by stream, then time. Follow `next` until it is null.
-
-    Bucketed rows (`interval`) carry `count` and the aggregates asked for
-    (`agg`, repeatable; default `mean`). Buckets start on multiples of the
-    interval from 2000-01-03T00:00Z (a Monday); empty buckets are left out.
-    Whole-hour buckets over whole hours without a quality filter come from
-    the hourly aggregate (`source: readings_hourly`); the others are binned
-    from the raw readings.
-    """
-    interval = _check_interval(q)
-    aggs: list[str] = list(dict.fromkeys(q.agg)) or (["mean"] if interval else [])
-    fp = _fingerprint(q, interval, aggs)
-    after = decode_cursor(q.cursor, fp, q.start, q.end) if q.cursor else None
+def page_bytes(
+    conn: psycopg.Connection,
+    q: ReadingsParams,
+    interval: timedelta | None,
+    aggs: list[str],
+    fp: str,
+    after: tuple[int, datetime] | None,
+    path: str,
+    query: Sequence[tuple[str, str]],
+) -> tuple[bytes, str | None]:
+    """The page (JSON) of the query ``q`` checked by the route, and the link to the next
+    page (``path`` and ``query``: the request's); run in the API process or in a worker
+    process (offload.py), to the same bytes."""
     streams = store.streams(conn, q.stream_filter())
     ids = [s["id"] for s in streams]
     hourly = use_hourly(q, interval, aggs)
@@ -333,7 +326,7 @@ def readings(
             }
             for r in rows
         ]
-    link = next_link(request, nxt) if nxt else None
+    link = link_with_cursor(path, query, nxt) if nxt else None
     page = ReadingsPage(
         source="readings_hourly" if hourly else "readings",
         interval=format_interval(interval) if interval else None,
@@ -348,9 +341,41 @@ def readings(
         next=link,
         next_cursor=nxt,
     )
-    # rendered here, in the worker thread, a few rows at a time (render.py): a page
-    # of 10,000 rows does not hold the interpreter while other clients wait;
-    # aggregates not asked for are left out, not sent as nulls
+    # rendered a few rows at a time (render.py): in the API process a page of 10,000
+    # rows does not hold the interpreter while other clients wait; aggregates not
+    # asked for are left out, not sent as nulls
+    return page_json(page, "items", items, BucketReading if interval else RawReading), link
+
+
+@router.get(
+    "",
+    response_model=ReadingsPage,
+    summary="Readings of streams, sites and channels: raw or in buckets, paged by a cursor",
+    responses=errors(401, 422),
+)
+def readings(
+    request: Request, conn: ConnDep, key: CurrentKey, q: Annotated[ReadingsParams, Query()]
+) -> Response:
+    """Rows are ordered by stream, then time. Follow `next` until it is null.
+
+    Bucketed rows (`interval`) carry `count` and the aggregates asked for
+    (`agg`, repeatable; default `mean`). Buckets start on multiples of the
+    interval from 2000-01-03T00:00Z (a Monday); empty buckets are left out.
+    Whole-hour buckets over whole hours without a quality filter come from
+    the hourly aggregate (`source: readings_hourly`); the others are binned
+    from the raw readings.
+    """
+    interval = _check_interval(q)
+    aggs: list[str] = list(dict.fromkeys(q.agg)) or (["mean"] if interval else [])
+    fp = _fingerprint(q, interval, aggs)
+    after = decode_cursor(q.cursor, fp, q.start, q.end) if q.cursor else None
+    args = (q, interval, aggs, fp, after, request.url.path, request.query_params.multi_items())
+    workers = getattr(request.app.state, "heavy_workers", None)
+    if workers is not None and q.limit > request.app.state.settings.api_heavy_rows:
+        # an expensive page (admission.py): queried and rendered in a worker process of
+        # lower priority (offload.py), while this process serves ordinary requests
+        body, link = workers.run(conn, request.state.statement_timeout_s, page_bytes, *args)
+    else:
+        body, link = page_bytes(conn, *args)
     headers = {"Link": f'<{link}>; rel="next"'} if link else None
-    body = page_json(page, "items", items, BucketReading if interval else RawReading)
     return Response(body, media_type="application/json", headers=headers)

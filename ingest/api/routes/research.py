@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Annotated, Literal, TypeVar
 
-from fastapi import APIRouter, HTTPException, Path, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Request
 from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 from ... import research
@@ -96,6 +96,21 @@ def _call(fn: Callable[..., M], *args, **kwargs) -> M:
         raise HTTPException(422, f"cannot compute: {exc}") from None
 
 
+def _product(conn, name: str, args: tuple, kwargs: dict):
+    return _call(getattr(research, name), conn, *args, **kwargs)
+
+
+def _heavy(request: Request, conn, name: str, *args, **kwargs):
+    """The derived product ``research.<name>(conn, *args, **kwargs)``, computed in a
+    worker process of lower priority (offload.py), or here when there is none; the
+    model comes back and is answered as any other."""
+    workers = getattr(request.app.state, "heavy_workers", None)
+    if workers is None:
+        return _product(conn, name, args, kwargs)
+    timeout_s = request.state.statement_timeout_s
+    return workers.run(conn, timeout_s, _product, name, args, kwargs)
+
+
 def _events(q: EventParams) -> dict:
     kw = {**q.common(), "min_dry_h": q.min_dry_h, "min_storm_mm": q.min_storm_mm}
     if q.tail_h is not None:
@@ -110,10 +125,14 @@ def _events(q: EventParams) -> dict:
     responses=errors(401, 404, 422),
 )
 def storms(
-    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, q: Annotated[StormParams, Query()]
+    request: Request,
+    site_id: SiteIdPath,
+    conn: ConnDep,
+    key: CurrentKey,
+    q: Annotated[StormParams, Query()],
 ) -> StormEvents:
-    return _call(research.storm_events, conn, site_id, q.start, q.end, min_dry_h=q.min_dry_h,
-                 min_depth_mm=q.min_depth_mm, **q.common())  # fmt: skip
+    return _heavy(request, conn, "storm_events", site_id, q.start, q.end,
+                  min_dry_h=q.min_dry_h, min_depth_mm=q.min_depth_mm, **q.common())  # fmt: skip
 
 
 @router.get(
@@ -123,10 +142,14 @@ def storms(
     responses=errors(401, 404, 422),
 )
 def dam_events(
-    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, q: Annotated[DamEventParams, Query()]
+    request: Request,
+    site_id: SiteIdPath,
+    conn: ConnDep,
+    key: CurrentKey,
+    q: Annotated[DamEventParams, Query()],
 ) -> DamEvents:
-    return _call(research.dam_events, conn, site_id, q.start, q.end, outflow=q.outflow,
-                 **_events(q))  # fmt: skip
+    return _heavy(request, conn, "dam_events", site_id, q.start, q.end, outflow=q.outflow,
+                  **_events(q))  # fmt: skip
 
 
 @router.get(
@@ -136,12 +159,16 @@ def dam_events(
     responses=errors(401, 404, 422),
 )
 def retention(
-    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, q: Annotated[RetentionParams, Query()]
+    request: Request,
+    site_id: SiteIdPath,
+    conn: ConnDep,
+    key: CurrentKey,
+    q: Annotated[RetentionParams, Query()],
 ) -> DamRetention:
-    return _call(research.dam_retention, conn, site_id, q.at,
-                 annual_sediment_inflow_t=q.annual_sediment_inflow_t,
-                 exclude_quality=tuple(q.exclude_quality) or research.DEFAULT_EXCLUDE_QUALITY,
-                 use_cache=q.use_cache)  # fmt: skip
+    return _heavy(request, conn, "dam_retention", site_id, q.at,
+                  annual_sediment_inflow_t=q.annual_sediment_inflow_t,
+                  exclude_quality=tuple(q.exclude_quality) or research.DEFAULT_EXCLUDE_QUALITY,
+                  use_cache=q.use_cache)  # fmt: skip
 
 
 @router.get(
@@ -151,9 +178,13 @@ def retention(
     responses=errors(401, 404, 422),
 )
 def plot_events(
-    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, q: Annotated[EventParams, Query()]
+    request: Request,
+    site_id: SiteIdPath,
+    conn: ConnDep,
+    key: CurrentKey,
+    q: Annotated[EventParams, Query()],
 ) -> PlotEvents:
-    return _call(research.plot_events, conn, site_id, q.start, q.end, **_events(q))
+    return _heavy(request, conn, "plot_events", site_id, q.start, q.end, **_events(q))
 
 
 @router.get(
@@ -163,9 +194,13 @@ def plot_events(
     responses=errors(401, 404, 422),
 )
 def cistern_events(
-    site_id: SiteIdPath, conn: ConnDep, key: CurrentKey, q: Annotated[EventParams, Query()]
+    request: Request,
+    site_id: SiteIdPath,
+    conn: ConnDep,
+    key: CurrentKey,
+    q: Annotated[EventParams, Query()],
 ) -> CisternEvents:
-    return _call(research.cistern_events, conn, site_id, q.start, q.end, **_events(q))
+    return _heavy(request, conn, "cistern_events", site_id, q.start, q.end, **_events(q))
 
 
 @router.get(
