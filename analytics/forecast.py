@@ -184,17 +184,19 @@ def event_rain_steps_mm(
     return float(grid0 + start * dt_s), steps[start:]
 
 
-def ongoing_rain_steps_mm(steps_mm, dt_s: float, hold_s: float,
-                          recent_s: float = 1800.0) -> np.ndarray:  # fmt: skip
+def ongoing_rain_steps_mm(steps_mm, dt_s: float, hold_s: float, recent_s: float = 1800.0,
+                          sustained_s: float = 3 * 3600.0) -> np.ndarray:  # fmt: skip
     """Rain assumed to go on after now: the *sustained* rate held for ``hold_s``.
 
-    The sustained rate is the lower of the mean intensity of the last
-    ``recent_s`` and the mean intensity of the event so far. A burst's peak
-    intensity does not last (a convective cell rains hard for some tens of
-    minutes), so holding the recent rate alone would flood every pond in any
-    heavy shower; the event's mean rate is what the storm has kept up. Light
-    rain that goes on for hours (a long storm's tail, what brings a nearly
-    full pond over its crest) is held at about its own rate.
+    The sustained rate is the lowest of the mean intensities of the last
+    ``recent_s``, of the event so far, and of the last ``sustained_s`` (the
+    time before the event counted dry). A burst's peak intensity does not last
+    (a convective cell rains hard for some tens of minutes), so holding the
+    recent rate alone would flood every pond in any heavy shower; what the
+    storm has kept up over hours is what may go on. A storm that opens with a
+    burst has an event mean as high as the burst, hence the fixed long window
+    too. Light rain that goes on for hours (a long storm's tail, what brings a
+    nearly full pond over its crest) is held at about its own rate.
 
     Parameters
     ----------
@@ -206,6 +208,8 @@ def ongoing_rain_steps_mm(steps_mm, dt_s: float, hold_s: float,
         How long the rain is assumed to go on [s].
     recent_s : float
         Window of the recent rate [s].
+    sustained_s : float
+        Window of the rate kept up over hours [s].
 
     Returns
     -------
@@ -218,7 +222,9 @@ def ongoing_rain_steps_mm(steps_mm, dt_s: float, hold_s: float,
     k = max(1, round(recent_s / dt_s))
     recent = float(steps[-k:].sum()) / k
     event = float(steps.sum()) / steps.size
-    rate = max(min(recent, event), 0.0)  # mm per step
+    m = max(1, round(sustained_s / dt_s))
+    sustained = float(steps[-m:].sum()) / m  # before the event: dry (AH 703 separation)
+    rate = max(min(recent, event, sustained), 0.0)  # mm per step
     return np.full(max(1, round(hold_s / dt_s)), rate)
 
 

@@ -114,12 +114,15 @@ def test_upstream_release_adds_to_the_future_inflow():
     assert fed.peak_stage_m > alone.peak_stage_m
 
 
-def test_ongoing_rain_holds_the_lower_of_the_recent_and_the_event_rate():
-    # a burst: 60 mm in the last 30 minutes of a 2-hour event -> the event's mean rate
-    burst = np.concatenate([np.full(90, 0.1), np.full(30, 2.0)])
+def test_ongoing_rain_holds_the_lowest_of_the_recent_the_event_and_the_3_hour_rate():
+    # a burst: 60 mm in the last 30 minutes of a 4-hour event -> the event's mean rate
+    burst = np.concatenate([np.full(210, 0.1), np.full(30, 2.0)])
     more = F.ongoing_rain_steps_mm(burst, 60.0, 1800.0)
     assert more.size == 30
     assert_allclose(more, burst.sum() / burst.size)
+    # a storm that opens with a burst: what the last 3 hours kept up (dry before)
+    opening = np.full(20, 2.0)
+    assert_allclose(F.ongoing_rain_steps_mm(opening, 60.0, 1800.0), np.full(30, 40.0 / 180))
     # a long tail: light rain after a burst -> the recent rate
     tail = np.concatenate([np.full(30, 2.0), np.full(120, 0.1)])
     assert_allclose(F.ongoing_rain_steps_mm(tail, 60.0, 900.0), np.full(15, 0.1))
