@@ -18,8 +18,12 @@ The projection combines three things known at the time of the forecast:
    below the dam crest, by level-pool routing of the future inflow from the
    storage now.
 
-No rain that has not fallen yet is assumed: the forecast is the pond that the
-water already on its way will make. An uncertainty band comes from scaling
+By default no rain that has not fallen yet is assumed: the forecast is the
+pond that the water already on its way will make. A second scenario, *the
+rain goes on*, adds the runoff of rain continuing at its sustained rate for a
+while (:func:`ongoing_rain_steps_mm`, passed as ``continuing_rain_mm``): the
+pond that a nearly full dam makes when the storm's tail keeps falling. An
+uncertainty band comes from scaling
 the future inflow by ``1 - e`` and ``1 + e`` (``e`` the relative error of
 rain, curve number and storage curve together).
 
@@ -44,10 +48,12 @@ __all__ = [
     "committed_inflow_m3_s",
     "event_rain_steps_mm",
     "forecast_pond",
+    "ongoing_rain_steps_mm",
     "released_volume_m3",
 ]
 
 INF = math.inf
+DT_S = 60.0  # the rain grid and the routing step [s]
 
 
 @dataclass(frozen=True)
@@ -114,7 +120,7 @@ class PondForecast:
 
 
 def event_rain_steps_mm(
-    rain_times_s, rain_mm, now_s: float, dt_s: float = 60.0, *,
+    rain_times_s, rain_mm, now_s: float, dt_s: float = DT_S, *,
     lookback_s: float = 24 * 3600.0, event_gap_s: float = 6 * 3600.0,
     event_gap_mm: float = 1.27,
 ) -> tuple[float, np.ndarray]:  # fmt: skip
@@ -176,6 +182,50 @@ def event_rain_steps_mm(
     else:
         start = int(wet[0])
     return float(grid0 + start * dt_s), steps[start:]
+
+
+def ongoing_rain_steps_mm(steps_mm, dt_s: float, hold_s: float, recent_s: float = 1800.0,
+                          sustained_s: float = 3 * 3600.0) -> np.ndarray:  # fmt: skip
+    """Rain assumed to go on after now: the *sustained* rate held for ``hold_s``.
+
+    The sustained rate is the lowest of the mean intensities of the last
+    ``recent_s``, of the event so far, and of the last ``sustained_s`` (the
+    time before the event counted dry). A burst's peak intensity does not last
+    (a convective cell rains hard for some tens of minutes), so holding the
+    recent rate alone would flood every pond in any heavy shower; what the
+    storm has kept up over hours is what may go on. A storm that opens with a
+    burst has an event mean as high as the burst, hence the fixed long window
+    too. Light rain that goes on for hours (a long storm's tail, what brings a
+    nearly full pond over its crest) is held at about its own rate.
+
+    Parameters
+    ----------
+    steps_mm : array_like
+        Event rain per step up to now [mm] (:func:`event_rain_steps_mm`).
+    dt_s : float
+        Step [s].
+    hold_s : float
+        How long the rain is assumed to go on [s].
+    recent_s : float
+        Window of the recent rate [s].
+    sustained_s : float
+        Window of the rate kept up over hours [s].
+
+    Returns
+    -------
+    numpy.ndarray
+        Rain per step for ``hold_s`` after now [mm]; empty without event rain.
+    """
+    steps = as_float_array(steps_mm, "steps_mm", ndim=1)
+    if steps.size == 0 or not hold_s > 0:
+        return np.zeros(0)
+    k = max(1, round(recent_s / dt_s))
+    recent = float(steps[-k:].sum()) / k
+    event = float(steps.sum()) / steps.size
+    m = max(1, round(sustained_s / dt_s))
+    sustained = float(steps[-m:].sum()) / m  # before the event: dry (AH 703 separation)
+    rate = max(min(recent, event, sustained), 0.0)  # mm per step
+    return np.full(max(1, round(hold_s / dt_s)), rate)
 
 
 def committed_inflow_m3_s(
@@ -268,7 +318,7 @@ def forecast_pond(
     catchment: Catchment | None = None,
     rain_start_s: float | None = None,
     rain_steps_mm=None,
-    dt_s: float = 60.0,
+    dt_s: float = DT_S,
     upstream_release_m3_s: float = 0.0,
     upstream_volume_m3: float = 0.0,
     upstream_inflow_m3_s=None,
@@ -278,6 +328,7 @@ def forecast_pond(
     persistence_window_s: float = 900.0,
     warning_stage_m: float | None = None,
     with_outflow: bool = False,
+    continuing_rain_mm=None,
 ) -> PondForecast:
     """Forecast the pond of a check dam from the stage record and the event rain.
 
@@ -317,6 +368,9 @@ def forecast_pond(
     persistence_window_s : float
         Without the rain model, the observed inflow over this trailing window
         is held over ``catchment.tc_h`` (or 1 h) [s].
+    continuing_rain_mm : array_like or None
+        Rain assumed to fall after now, per ``dt_s`` step [mm]
+        (:func:`ongoing_rain_steps_mm`); None: none (the committed runoff only).
 
     Returns
     -------
@@ -358,7 +412,10 @@ def forecast_pond(
     if catchment is not None and rain_steps_mm is not None and len(rain_steps_mm) > 0:
         method = "committed_runoff"
         m = len(rain_steps_mm)
-        q = committed_inflow_m3_s(rain_steps_mm, dt_s, catchment)
+        steps = np.asarray(rain_steps_mm, dtype=float)
+        if continuing_rain_mm is not None and len(continuing_rain_mm):
+            steps = np.concatenate([steps, np.asarray(continuing_rain_mm, dtype=float)])
+        q = committed_inflow_m3_s(steps, dt_s, catchment)
         start = float(rain_start_s if rain_start_s is not None else now_s - m * dt_s)
         past = q[:m]
         v_mod = float(past.sum() * dt_s) + upstream_volume_m3

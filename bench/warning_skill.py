@@ -13,7 +13,9 @@ data's own, so the alerts are live, not late). Then:
   in a season, every overtopping start after a dry day); a hit is a red of a
   flood rule (``stage`` or ``overtopping``) reached before it, at most
   ``--window-h`` earlier; a false alarm is a red episode on a dam followed by no
-  overtopping within that window;
+  overtopping within that window; a dam's episode is the time it is red, so the
+  flood rules' alerts of a dam that overlap in time (the forecast's red, then
+  the stage's) are one episode;
 * orange, the same against spillway flow (dams with a spillway).
 
 Prints POD, FAR, CSI, lead time median and 10th percentile, per dam class and
@@ -137,13 +139,24 @@ def warnings(conn: psycopg.Connection, level: int) -> dict[str, list[tuple[float
             (list(FLOOD_RULES),),
         ).fetchall()
     )
-    out: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    per_site: dict[str, list[tuple[float, float]]] = defaultdict(list)
     for site, aid, first in rows:
         end = ends.get(aid) or first
-        out[site].append((first.timestamp(), end.timestamp()))
-    for v in out.values():
-        v.sort()
-    return out
+        per_site[site].append((first.timestamp(), end.timestamp()))
+    return {site: episodes(v) for site, v in per_site.items()}
+
+
+def episodes(alerts: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """A dam's episodes at a level: its flood rules' alerts that overlap in time are one
+    (the site is at the level while any of them is: ``/sites`` shows the highest open
+    alert), e.g. the forecast's red and, later, the stage's red of the same flood."""
+    out: list[list[float]] = []
+    for first, end in sorted(alerts):
+        if out and first <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([first, end])
+    return [(a, b) for a, b in out]
 
 
 def score(events: dict[str, list[float]], warned: list[tuple[float, float]], window_s: float,

@@ -288,8 +288,43 @@ FORECAST_RAIN_LOOKBACK_S = 24 * 3600.0
 FORECAST_STAGE_LOOKBACK_S = 12 * 3600.0
 
 
+#: The rain-goes-on scenario of the pond forecast: how long the sustained rate is
+#: held, and red when the dam crest is reached within this much of now [s].
+ONGOING_RAIN_S = 2400.0
+
+
+def _upstream_inflow(upstream, now: float, start: float, steps, continuing=None):
+    """The dams upstream: (their projected outflow at now, now + dt, ... [m3/s] or None,
+    what they released since the event started [m3])."""
+    up_v = 0.0
+    up_flow = None
+    for udam, ucat, ut, uh in upstream:
+        k = int(np.searchsorted(ut, now, side="right"))
+        if k == 0:
+            continue
+        s0 = int(np.searchsorted(ut, start, side="left"))
+        up_v += F.released_volume_m3(ut[s0:k], uh[s0:k], udam)
+        uf = F.forecast_pond(
+            udam, ut[s0:k], uh[s0:k], now, catchment=ucat, rain_start_s=start,
+            rain_steps_mm=steps if steps.size else None, with_outflow=True,
+            continuing_rain_mm=continuing,
+        )  # fmt: skip
+        flow = uf.outflow_m3_s
+        if up_flow is None:
+            up_flow = flow
+        else:
+            m = max(up_flow.size, flow.size)
+            up_flow = np.pad(up_flow, (0, m - up_flow.size)) + np.pad(flow, (0, m - flow.size))
+    return up_flow, up_v
+
+
 def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
-    """Pond forecast (analytics.forecast) at each new reading; levels by time to crest."""
+    """Pond forecast (analytics.forecast) at each new reading; levels by time to crest.
+
+    Two scenarios: the committed runoff alone (no more rain), and the rain going
+    on at its sustained rate for ``window_s`` (``ONGOING_RAIN_S`` by default).
+    Red when the committed runoff brings the crest within the red threshold, or
+    the rain going on brings it within ``window_s``."""
     p = ctx.params
     dam = check_dam_model(p)
     catchment = catchment_model(p)
@@ -297,6 +332,7 @@ def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
     rain_t, rain_v = ctx.extras.get("rain") or (np.zeros(0), np.zeros(0))
     upstream = ctx.extras.get("upstream") or []
     thr = _thr(cfg)
+    ongoing_s = cfg.window_s if cfg.window_s is not None else ONGOING_RAIN_S
     n = t.size
     raw = np.zeros(n, dtype=np.int8)
     hold = np.zeros(n, dtype=np.int8)
@@ -318,29 +354,12 @@ def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
         start, steps = F.event_rain_steps_mm(
             rain_t, rain_v, now, lookback_s=FORECAST_RAIN_LOOKBACK_S
         )
-        up_v = 0.0
-        up_flow = None
-        for udam, ucat, ut, uh in upstream:
-            k = int(np.searchsorted(ut, now, side="right"))
-            if k == 0:
-                continue
-            s0 = int(np.searchsorted(ut, start, side="left"))
-            up_v += F.released_volume_m3(ut[s0:k], uh[s0:k], udam)
-            uf = F.forecast_pond(
-                udam, ut[s0:k], uh[s0:k], now, catchment=ucat, rain_start_s=start,
-                rain_steps_mm=steps if steps.size else None, with_outflow=True,
-            )  # fmt: skip
-            flow = uf.outflow_m3_s
-            if up_flow is None:
-                up_flow = flow
-            else:
-                m = max(up_flow.size, flow.size)
-                up_flow = np.pad(up_flow, (0, m - up_flow.size)) + np.pad(flow, (0, m - flow.size))
-        f = F.forecast_pond(
-            dam, tg[:j], vg[:j], now, catchment=catchment, rain_start_s=start,
-            rain_steps_mm=steps if steps.size else None, upstream_inflow_m3_s=up_flow,
+        up_flow, up_v = _upstream_inflow(upstream, now, start, steps)
+        kw = dict(
+            catchment=catchment, rain_start_s=start, rain_steps_mm=steps if steps.size else None,
             upstream_volume_m3=up_v, warning_stage_m=warn,
         )  # fmt: skip
+        f = F.forecast_pond(dam, tg[:j], vg[:j], now, upstream_inflow_m3_s=up_flow, **kw)
         # blue: the warning stage possible (high inflow); yellow: the crest possible;
         # orange: the warning stage (spillway flow) expected; red: the crest expected
         quantities = (f.time_to_warning_early_s, f.time_to_crest_early_s,
@@ -354,7 +373,23 @@ def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
                 lv = k
             if x <= limit + cfg.hysteresis:
                 hv = k
+        # the rain goes on: only where the committed runoff alone does not give red
+        ongoing = None
+        red = thr["red"]
+        if red is not None and lv < 4 and steps.size and catchment is not None and ongoing_s > 0:
+            more = F.ongoing_rain_steps_mm(steps, F.DT_S, ongoing_s)
+            if more.size and more[0] > 0:
+                o_flow, _ = _upstream_inflow(upstream, now, start, steps, more)
+                ongoing = F.forecast_pond(dam, tg[:j], vg[:j], now, upstream_inflow_m3_s=o_flow,
+                                          continuing_rain_mm=more, **kw)  # fmt: skip
+                x = ongoing.time_to_crest_s
+                if x <= min(ongoing_s, red):
+                    lv = 4
+                if x <= min(ongoing_s, red) + cfg.hysteresis:
+                    hv = 4
         value[i] = f.time_to_crest_s
+        if ongoing is not None and lv == 4:
+            value[i] = ongoing.time_to_crest_s  # the basis of this red
         raw[i], hold[i] = lv, max(hv, lv)
         prev, last = (raw[i], hold[i], value[i]), now
         ctx.details[now] = {
@@ -372,8 +407,23 @@ def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
             "inflow_factor": round(f.inflow_factor, 3),
             "method": f.method,
             "made_at": now,
+            **_ongoing_details(ongoing, steps, ongoing_s, now),
         }
     return raw, hold, value
+
+
+def _ongoing_details(f, steps, hold_s: float, now: float) -> dict:
+    """The rain-goes-on scenario on the alert: its time to crest and the rate held."""
+    if f is None:
+        return {}
+    rate = F.ongoing_rain_steps_mm(steps, F.DT_S, hold_s)
+    return {
+        "ongoing_rain_mm_h": round(float(rate[0]) * 3600.0 / F.DT_S, 2) if rate.size else 0.0,
+        "ongoing_rain_s": hold_s,
+        "time_to_crest_ongoing_s": _finite(f.time_to_crest_s),
+        "crest_at_ongoing": _finite(now + f.time_to_crest_s),
+        "peak_stage_ongoing_m": round(f.peak_stage_m, 3),
+    }
 
 
 def _finite(x: float) -> float | None:
@@ -511,6 +561,7 @@ RULES: dict[str, Rule] = {
             "overtopping",
             "Pond forecast from the committed runoff, the observed rise, the outlets and the "
             "upstream dams, in time windows [s]: red when the dam crest is expected within it, "
+            "or within window_s if the rain goes on at its sustained rate for window_s; "
             "orange when the warning stage is (spillway crest, or the design freeboard level "
             "without a spillway), yellow when the crest is possible (high end of the inflow "
             "band), blue when the warning stage is possible",
@@ -524,6 +575,7 @@ RULES: dict[str, Rule] = {
                     ctx.params, "overtopping_s", (3 * 3600.0, 3 * 3600.0, 3 * 3600.0, 3 * 3600.0)
                 ),
                 "hysteresis": 600.0,
+                "window_s": ONGOING_RAIN_S,
             },
             _forecast,
             lambda cfg: FORECAST_STAGE_LOOKBACK_S,

@@ -114,6 +114,40 @@ def test_upstream_release_adds_to_the_future_inflow():
     assert fed.peak_stage_m > alone.peak_stage_m
 
 
+def test_ongoing_rain_holds_the_lowest_of_the_recent_the_event_and_the_3_hour_rate():
+    # a burst: 60 mm in the last 30 minutes of a 4-hour event -> the event's mean rate
+    burst = np.concatenate([np.full(210, 0.1), np.full(30, 2.0)])
+    more = F.ongoing_rain_steps_mm(burst, 60.0, 1800.0)
+    assert more.size == 30
+    assert_allclose(more, burst.sum() / burst.size)
+    # a storm that opens with a burst: what the last 3 hours kept up (dry before)
+    opening = np.full(20, 2.0)
+    assert_allclose(F.ongoing_rain_steps_mm(opening, 60.0, 1800.0), np.full(30, 40.0 / 180))
+    # a long tail: light rain after a burst -> the recent rate
+    tail = np.concatenate([np.full(30, 2.0), np.full(120, 0.1)])
+    assert_allclose(F.ongoing_rain_steps_mm(tail, 60.0, 900.0), np.full(15, 0.1))
+    assert F.ongoing_rain_steps_mm(np.zeros(0), 60.0, 1800.0).size == 0
+    assert F.ongoing_rain_steps_mm(tail, 60.0, 0.0).size == 0
+
+
+def test_rain_going_on_brings_a_nearly_full_pond_over_sooner_than_the_committed_runoff():
+    d = dam(dam_crest_m=6.0, spillway_crest_m=6.0)
+    steps = np.concatenate([np.full(20, 2.0), np.full(200, 0.12)])  # burst, then a long tail
+    t = np.array([0.0, 220 * 60.0])
+    crest_s = float(d.storage_m3(6.0))
+    h = np.array([0.0, float(d.stage_m(crest_s - 900.0))])  # 900 m3 left below the crest
+    kw = dict(catchment=CATCH, rain_start_s=0.0, rain_steps_mm=steps)
+    committed = F.forecast_pond(d, t, h, t[-1], **kw)
+    more = F.ongoing_rain_steps_mm(steps, 60.0, 1800.0)
+    going_on = F.forecast_pond(d, t, h, t[-1], continuing_rain_mm=more, **kw)
+    assert going_on.future_inflow_m3 > committed.future_inflow_m3
+    assert going_on.time_to_crest_s < committed.time_to_crest_s
+    assert going_on.time_to_crest_s < 1800.0
+    # the same pond with ample room stays below the crest even if the rain goes on
+    roomy = F.forecast_pond(d, t, np.array([0.0, 2.0]), t[-1], continuing_rain_mm=more, **kw)
+    assert math.isinf(roomy.time_to_crest_s)
+
+
 def test_persistence_without_rain_holds_the_observed_inflow():
     d = dam(dam_crest_m=5.0, spillway_crest_m=5.0)
     t = np.arange(0, 901, 60.0)

@@ -55,6 +55,15 @@ class ForecastOut(BaseModel):
     peak_stage_m: float | None = Field(default=None, description="expected peak stage [m]")
     crest_m: float | None = Field(default=None, description="the dam crest [m]")
     made_at: float | None = Field(default=None, description="data time of the forecast [epoch s]")
+    time_to_crest_ongoing_s: float | None = Field(
+        default=None,
+        description="time from made_at to the dam crest if the rain goes on at ongoing_rain_mm_h "
+        "for ongoing_rain_s [s]; absent: that scenario was not needed (no event rain, or red "
+        "from the committed runoff alone); null: not reached",
+    )
+    ongoing_rain_mm_h: float | None = Field(
+        default=None, description="the sustained rain rate assumed to go on [mm/h]"
+    )
 
 
 class AlertOut(BaseModel):

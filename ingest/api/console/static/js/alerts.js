@@ -6,6 +6,9 @@ import { act, state, zoneOf } from "./state.js";
 import { fmtNum, h, levelChip, timeEl } from "./util.js";
 
 function forecastText(f) {
+  if (f && !Number.isFinite(f.time_to_crest_s) && Number.isFinite(f.time_to_crest_ongoing_s)) {
+    return t("alert.crest_in_ongoing", { t: durationText(f.time_to_crest_ongoing_s) });
+  }
   if (!f || !Number.isFinite(f.time_to_crest_s)) return null;
   let text = t("alert.crest_in", { t: durationText(f.time_to_crest_s) });
   if (Number.isFinite(f.time_to_crest_low_s) && Number.isFinite(f.time_to_crest_high_s)) {

@@ -45,14 +45,14 @@ export function levelOf(siteId) {
   return level;
 }
 
-/** Seconds to the crest: the soonest forecast among the site's active alerts, or null. */
+/** Seconds to the crest: the soonest forecast among the site's active alerts (with no
+ * more rain, else if the rain goes on), or null. */
 export function crestIn(siteId) {
   let best = null;
   for (const a of state.alerts.values()) {
     const f = a.site_id === siteId && a.forecast;
-    if (f && Number.isFinite(f.time_to_crest_s) && (best == null || f.time_to_crest_s < best)) {
-      best = f.time_to_crest_s;
-    }
+    const s = f && (Number.isFinite(f.time_to_crest_s) ? f.time_to_crest_s : f.time_to_crest_ongoing_s);
+    if (Number.isFinite(s) && (best == null || s < best)) best = s;
   }
   return best;
 }
