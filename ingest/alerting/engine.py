@@ -78,6 +78,17 @@ _FRESH = AlertTracker().to_dict()
 _TRACKER_FIELDS = frozenset(_FRESH)
 _MIN_CHUNK = 20  # sites: a pass is split over the threads in chunks of at least this many
 _MAX_CHUNK = 1000  # sites in one transaction of a pass
+_MAX_SETTLED = 2_000_000  # rule states remembered as settled (~0.5 KB each); then forgotten
+
+
+def _settled(tracker: dict | None, alert_id: int | None) -> bool:
+    """A state .quiet may settle: level 0, no alert, a complete tracker."""
+    return (
+        alert_id is None
+        and tracker is not None
+        and tracker.get("level") == 0
+        and set(tracker) == _TRACKER_FIELDS
+    )
 
 
 def _ts(x: float) -> datetime:
@@ -90,7 +101,8 @@ class _Pass:
 
     sites: dict[str, tuple[str, dict]]  # site -> (kind, params)
     overrides: dict[str, dict[str, dict]]  # site -> rule -> override
-    states: dict[bulk.StateKey, tuple[dict | None, int | None]]  # locked rows
+    # the rows the pass uses: locked (``locked``), or settled ones from the engine's memory
+    states: dict[bulk.StateKey, tuple[dict | None, int | None]]
     horizon: float | None = None  # newest data time the rules see (arrival + tolerance) [s]
     primary: dict[str, dict[str, int]] | None = None  # site -> channel -> stream
     windows: dict[int, tuple] = field(default_factory=dict)  # stream -> (since, t, v, q)
@@ -100,6 +112,14 @@ class _Pass:
     design: dict[int, str] = field(default_factory=dict)  # id(Context) -> kind, params, overrides
     # site -> (its streams list, its tasks): worked out for the locks, used again to evaluate
     tasks: dict[str, tuple[list, list]] = field(default_factory=dict)
+    locked: set[bulk.StateKey] = field(default_factory=set)  # rows this transaction locked
+    versions: dict[bulk.StateKey, str] = field(default_factory=dict)  # xmin as read
+    # settled rows from memory, written unlocked if still at this version, and how to
+    # evaluate each again (locked) when another writer changed it meanwhile
+    expect: dict[bulk.StateKey, str] = field(default_factory=dict)
+    redo: dict[bulk.StateKey, Callable[[], int]] = field(default_factory=dict)
+    events: int = 0  # events of rules evaluated again at the end of the pass
+    remember: dict[bulk.StateKey, tuple[dict, str] | None] = field(default_factory=dict)
 
     def stats_of(self, sid: int) -> tuple[float, quiet.WindowStats] | None:
         """(since, extremes) of the prefetched window of stream ``sid``."""
@@ -168,6 +188,11 @@ class AlertEngine:
         # settle rules that provably stay at level 0 without evaluating them (.quiet);
         # False evaluates everything (the reference the shortcut is tested against)
         self.shortcuts = True
+        # (site, rule, subject) -> (tracker, xmin) of rows settled at level 0 without an
+        # alert, as this engine last wrote or read them (committed). A pass settles such a
+        # rule from here without locking its row, and writes it only if the row is still at
+        # that version (another engine, the API or a restart's predecessor may write it too)
+        self._settled: dict[bulk.StateKey, tuple[dict, str]] = {}
         # effective rule configurations by (rule, default duration, site design) for passes
         self._configs: dict[tuple[str, float, str], RuleConfig | None] = {}
         self._site_context = SiteContext()
@@ -335,15 +360,12 @@ class AlertEngine:
             def keys(p: _Pass) -> list[bulk.StateKey]:
                 return self._expected_keys(p, by_site) + self._offline_keys(p, offline)
 
-        with (
-            conn.transaction(),
-            self._pass(conn, sites, by_site, spans, rules=rules, keys=keys, horizon=horizon),
-        ):
+        with self._pass(conn, sites, by_site, spans, rules=rules, keys=keys, horizon=horizon) as p:
             for site in sites:
                 n += self._evaluate_site(conn, site, by_site[site], spans, now)
                 if site in offline:
                     n += self._check_offline_site(conn, site, offline[site], rule, wall)
-        return n
+        return n + p.events
 
     @contextmanager
     def _pass(
@@ -356,35 +378,105 @@ class AlertEngine:
         keys: Callable[[_Pass], list[bulk.StateKey]] | None = None,
         horizon: float | None = None,
     ) -> Iterator[_Pass]:
-        """Prefetch what evaluating ``sites`` reads; on success write the rule states back.
+        """Prefetch what evaluating ``sites`` reads, in a transaction; on success write the
+        rule states back.
 
-        The sites' state rows (of ``rules``) are locked in key order; those the pass will
-        use (``keys``, or those of the sites' tasks) and that do not exist yet are created
-        and locked next; rows it did not foresee are locked one by one as before.
+        The state rows the pass will use (``keys``, or those of the sites' tasks) are locked
+        in key order, those missing created first, except the rows this engine holds in
+        memory as settled (level 0, no alert: what .quiet may settle without evaluating):
+        those are read from memory and not locked. A rule settled from such a row is written
+        at the end only if the row is still at the version remembered; one that another
+        writer changed meanwhile is locked then and evaluated again on what that writer
+        left. Rows the pass did not foresee are locked one by one as before; a locked row
+        whose state did not change is not written. Without ``keys`` all the sites' rows (of
+        ``rules``) are locked.
         """
-        p = _Pass(
-            sites=bulk.sites(conn, sites),
-            overrides=bulk.rule_overrides(conn, sites),
-            states={},
-            horizon=horizon,
-        )
-        self._local.pass_ = p
-        try:
-            if by_site is not None and spans is not None:
-                p.primary = bulk.primary_streams(conn, sites)
-                keys = keys or (lambda p: self._expected_keys(p, by_site))
-            rules = rules or [r.name for r in RULES.values() if r.channels]
-            p.states = bulk.lock_rule_states(conn, sites, rules)
-            missing = [k for k in keys(p) if k not in p.states] if keys is not None else []
-            if missing:  # first data of a rule: create its rows (once), then lock them too
-                bulk.create_rule_states(conn, missing)
-                p.states.update(bulk.lock_rule_states(conn, sorted({k[0] for k in missing}), rules))
-            if by_site is not None and spans is not None:
-                p.windows = self._prefetch_windows(conn, p, by_site, spans)
-            yield p
-            bulk.save_rule_states(conn, p.saves)
-        finally:
-            self._local.pass_ = None
+        with conn.transaction():
+            p = _Pass(
+                sites=bulk.sites(conn, sites),
+                overrides=bulk.rule_overrides(conn, sites),
+                states={},
+                horizon=horizon,
+            )
+            self._local.pass_ = p
+            try:
+                if by_site is not None and spans is not None:
+                    p.primary = bulk.primary_streams(conn, sites)
+                    keys = keys or (lambda p: self._expected_keys(p, by_site))
+                rules = rules or [r.name for r in RULES.values() if r.channels]
+                if keys is None:
+                    self._lock(p, bulk.lock_rule_states(conn, sites, rules))
+                else:
+                    wanted = sorted(set(keys(p)))
+                    memory = self._settled if self.shortcuts else {}
+                    for k in wanted:
+                        found = memory.get(k)
+                        if found is not None:
+                            p.states[k], p.expect[k] = (found[0], None), found[1]
+                    lock = [k for k in wanted if k not in p.expect]
+                    rows = bulk.lock_rule_state_keys(conn, lock)
+                    missing = [k for k in lock if k not in rows]
+                    if missing:  # first data of a rule: create its rows (once), lock them too
+                        bulk.create_rule_states(conn, missing)
+                        rows.update(bulk.lock_rule_state_keys(conn, missing))
+                    self._lock(p, rows)
+                if by_site is not None and spans is not None:
+                    p.windows = self._prefetch_windows(conn, p, by_site, spans)
+                yield p
+                self._write_states(conn, p)
+            finally:
+                self._local.pass_ = None
+        for k, found in p.remember.items():  # committed: what this engine knows now
+            if found is None:
+                self._settled.pop(k, None)
+            else:
+                self._settled[k] = found
+        if len(self._settled) > _MAX_SETTLED:
+            self._settled.clear()
+
+    @staticmethod
+    def _lock(p: _Pass, rows: dict) -> None:
+        """Rows locked by this pass: (tracker, alert id, version) by key."""
+        for k, (tracker, alert_id, *version) in rows.items():
+            p.states[k] = (tracker, alert_id)
+            p.locked.add(k)
+            p.expect.pop(k, None)
+            if version:
+                p.versions[k] = version[0]
+
+    def _write_states(self, conn: psycopg.Connection, p: _Pass) -> None:
+        """The pass's rule states: those settled from memory if their row is unchanged
+        (else evaluated again, locked), then those locked, where they changed."""
+        written: dict[bulk.StateKey, tuple[tuple[dict, int | None], str]] = {}
+        if p.expect:
+            unlocked = {k: p.saves.pop(k) for k in list(p.expect) if k in p.saves}
+            done = bulk.save_rule_states_if(conn, unlocked, p.expect)
+            written.update((k, (unlocked[k], x)) for k, x in done.items())
+            lost = sorted(k for k in unlocked if k not in done)
+            if lost:  # written by another meanwhile: evaluate on what it left
+                log.info("%d rule states changed by another writer; evaluated again", len(lost))
+                for k in lost:
+                    p.states.pop(k, None)
+                    p.expect.pop(k, None)
+                    self._settled.pop(k, None)
+                self._lock(p, bulk.lock_rule_state_keys(conn, lost))
+                for k in lost:
+                    p.events += p.redo[k]()
+        changed = {
+            k: v
+            for k, v in p.saves.items()
+            if k not in p.locked or p.states.get(k) != (v[0] or None, v[1])
+        }
+        for k, x in bulk.save_rule_states(conn, changed).items():
+            written[k] = (changed[k], x)
+        for k in p.locked:  # unchanged rows keep the version read
+            if k not in written and k in p.versions:
+                tracker, alert_id = p.states[k]
+                written[k] = ((tracker or {}, alert_id), p.versions[k])
+        for k, ((tracker, alert_id), version) in written.items():
+            p.remember[k] = (tracker, version) if _settled(tracker, alert_id) else None
+        for k in p.locked:
+            p.remember.setdefault(k, None)  # written elsewhere (version unknown): forget
 
     def _expected_keys(self, p: _Pass, by_site) -> list[bulk.StateKey]:
         """The state rows the tasks of these sites lock (enabled rules only)."""
@@ -474,11 +566,27 @@ class AlertEngine:
         self, conn: psycopg.Connection, site_id: str, rule: str, subject: str
     ) -> tuple[dict | None, int | None]:
         p = self._pass_now()
-        if p is not None:
-            found = p.states.get((site_id, rule, subject))
-            if found is not None:  # locked by the pass
-                return found
-        return store.lock_rule_state(conn, site_id, rule, subject)
+        key = (site_id, rule, subject)
+        if p is not None and key in p.locked:
+            return p.states[key]
+        found = store.lock_rule_state(conn, site_id, rule, subject)
+        if p is not None:  # locked now (that upsert writes the row: its version is unknown)
+            p.states[key] = found
+            p.locked.add(key)
+            p.expect.pop(key, None)
+            p.versions.pop(key, None)
+        return found
+
+    def _peek_state(
+        self, site_id: str, rule: str, subject: str
+    ) -> tuple[tuple[dict | None, int | None] | None, bool]:
+        """In a pass, the row as the pass knows it (locked, or settled from memory) without
+        a round trip, and whether it is locked; (None, False) when the pass does not know it."""
+        p = self._pass_now()
+        key = (site_id, rule, subject)
+        if p is None or key not in p.states:
+            return None, False
+        return p.states[key], key in p.locked
 
     def _save_state(
         self,
@@ -491,7 +599,10 @@ class AlertEngine:
     ) -> None:
         p = self._pass_now()
         if p is not None:
-            p.saves[(site_id, rule, subject)] = (tracker, alert_id)
+            key = (site_id, rule, subject)
+            if key not in p.locked and key not in p.expect:  # never so: a row is locked first
+                raise RuntimeError(f"rule state {key} written without its lock")
+            p.saves[key] = (tracker, alert_id)
         else:
             store.save_rule_state(conn, site_id, rule, subject, tracker, alert_id)
 
@@ -592,6 +703,12 @@ class AlertEngine:
     ) -> int:
         """Feed the rule's new readings to its tracker; ``now`` is the batch's arrival [s]."""
         if self._evaluate_quiet(site_id, rule, subject, sid, cfg, ctx, spans, now):
+            p = self._pass_now()
+            key = (site_id, rule.name, subject)
+            if key in p.expect:  # settled from memory: if the row changed, evaluate it again
+                p.redo[key] = lambda: self._evaluate_rule(
+                    conn, site_id, rule, subject, sid, cfg, ctx, spans, now
+                )
             return 0
         saved, alert_id = self._lock_state(conn, site_id, rule.name, subject)
         tracker = self._tracker(saved, cfg)
@@ -991,9 +1108,10 @@ class AlertEngine:
             return self._offline_keys(p, by_site)
 
         for chunk in _chunks(sorted(by_site), 1):
-            with conn.transaction(), self._pass(conn, chunk, rules=[rule.name], keys=keys):
+            with self._pass(conn, chunk, rules=[rule.name], keys=keys) as p:
                 for site_id in chunk:
                     n += self._check_offline_site(conn, site_id, by_site[site_id], rule, now)
+            n += p.events
         return n
 
     def _offline_due(
@@ -1095,7 +1213,11 @@ class AlertEngine:
             interval, lowest = _offline_bound(cfg)
             thr = cfg.thresholds.as_list()
             for dev, seen in sorted(devices):
-                saved, alert_id = self._lock_state(conn, site_id, rule.name, dev)
+                # a settled row the pass holds from memory is not locked for the shortcut
+                known, locked = self._peek_state(site_id, rule.name, dev)
+                if known is None:
+                    known, locked = self._lock_state(conn, site_id, rule.name, dev), True
+                saved, alert_id = known
                 state = saved or _FRESH
                 if (
                     self.shortcuts
@@ -1109,7 +1231,15 @@ class AlertEngine:
                         state["min_duration_s"] = cfg.min_duration_s
                         state["escalate_duration_s"] = cfg.escalate_duration_s
                         self._save_state(conn, site_id, rule.name, dev, state, alert_id)
-                    continue
+                        if not locked:  # written only if unchanged, else evaluated again
+                            self._pass_now().redo[site_id, rule.name, dev] = lambda d=(dev, seen): (
+                                self._check_offline_site(conn, site_id, [d], rule, now)
+                            )
+                        continue
+                    if locked:
+                        continue
+                if not locked:  # from memory: judged on the row itself, locked
+                    saved, alert_id = self._lock_state(conn, site_id, rule.name, dev)
                 tracker = self._tracker(saved, cfg)
                 if tracker.last_time_s is not None and now <= tracker.last_time_s:
                     continue
