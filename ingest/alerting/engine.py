@@ -87,7 +87,7 @@ def _settled(tracker: dict | None, alert_id: int | None) -> bool:
         alert_id is None
         and tracker is not None
         and tracker.get("level") == 0
-        and set(tracker) == _TRACKER_FIELDS
+        and tracker.keys() == _TRACKER_FIELDS
     )
 
 
@@ -104,6 +104,8 @@ class _Pass:
     # the rows the pass uses: locked (``locked``), or settled ones from the engine's memory
     states: dict[bulk.StateKey, tuple[dict | None, int | None]]
     horizon: float | None = None  # newest data time the rules see (arrival + tolerance) [s]
+    # site -> (its context, overrides, design key), shared by sites of one design
+    designs: dict[str, tuple[Context, dict, Any]] = field(default_factory=dict)
     primary: dict[str, dict[str, int]] | None = None  # site -> channel -> stream
     windows: dict[int, tuple] = field(default_factory=dict)  # stream -> (since, t, v, q)
     saves: dict[bulk.StateKey, tuple[dict, int | None]] = field(default_factory=dict)
@@ -132,12 +134,24 @@ class _Pass:
     def context(self, site_id: str) -> tuple[Context, dict]:
         """The site's rule context and overrides: one object per site for the whole pass."""
         found = self.contexts.get(site_id)
+        if found is None and site_id in self.designs:
+            ctx, overrides, design = self.designs[site_id]
+            found = self.contexts[site_id] = (ctx, overrides)
+            self.design[id(ctx)] = design
         if found is None:
             kind, params = self.sites[site_id]
             overrides = self.overrides.get(site_id, {})
             found = self.contexts[site_id] = (Context(kind, params), overrides)
             self.design[id(found[0])] = json.dumps([kind, params, overrides], sort_keys=True)
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A site's tasks for some of its streams, and the lookbacks of their rules."""
+
+    tasks: list[tuple[str, str, int, RuleConfig]]  # rule, subject, stream, configuration
+    lookbacks: dict[int, list[tuple[str, float]]]  # stream -> (rule, lookback [s])
 
 
 def _offline_bound(cfg: RuleConfig) -> tuple[float, float]:
@@ -193,6 +207,8 @@ class AlertEngine:
         # rule from here without locking its row, and writes it only if the row is still at
         # that version (another engine, the API or a restart's predecessor may write it too)
         self._settled: dict[bulk.StateKey, tuple[dict, str]] = {}
+        self._designs: dict[tuple[str, str, str], tuple[Context, dict, Any]] = {}
+        self._plans: dict[tuple, _Plan] = {}
         # effective rule configurations by (rule, default duration, site design) for passes
         self._configs: dict[tuple[str, float, str], RuleConfig | None] = {}
         self._site_context = SiteContext()
@@ -392,12 +408,8 @@ class AlertEngine:
         ``rules``) are locked.
         """
         with conn.transaction():
-            p = _Pass(
-                sites=bulk.sites(conn, sites),
-                overrides=bulk.rule_overrides(conn, sites),
-                states={},
-                horizon=horizon,
-            )
+            p = self._designed_pass(conn, sites)
+            p.horizon = horizon
             self._local.pass_ = p
             try:
                 if by_site is not None and spans is not None:
@@ -433,6 +445,54 @@ class AlertEngine:
                 self._settled[k] = found
         if len(self._settled) > _MAX_SETTLED:
             self._settled.clear()
+
+    def _designed_pass(self, conn: psycopg.Connection, sites: list[str]) -> _Pass:
+        """A pass's sites, their context and overrides parsed once per design (at plateau
+        scale most dams share one) and kept while the design's text stays the same."""
+        p = _Pass(sites={}, overrides={}, states={})
+        for site, key in bulk.site_designs(conn, sites).items():
+            found = self._designs.get(key)
+            if found is None:
+                if len(self._designs) > 10000:
+                    self._designs.clear()
+                kind, params, overrides = key[0], json.loads(key[1]), json.loads(key[2])
+                found = self._designs[key] = (Context(kind, params), overrides, key)
+            ctx, overrides, design = found
+            p.sites[site] = (ctx.kind, ctx.params)
+            p.overrides[site] = overrides
+            # a Context of its own per site and pass (rules record details on it); the
+            # parsed parameters and overrides are shared, and only ever read
+            p.designs[site] = (Context(ctx.kind, ctx.params), overrides, design)
+        return p
+
+    def _plan(self, p: _Pass, site: str, streams: list[tuple[int, str, str]]) -> _Plan:
+        """What evaluating new data of ``streams`` means at ``site``: its tasks (rule,
+        subject, stream, configuration; enabled rules only, in lock order) and, per
+        stream, the lookback of each rule reading it. Kept while the site's design,
+        primary streams and streams stay the same."""
+        ctx, overrides = p.context(site)
+        primary = p.primary.get(site, {}) if p.primary is not None else {}
+        key = (site, p.design.get(id(ctx)), tuple(sorted(primary.items())), tuple(sorted(streams)))
+        plan = self._plans.get(key)
+        if plan is None:
+            tasks = []
+            for name, subject, sid in self._tasks(ctx, primary, streams):
+                cfg = self._config(RULES[name], ctx, overrides)
+                if cfg is not None:
+                    tasks.append((name, subject, sid, cfg))
+            lookbacks: dict[int, list[tuple[str, float]]] = {}
+            for sid, _dev, ch in streams:
+                found = lookbacks.setdefault(sid, [])
+                for rule in RULES.values():
+                    if ch not in rule.channels or not rule.applies(ctx):
+                        continue
+                    cfg = self._config(rule, ctx, overrides)
+                    if cfg is not None:
+                        found.append((rule.name, rule.lookback(cfg)))
+            if len(self._plans) > 200_000:
+                self._plans.clear()
+            plan = self._plans[key] = _Plan(tasks, lookbacks)
+        return plan
 
     @staticmethod
     def _lock(p: _Pass, rows: dict) -> None:
@@ -484,12 +544,9 @@ class AlertEngine:
         for site, streams in by_site.items():
             if site not in p.sites:
                 continue
-            ctx, overrides = p.context(site)
-            tasks = self._tasks(ctx, p.primary.get(site, {}), streams)
-            p.tasks[site] = (streams, tasks)
-            for name, subject, _sid in tasks:
-                if self._config(RULES[name], ctx, overrides) is not None:
-                    keys.append((site, name, subject))
+            plan = self._plan(p, site, streams)
+            p.tasks[site] = (streams, plan)
+            keys.extend((site, name, subject) for name, subject, _sid, _cfg in plan.tasks)
         return keys
 
     def _prefetch_windows(self, conn, p: _Pass, by_site, spans) -> dict:
@@ -503,18 +560,13 @@ class AlertEngine:
         for site, streams in by_site.items():
             if site not in p.sites:
                 continue
-            ctx, overrides = p.context(site)
-            for sid, _dev, ch in streams:
+            lookbacks = self._plan(p, site, streams).lookbacks
+            for sid, _dev, _ch in streams:
                 earliest = spans[sid][0].timestamp()
                 start, lookback = earliest, 0.0
-                for rule in RULES.values():
-                    if ch not in rule.channels or not rule.applies(ctx):
-                        continue
-                    cfg = self._config(rule, ctx, overrides)
-                    if cfg is None:
-                        continue
-                    lookback = max(lookback, rule.lookback(cfg))
-                    last = oldest.get((site, rule.name))
+                for name, back in lookbacks[sid]:
+                    lookback = max(lookback, back)
+                    last = oldest.get((site, name))
                     if last is not None:
                         start = min(start, max(last, earliest - _MAX_CATCHUP_S))
                 since[sid] = start - lookback
@@ -657,12 +709,14 @@ class AlertEngine:
             extras: dict | None = None
             known = p.tasks.get(site_id) if p is not None and p.primary is not None else None
             if known is not None and known[0] is streams:  # the same site and streams
-                tasks = known[1]
+                tasks = known[1].tasks
             else:
-                tasks = self._tasks(ctx, primary, streams)
-            for name, subject, sid in tasks:
+                tasks = [
+                    (name, subject, sid, self._config(RULES[name], ctx, overrides))
+                    for name, subject, sid in self._tasks(ctx, primary, streams)
+                ]
+            for name, subject, sid, cfg in tasks:
                 rule = RULES[name]
-                cfg = self._config(rule, ctx, overrides)
                 if cfg is None:
                     continue
                 rctx = ctx
@@ -799,7 +853,7 @@ class AlertEngine:
         saved, alert_id = found
         saved = saved or _FRESH  # a new row: a fresh tracker
         last = saved.get("last_time_s")
-        if saved.get("level") != 0 or set(saved) != _TRACKER_FIELDS:
+        if saved.get("level") != 0 or saved.keys() != _TRACKER_FIELDS:
             return False
         if p.horizon != now + self.settings.future_tolerance_s:
             return False  # prefetched for another arrival time
@@ -1223,7 +1277,7 @@ class AlertEngine:
                     self.shortcuts
                     and max(0.0, now - seen) / interval < lowest
                     and state.get("level") == 0
-                    and set(state) == _TRACKER_FIELDS
+                    and state.keys() == _TRACKER_FIELDS
                 ):  # below every threshold at level 0: only the clock moves (as update does)
                     last = state.get("last_time_s")
                     if last is None or now > last:

@@ -28,6 +28,18 @@ def sites(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, tuple[str,
     return {sid: (kind, params or {}) for sid, kind, params in rows}
 
 
+def site_designs(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Kind, design parameters and rule overrides of each site, the last two as jsonb text
+    (canonical: equal documents give equal text), in one statement."""
+    rows = conn.execute(
+        "SELECT s.id, s.kind, coalesce(s.params, '{}'::jsonb)::text, coalesce(("
+        "SELECT jsonb_object_agg(r.rule, r.config) FROM site_rules r WHERE r.site_id = s.id"
+        "), '{}'::jsonb)::text FROM sites s WHERE s.id = ANY(%s)",
+        (site_ids,),
+    ).fetchall()
+    return {sid: (kind, params, overrides) for sid, kind, params, overrides in rows}
+
+
 def rule_overrides(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = defaultdict(dict)
     for site, rule, config in conn.execute(
