@@ -85,6 +85,7 @@ def main() -> None:
         args.sites, args.minutes = 300, 1
 
     from ingest.alerting.engine import AlertEngine
+    from ingest.alerting.process import collections_for_passes, freeze_long_lived
     from ingest.settings import Settings
     from ingest.store.migrate import migrate
 
@@ -96,7 +97,10 @@ def main() -> None:
             write_history(conn, args.history_min, t0)
             engine = AlertEngine(Settings(_env_file=None, database_url=dsn), dsn, args.threads)
             engine.shortcuts = not args.no_shortcuts
+            # the garbage collector as in the engine's process (ingest/alerting/process.py)
+            collections_for_passes()
             engine.process(write_minute(conn, t0, args.sites, args.batch))  # warm-up
+            freeze_long_lived()
             profiler = None
             if args.profile:
                 from pyinstrument import Profiler
