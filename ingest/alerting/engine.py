@@ -12,6 +12,16 @@ persisted ``AlertTracker`` and writes the resulting transitions to
 ``alerts`` and ``alert_events``. A second consumer, or a restarted one,
 continues from the same state.
 
+The engine is not the only writer of that state (each consumer of ``swc ingest
+--workers N`` runs an engine, the API's manual resolve resets a tracker, ``swc
+alerts check`` runs the offline rule), so the database stays the one copy that
+counts. What the engine keeps in memory is a shortcut: the rows it last saw
+settled (level 0, no alert), with their version (``xmin``). A rule settled from
+such a row (``.quiet``) is not locked; its new state is written only if the row
+is still at that version, and a row someone else wrote meanwhile is locked and
+the rule evaluated again on what they left. A restarted engine starts with an
+empty memory and locks what it uses, as before.
+
 Time. Every judgement is made against the arrival time of the batch
 (``CommittedBatch.arrived_at``: when its newest message was received), never
 against a device clock nor against when the engine got to the batch.
