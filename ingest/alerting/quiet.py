@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -83,58 +84,99 @@ def _given(cfg: RuleConfig) -> list[float]:
     return [] if t is None else [float(x) for x in t.as_list() if x is not None]
 
 
-def _stage(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+# Each bound in two steps: a limit from the configuration (and the site), worked out once per
+# configuration object, then a test of the window against it. ALWAYS: nothing to reach.
+ALWAYS = object()
+
+
+def _stage_limit(cfg: RuleConfig, ctx: Context):
     # level >= 1 where stage >= crest - threshold (- hysteresis for hold)
     thr = _given(cfg)
-    if not thr or w.valid == 0:
-        return True
+    if not thr:
+        return ALWAYS
     crest = float(ctx.params["dam_crest_m"])  # thresholds are depths below the dam crest
     trigger = min(min(crest - x - cfg.hysteresis, crest - x) for x in thr)
-    return w.vmax < trigger - _MARGIN * max(1.0, abs(trigger))
+    return trigger - _MARGIN * max(1.0, abs(trigger))
 
 
-def _rise(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+def _stage(w: WindowStats, limit) -> bool:
+    return w.valid == 0 or w.vmax < limit
+
+
+def _rise_limit(cfg: RuleConfig, ctx: Context):
     # |rate| = |h(t) - h(t - window)| / window, both stages within the readings' range
     thr = _given(cfg)
-    if not thr or w.valid < 2:
+    if not thr:
+        return ALWAYS
+    return (cfg.window_s or 1800.0, min(thr) - cfg.hysteresis)
+
+
+def _rise(w: WindowStats, limit) -> bool:
+    if w.valid < 2:
         return True
-    bound = (w.vmax - w.vmin) / (cfg.window_s or 1800.0) * 3600.0
-    return bound * (1 + _MARGIN) + 1e-12 < min(thr) - cfg.hysteresis
+    window, lowest = limit
+    bound = (w.vmax - w.vmin) / window * 3600.0
+    return bound * (1 + _MARGIN) + 1e-12 < lowest
 
 
-def _rainfall(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+def _rainfall_limit(cfg: RuleConfig, ctx: Context):
     # every rolling sum is at most the sum of the whole window
     rt = cfg.rain_thresholds
     depths = [x.depth_mm for c in COLOURS for x in ((getattr(rt, c) or []) if rt else [])]
     if not depths:
-        return True
+        return ALWAYS
+    return min(depths) - cfg.hysteresis
+
+
+def _rainfall(w: WindowStats, limit) -> bool:
     if w.any_negative:  # the evaluator refuses it: let it say so
         return False
-    return w.rain_total * (1 + _MARGIN) + 1e-9 < min(depths) - cfg.hysteresis
+    return w.rain_total * (1 + _MARGIN) + 1e-9 < limit
 
 
-def _battery(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
+def _battery_limit(cfg: RuleConfig, ctx: Context):
     # level >= 1 where volts <= threshold (+ hysteresis for hold)
     thr = _given(cfg)
-    if not thr or w.valid == 0:
-        return True
+    if not thr:
+        return ALWAYS
     highest = max(x + cfg.hysteresis for x in thr)
-    return w.vmin > highest + _MARGIN * max(1.0, abs(highest))
+    return highest + _MARGIN * max(1.0, abs(highest))
 
 
-def _sensor_fault(w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
-    if cfg.range_min is not None and cfg.range_max is not None:
-        return False  # the QC tests would run: evaluate
-    return not w.any_flagged
+def _battery(w: WindowStats, limit) -> bool:
+    return w.valid == 0 or w.vmin > limit
 
 
-_BOUNDS: dict[Callable, Callable[[WindowStats, RuleConfig, Context], bool]] = {
-    R._stage: _stage,
-    R._rise: _rise,
-    R._rainfall: _rainfall,
-    R._battery: _battery,
-    R._sensor_fault: _sensor_fault,
+def _sensor_fault_limit(cfg: RuleConfig, ctx: Context):
+    # with a valid range the QC tests would run: never quiet
+    return cfg.range_min is not None and cfg.range_max is not None
+
+
+def _sensor_fault(w: WindowStats, ranged) -> bool:
+    return not ranged and not w.any_flagged
+
+
+_BOUNDS: dict[Callable, tuple[Callable, Callable[[WindowStats, Any], bool], bool]] = {
+    # evaluator -> (its limit, the test, whether the limit depends on the site's crest)
+    R._stage: (_stage_limit, _stage, True),
+    R._rise: (_rise_limit, _rise, False),
+    R._rainfall: (_rainfall_limit, _rainfall, False),
+    R._battery: (_battery_limit, _battery, False),
+    R._sensor_fault: (_sensor_fault_limit, _sensor_fault, False),
 }
+# (evaluator, id of the configuration, crest) -> (the configuration, its limit); the entry
+# holds the configuration, so its id is not reused while the entry lives
+_LIMITS: dict[tuple, tuple[RuleConfig, Any]] = {}
+
+
+def _limit_of(rule: Rule, cfg: RuleConfig, ctx: Context, site: bool):
+    key = (rule.evaluate, id(cfg), ctx.params.get("dam_crest_m") if site else None)
+    found = _LIMITS.get(key)
+    if found is None or found[0] is not cfg:
+        if len(_LIMITS) > 10000:
+            _LIMITS.clear()
+        found = _LIMITS[key] = (cfg, _BOUNDS[rule.evaluate][0](cfg, ctx))
+    return found[1]
 
 
 def is_quiet(rule: Rule, w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
@@ -143,9 +185,10 @@ def is_quiet(rule: Rule, w: WindowStats, cfg: RuleConfig, ctx: Context) -> bool:
     if bound is None or w.size == 0:
         return False
     try:
-        return bool(bound(w, cfg, ctx))
+        limit = _limit_of(rule, cfg, ctx, bound[2])
     except (KeyError, TypeError, ValueError):  # a parameter the evaluator will complain about
         return False
+    return limit is ALWAYS or bool(bound[1](w, limit))
 
 
 def rest(tracker: AlertTracker, last_time_s: float) -> None:

@@ -28,6 +28,18 @@ def sites(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, tuple[str,
     return {sid: (kind, params or {}) for sid, kind, params in rows}
 
 
+def site_designs(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, tuple[str, str, str]]:
+    """Kind, design parameters and rule overrides of each site, the last two as jsonb text
+    (canonical: equal documents give equal text), in one statement."""
+    rows = conn.execute(
+        "SELECT s.id, s.kind, coalesce(s.params, '{}'::jsonb)::text, coalesce(("
+        "SELECT jsonb_object_agg(r.rule, r.config) FROM site_rules r WHERE r.site_id = s.id"
+        "), '{}'::jsonb)::text FROM sites s WHERE s.id = ANY(%s)",
+        (site_ids,),
+    ).fetchall()
+    return {sid: (kind, params, overrides) for sid, kind, params, overrides in rows}
+
+
 def rule_overrides(conn: psycopg.Connection, site_ids: list[str]) -> dict[str, dict[str, dict]]:
     out: dict[str, dict[str, dict]] = defaultdict(dict)
     for site, rule, config in conn.execute(
@@ -79,23 +91,75 @@ def lock_rule_states(
     return {(s, r, sub): (tracker or None, alert_id) for s, r, sub, tracker, alert_id in rows}
 
 
+def lock_rule_state_keys(
+    conn: psycopg.Connection, keys: list[StateKey]
+) -> dict[StateKey, tuple[dict | None, int | None, str]]:
+    """Lock the existing state rows of ``keys`` in key order: (tracker, alert id, version).
+
+    The version is the row's ``xmin``: every write of the row, by anyone, changes it
+    (see :func:`save_rule_states_if`)."""
+    if not keys:
+        return {}
+    keys = sorted(set(keys))
+    rows = conn.execute(
+        "SELECT r.site_id, r.rule, r.subject, r.tracker, r.alert_id, r.xmin::text "
+        "FROM alert_rule_state r JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (s, r, sub) "
+        "ON r.site_id = k.s AND r.rule = k.r AND r.subject = k.sub "
+        "ORDER BY r.site_id, r.rule, r.subject FOR UPDATE OF r",
+        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
+    ).fetchall()
+    return {(s, r, sub): (tracker or None, a, x) for s, r, sub, tracker, a, x in rows}
+
+
+_SAVE_SQL = (
+    "UPDATE alert_rule_state AS r SET tracker = u.tracker, alert_id = u.alert_id, "
+    "updated_at = now() FROM jsonb_to_recordset(%s::jsonb) AS u (site_id text, rule text, "
+    "subject text, tracker jsonb, alert_id bigint, version text) "
+    "WHERE r.site_id = u.site_id AND r.rule = u.rule AND r.subject = u.subject"
+)
+
+
+def _save_rows(states, expect=None) -> str:
+    return json.dumps([  # one JSON document: no per-row parameter adaptation
+        {"site_id": k[0], "rule": k[1], "subject": k[2], "tracker": t, "alert_id": a,
+         "version": None if expect is None else expect[k]}
+        for k, (t, a) in sorted(states.items())
+    ])  # fmt: skip
+
+
 def save_rule_states(
     conn: psycopg.Connection, states: dict[StateKey, tuple[dict, int | None]]
-) -> None:
-    """Write tracker and alert id of each (site, rule, subject) row, in one statement."""
+) -> dict[StateKey, str]:
+    """Write tracker and alert id of each (site, rule, subject) row, in one statement;
+    the rows' new versions."""
     if not states:
-        return
-    rows = [
-        {"site_id": k[0], "rule": k[1], "subject": k[2], "tracker": t, "alert_id": a}
-        for k, (t, a) in sorted(states.items())
-    ]
-    conn.execute(  # one JSON document: no per-row parameter adaptation
-        "UPDATE alert_rule_state AS r SET tracker = u.tracker, alert_id = u.alert_id, "
-        "updated_at = now() FROM jsonb_to_recordset(%s::jsonb) AS u (site_id text, rule text, "
-        "subject text, tracker jsonb, alert_id bigint) "
-        "WHERE r.site_id = u.site_id AND r.rule = u.rule AND r.subject = u.subject",
-        (json.dumps(rows),),
-    )
+        return {}
+    rows = conn.execute(
+        _SAVE_SQL + " RETURNING r.site_id, r.rule, r.subject, r.xmin::text", (_save_rows(states),)
+    ).fetchall()
+    return {(s, r, sub): x for s, r, sub, x in rows}
+
+
+def save_rule_states_if(
+    conn: psycopg.Connection,
+    states: dict[StateKey, tuple[dict, int | None]],
+    expect: dict[StateKey, str],
+) -> dict[StateKey, str]:
+    """Write the rows of ``states`` that are still at the version ``expect`` names (no one
+    wrote them since it was read), without locking them first; the new versions of those
+    written. A row written meanwhile (or gone) is left alone and absent from the result.
+
+    The row's ``xmin`` is the version: the transaction that wrote this version of it. An
+    UPDATE that waits for a concurrent writer re-checks the condition on the row that
+    writer left, so the check and the write are one step."""
+    if not states:
+        return {}
+    rows = conn.execute(
+        _SAVE_SQL + " AND r.xmin = u.version::xid "
+        "RETURNING r.site_id, r.rule, r.subject, r.xmin::text",
+        (_save_rows(states, expect),),
+    ).fetchall()
+    return {(s, r, sub): x for s, r, sub, x in rows}
 
 
 def read_windows(

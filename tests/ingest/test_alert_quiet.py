@@ -249,3 +249,91 @@ def test_passes_with_the_shortcut_write_what_full_evaluation_writes(db, monkeypa
     assert {k[1] for k in states} >= {"offline", "stage", "rainfall", "sensor_fault"}
     assert states == full_states
     assert alerts == full_alerts
+
+
+# --------------------------- settled states held in memory, and another writer
+def _other_writer_scenario(dsn: str, same_engine: bool, t0: float) -> tuple[dict, list, int]:
+    """A quiet dam's minute 0, then another writer (a second engine, the API) gives its
+    stage rule an open episode, then minute 1: by the engine that remembered the rule as
+    settled (``same_engine``), or by a fresh one that knows only the database."""
+    lost = 0
+    real = alert_bulk.save_rule_states_if
+
+    def counted(conn, states, expect):
+        nonlocal lost
+        done = real(conn, states, expect)
+        lost += len(states) - len(done)
+        return done
+
+    settings = Settings(_env_file=None, database_url=dsn)
+    first = AlertEngine(settings, dsn, threads=1)
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        ids = {ch: sid for sid, ch in conn.execute("SELECT id, channel FROM streams")}
+
+        def minute(engine: AlertEngine, k: int) -> None:
+            when = datetime.fromtimestamp(t0 + 60 * k, UTC)
+            with conn.cursor() as cur:
+                for ch, (v, q) in _site_values("quiet", k).items():
+                    cur.execute(
+                        "INSERT INTO readings (time, stream_id, value, quality, received_at) "
+                        "VALUES (%s, %s, %s, %s, now())",
+                        (when, ids[ch], v, q),
+                    )
+            streams = {ids[ch]: (when, when) for ch in ids}
+            engine.process([CommittedBatch(streams, frozenset({"quiet"}), len(streams), when)])
+
+        minute(first, 0)
+        assert ("quiet", "stage", "") in first._settled  # remembered as settled
+        # the other writer: an open stage episode, as a second engine would leave it
+        alert_id = conn.execute(
+            "INSERT INTO alerts (site_id, rule, subject, level, peak_level, opened_at, "
+            "last_data_at) VALUES ('quiet', 'stage', '', 1, 1, to_timestamp(%s), "
+            "to_timestamp(%s)) RETURNING id",
+            (t0, t0),
+        ).fetchone()[0]
+        tracker = AlertTracker(level=1, episode_start_s=t0, peak_level=1, last_time_s=t0)
+        conn.execute(
+            "UPDATE alert_rule_state SET tracker = %s, alert_id = %s "
+            "WHERE site_id = 'quiet' AND rule = 'stage'",
+            (psycopg.types.json.Jsonb(tracker.to_dict()), alert_id),
+        )
+        second = first if same_engine else AlertEngine(settings, dsn, threads=1)
+        alert_bulk.save_rule_states_if = counted
+        try:
+            minute(second, 1)
+        finally:
+            alert_bulk.save_rule_states_if = real
+        states = {
+            (r, sub): (tr, a is not None)
+            for r, sub, tr, a in conn.execute(
+                "SELECT rule, subject, tracker, alert_id FROM alert_rule_state"
+            )
+        }
+        alerts = conn.execute(
+            "SELECT rule, state, level, (SELECT array_agg(kind || e.level ORDER BY e.id) "
+            "FROM alert_events e WHERE e.alert_id = a.id) FROM alerts a ORDER BY rule"
+        ).fetchall()
+        conn.execute(
+            "TRUNCATE readings, alerts, alert_events, alert_rule_state, webhook_deliveries"
+        )
+    for engine in {first, second}:
+        engine.stop()
+    return states, alerts, lost
+
+
+def test_a_state_written_by_another_is_evaluated_again_not_overwritten(db):
+    spec = {"sites": [
+        {"id": "quiet", "kind": "check_dam", "name": "quiet", "params": dict(DAM.params),
+         "devices": [{"id": "quiet", "channels": ["stage_m", "rain_mm", "turbidity_ntu",
+                                                 "battery_v"]}]}]}  # fmt: skip
+    with psycopg.connect(db, autocommit=True) as conn:
+        load_registry(conn, RegistryFile.model_validate(spec))
+    t0 = float(int(time.time() // 60 * 60)) - 5 * 60
+    reference, ref_alerts, none_lost = _other_writer_scenario(db, False, t0)
+    states, alerts, lost = _other_writer_scenario(db, True, t0)
+    assert none_lost == 0 and lost == 1  # the stage row: found changed, not overwritten
+    stage, open_ = states[("stage", "")]
+    assert stage["level"] == 1 and open_  # the other writer's episode goes on
+    assert stage["down_since_s"] == t0 + 60  # and hears the quiet minute
+    assert states == reference
+    assert alerts == ref_alerts
