@@ -290,7 +290,7 @@ FORECAST_STAGE_LOOKBACK_S = 12 * 3600.0
 
 #: The rain-goes-on scenario of the pond forecast: how long the sustained rate is
 #: held, and red when the dam crest is reached within this much of now [s].
-ONGOING_RAIN_S = 2400.0
+ONGOING_RAIN_S = 1800.0
 
 
 def _upstream_inflow(upstream, now: float, start: float, steps, continuing=None):

@@ -46,7 +46,7 @@ def first_red(crest_m: float, window_s: float | None):
 def test_the_rain_going_on_warns_a_filling_pond_earlier_than_the_committed_runoff():
     _, _, stage, _ = storm_and_pond(100.0)
     crest = float(stage[200])  # the pond reaches this in the tail
-    red, t_over, details = first_red(crest, None)  # default: 40 min of rain going on
+    red, t_over, details = first_red(crest, None)  # default: 30 min of rain going on
     committed, _, _ = first_red(crest, 1.0)  # the rain going on for 1 s: committed alone
     assert t_over is not None and red is not None and committed is not None
     lead, lead_committed = (t_over - red) / 60.0, (t_over - committed) / 60.0
