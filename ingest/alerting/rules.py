@@ -374,7 +374,7 @@ def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
             if x <= limit + cfg.hysteresis:
                 hv = k
         # the rain goes on: only where the committed runoff alone does not give red
-        ongoing = None
+        ongoing = more = None
         red = thr["red"]
         if red is not None and lv < 4 and steps.size and catchment is not None and ongoing_s > 0:
             more = F.ongoing_rain_steps_mm(steps, F.DT_S, ongoing_s)
@@ -407,18 +407,18 @@ def _forecast(t, v, q, cfg: RuleConfig, ctx: Context):
             "inflow_factor": round(f.inflow_factor, 3),
             "method": f.method,
             "made_at": now,
-            **_ongoing_details(ongoing, steps, ongoing_s, now),
+            **_ongoing_details(ongoing, more, ongoing_s, now),
         }
     return raw, hold, value
 
 
-def _ongoing_details(f, steps, hold_s: float, now: float) -> dict:
-    """The rain-goes-on scenario on the alert: its time to crest and the rate held."""
+def _ongoing_details(f, more, hold_s: float, now: float) -> dict:
+    """The rain-goes-on scenario on the alert: its time to crest and the rate held
+    (``more``: the rain per step it assumed)."""
     if f is None:
         return {}
-    rate = F.ongoing_rain_steps_mm(steps, F.DT_S, hold_s)
     return {
-        "ongoing_rain_mm_h": round(float(rate[0]) * 3600.0 / F.DT_S, 2) if rate.size else 0.0,
+        "ongoing_rain_mm_h": round(float(more[0]) * 3600.0 / F.DT_S, 2),
         "ongoing_rain_s": hold_s,
         "time_to_crest_ongoing_s": _finite(f.time_to_crest_s),
         "crest_at_ongoing": _finite(now + f.time_to_crest_s),

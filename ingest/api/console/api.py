@@ -120,12 +120,13 @@ SELECT d.id, d.kind, d.site_id, d.gateway_id, d.firmware, d.last_seen,
   extract(epoch FROM now() - d.last_seen)::float8 AS silent_s,
   EXISTS (SELECT 1 FROM alerts a WHERE a.rule = 'offline' AND a.subject = d.id
           AND a.state <> 'resolved') AS offline,
-  (SELECT r.value FROM streams st JOIN readings r ON r.stream_id = st.id
-    WHERE st.device_id = d.id AND st.channel = 'battery_v' ORDER BY r.time DESC LIMIT 1)
-    AS battery_v_reading,
-  (SELECT r.value FROM streams st JOIN readings r ON r.stream_id = st.id
-    WHERE st.device_id = d.id AND st.channel = 'rssi_dbm' ORDER BY r.time DESC LIMIT 1)
-    AS rssi_dbm_reading, d.status_battery_v, d.status_rssi_dbm,
+  -- the latest reading when there is one, else what the last status said
+  coalesce((SELECT r.value FROM streams st JOIN readings r ON r.stream_id = st.id
+    WHERE st.device_id = d.id AND st.channel = 'battery_v' ORDER BY r.time DESC LIMIT 1),
+    d.status_battery_v) AS battery_v,
+  coalesce((SELECT r.value FROM streams st JOIN readings r ON r.stream_id = st.id
+    WHERE st.device_id = d.id AND st.channel = 'rssi_dbm' ORDER BY r.time DESC LIMIT 1),
+    d.status_rssi_dbm) AS rssi_dbm,
   coalesce(q.n, 0) AS n, coalesce(q.suspect, 0) AS suspect, coalesce(q.fail, 0) AS fail
 FROM devices d
 LEFT JOIN LATERAL (
@@ -136,10 +137,6 @@ LEFT JOIN LATERAL (
 ) q ON true
 ORDER BY d.site_id NULLS FIRST, d.id
 """
-
-
-def _first(*values):
-    return next((v for v in values if v is not None), None)
 
 
 @router.get(
@@ -157,9 +154,6 @@ def device_health(conn: ConnDep, key: CurrentKey) -> DeviceHealthOut:
         devices = [
             DeviceRow(
                 **{k: r[k] for k in DeviceRow.model_fields if k in r},
-                # a reading when there is one, else what the last status said
-                battery_v=_first(r["battery_v_reading"], r["status_battery_v"]),
-                rssi_dbm=_first(r["rssi_dbm_reading"], r["status_rssi_dbm"]),
                 qc_last_day=QcCounts(readings=r["n"], suspect=r["suspect"], fail=r["fail"]),
             )
             for r in cur.fetchall()
