@@ -67,3 +67,20 @@ def test_a_pond_with_room_left_stays_below_red_if_the_rain_goes_on():
     # it was worked out while it rained, and never came within the window
     ongoing = [d["time_to_crest_ongoing_s"] for d in details.values() if "ongoing_rain_s" in d]
     assert ongoing and all(x is None or x > R.ONGOING_RAIN_S for x in ongoing)
+
+
+def test_a_rain_gauge_reporting_a_storm_the_pond_does_not_see_raises_no_red():
+    """A gauge with valid credentials (or a broken one) reports heavy rain that never
+    reaches the pond: the observed rise corrects both scenarios down, so no red."""
+    t, rain, stage, _ = storm_and_pond(100.0)
+    crest = float(stage.max()) - 0.3  # the real storm would overtop this dam
+    flat = np.full(t.size, 0.5)  # but the pond stays where it was
+    ctx = R.Context("check_dam", {**PARAMS, "dam_crest_m": crest}, extras={"rain": (t, rain)})
+    cfg = R.effective_config(R.RULES["overtopping"], ctx, None, 1800.0)
+    raw, _, _ = R._forecast(t, flat, np.full(t.size, Q.PASS, dtype=np.int8), cfg, ctx)
+    assert raw.max() < 4
+    # the forecasts were made, with the inflow scaled down to what the pond shows
+    factors = [
+        d["inflow_factor"] for d in ctx.details.values() if d["method"] == "committed_runoff"
+    ]
+    assert factors and min(factors) < 0.2
