@@ -84,3 +84,29 @@ def test_a_rain_gauge_reporting_a_storm_the_pond_does_not_see_raises_no_red():
         d["inflow_factor"] for d in ctx.details.values() if d["method"] == "committed_runoff"
     ]
     assert factors and min(factors) < 0.2
+
+
+def test_a_forecast_red_for_a_single_minute_is_not_raised_until_the_next_confirms_it():
+    """Near its threshold the rain-goes-on projection flickers (a 0.2 mm tip entering
+    or leaving the 30-minute rate, the stage's noise): a red forecast once, then not,
+    raises no red; red in two successive minutes does, at the second."""
+    from analytics.alerts import AlertTracker
+
+    ctx = R.Context("check_dam", {**PARAMS, "dam_crest_m": 5.0})
+    cfg = R.effective_config(R.RULES["overtopping"], ctx, None, 1800.0)
+    assert cfg.escalate_duration_s == R.FORECAST_CONFIRM_S
+
+    def red_at(raw_levels):
+        tracker = AlertTracker(cfg.min_duration_s, cfg.escalate_duration_s)
+        raw = np.asarray([3] * 10 + raw_levels)  # orange for ten minutes first
+        t = T0 + 60.0 * np.arange(raw.size)
+        events = tracker.update(t, raw, raw)
+        assert tracker.level >= 3
+        return [(e.time_s - T0) / 60.0 - 10 for e in events if e.level == 4]
+
+    assert red_at([4, 3, 3, 3, 4, 3]) == []  # flicker at the edge: orange stays
+    assert red_at([4, 4, 4]) == [1.0]  # confirmed by the next minute's forecast
+    # an engineer who wants the first forecast's red sets the duration to 0 at the site
+    now = R.effective_config(R.RULES["overtopping"], ctx, {"escalate_duration_s": 0}, 1800.0)
+    tracker = AlertTracker(now.min_duration_s, now.escalate_duration_s)
+    assert [e.level for e in tracker.update(np.array([T0, T0 + 60]), np.array([3, 4]))] == [3, 4]
