@@ -292,12 +292,12 @@ FORECAST_STAGE_LOOKBACK_S = 12 * 3600.0
 #: held, and red when the dam crest is reached within this much of now [s].
 ONGOING_RAIN_S = 1800.0
 
-#: A level of the pond forecast rises only when the next minute's forecast confirms
-#: it (the rule's default ``escalate_duration_s``) [s]. Near its threshold the
+#: A level of the pond forecast rises only when the forecasts of the next two minutes
+#: confirm it (the rule's default ``escalate_duration_s``) [s]. Near its threshold the
 #: rain-goes-on projection flickers with each 0.2 mm tip entering or leaving the
 #: 30-minute rate and with the stage's noise; unconfirmed, that flicker was a red on
 #: a dam that stopped centimetres short (docs/science.md, pond forecast step 7).
-FORECAST_CONFIRM_S = 60.0
+FORECAST_CONFIRM_S = 120.0
 
 
 def _upstream_inflow(upstream, now: float, start: float, steps, continuing=None):

@@ -86,10 +86,10 @@ def test_a_rain_gauge_reporting_a_storm_the_pond_does_not_see_raises_no_red():
     assert factors and min(factors) < 0.2
 
 
-def test_a_forecast_red_for_a_single_minute_is_not_raised_until_the_next_confirms_it():
+def test_a_forecast_red_is_raised_only_when_the_next_two_minutes_confirm_it():
     """Near its threshold the rain-goes-on projection flickers (a 0.2 mm tip entering
-    or leaving the 30-minute rate, the stage's noise): a red forecast once, then not,
-    raises no red; red in two successive minutes does, at the second."""
+    or leaving the 30-minute rate, the stage's noise): red forecasts in one or two
+    successive minutes, then not, raise no red; in three they do, at the third."""
     from analytics.alerts import AlertTracker
 
     ctx = R.Context("check_dam", {**PARAMS, "dam_crest_m": 5.0})
@@ -104,8 +104,8 @@ def test_a_forecast_red_for_a_single_minute_is_not_raised_until_the_next_confirm
         assert tracker.level >= 3
         return [(e.time_s - T0) / 60.0 - 10 for e in events if e.level == 4]
 
-    assert red_at([4, 3, 3, 3, 4, 3]) == []  # flicker at the edge: orange stays
-    assert red_at([4, 4, 4]) == [1.0]  # confirmed by the next minute's forecast
+    assert red_at([4, 3, 3, 4, 4, 3, 4]) == []  # flicker at the edge: orange stays
+    assert red_at([4, 4, 4, 4]) == [2.0]  # confirmed by the next two minutes' forecasts
     # an engineer who wants the first forecast's red sets the duration to 0 at the site
     now = R.effective_config(R.RULES["overtopping"], ctx, {"escalate_duration_s": 0}, 1800.0)
     tracker = AlertTracker(now.min_duration_s, now.escalate_duration_s)
