@@ -19,7 +19,9 @@ data's own, so the alerts are live, not late). Then:
 * orange, the same against spillway flow (dams with a spillway).
 
 Prints POD, FAR, CSI, lead time median and 10th percentile, per dam class and
-per storm, then a RESULT line.
+per storm, then a RESULT line; each false alarm is named with how far below its
+crest that dam's pond peaked (a red on a dam that stops 1 cm short is a near miss
+no stage sensor can tell from an overtopping).
 
     python bench/warning_skill.py [--counties N] [--seed S] [--storms 2y,10y,...]
                                   [--season-days D] [--quick]
@@ -252,9 +254,15 @@ def run_one(scenario: Scenario, storm: str, season_days: float, seed: int, admin
         with psycopg.connect(dsn) as conn:
             red, orange = warnings(conn, 4), warnings(conn, 3)
     cls = {d.id: d.dam_class for d in scenario.check_dams}
+    # a dam that did not overtop: how far below its crest the pond peaked [cm]
+    short = {
+        d.id: round(100 * (d.dam_crest_m - float(result.sites[d.id].columns["stage_m"].max())))
+        for d in scenario.check_dams
+    }
     out: dict[str, Outcome] = defaultdict(Outcome)
     for dam_id, ev in truth.items():
-        r = score(ev["red"], red.get(dam_id, []), window_s, dam_id)
+        label = dam_id if ev["red"] else f"{dam_id}({short[dam_id]}cm short)"
+        r = score(ev["red"], red.get(dam_id, []), window_s, label)
         out[f"red|{storm}|{cls[dam_id]}"].add(r)
         if any(d.id == dam_id and d.spillway for d in scenario.check_dams):
             o = score(ev["orange"], orange.get(dam_id, []), window_s, dam_id)
