@@ -18,6 +18,13 @@ data's own, so the alerts are live, not late). Then:
   the stage's) are one episode;
 * orange, the same against spillway flow (dams with a spillway).
 
+A design storm is followed by ``--after-h`` simulated hours (24 by default):
+a pond fed by full ponds upstream through their culverts may go on rising for
+many hours and overtop long after the rain (with 9 hours, as before, the
+forecast's correct reds on such dams were scored as false alarms). A red raised
+within 3 hours of the run's end (the forecast's red window) that is neither a
+hit nor late is reported as ``unjudged``: the truth ends before it could say.
+
 Prints POD, FAR, CSI, lead time median and 10th percentile, per dam class and
 per storm, then a RESULT line; each false alarm is named with how far below its
 crest that dam's pond peaked (a red on a dam that stops 1 cm short is a near miss
@@ -59,6 +66,12 @@ from ingest.store.registry import RegistryFile, load_registry
 ROOT = "skill/v1"
 FLOOD_RULES = tuple(sorted(name for name, r in RULES.items() if r.flood))
 REPLAY_STEP_S = 1800.0  # messages sent within this much simulated time form one batch
+# simulated after a design storm ends: ponds fed by the dams above them through culverts
+# go on rising for many hours (a dam that overtops 10 h after the rain is an event too)
+AFTER_H = 24.0
+# a red raised this close to the end of the run is not judged: the forecast's red window
+# (3 h) reaches past the simulated truth, which cannot say whether the dam overtopped
+UNJUDGED_S = 3 * 3600.0
 
 
 @dataclass
@@ -72,6 +85,7 @@ class Outcome:
     leads_min: list[float] = field(default_factory=list)
     missed: list[str] = field(default_factory=list)
     false: list[str] = field(default_factory=list)
+    unjudged: list[str] = field(default_factory=list)  # raised too near the run's end
 
     def add(self, other: Outcome) -> None:
         self.events += other.events
@@ -81,6 +95,7 @@ class Outcome:
         self.leads_min += other.leads_min
         self.missed += other.missed
         self.false += other.false
+        self.unjudged += other.unjudged
 
     def scores(self) -> dict[str, float]:
         pod = self.hits / self.events if self.events else float("nan")
@@ -162,8 +177,10 @@ def episodes(alerts: list[tuple[float, float]]) -> list[tuple[float, float]]:
 
 
 def score(events: dict[str, list[float]], warned: list[tuple[float, float]], window_s: float,
-          label: str) -> Outcome:  # fmt: skip
-    """Match one dam's warnings to its events (see the module docstring)."""
+          label: str, end: float = np.inf) -> Outcome:  # fmt: skip
+    """Match one dam's warnings to its events (see the module docstring); a warning that
+    is neither a hit nor late and was raised within ``UNJUDGED_S`` of the run's ``end``
+    is left unjudged."""
     o = Outcome(events=len(events))
     used = set()
     for ev in events:
@@ -184,6 +201,9 @@ def score(events: dict[str, list[float]], warned: list[tuple[float, float]], win
             continue  # a second warning before an event (already hit), or raised meanwhile
         if any(ev - window_s <= first and first <= ev + 6 * 3600 for ev in events):
             continue  # raised while the dam was overtopping: late, not false
+        if first > end - UNJUDGED_S:
+            o.unjudged.append(f"{label}@{datetime.fromtimestamp(first, UTC):%m-%d %H:%M}")
+            continue
         o.false_alarms += 1
         o.false.append(f"{label}@{datetime.fromtimestamp(first, UTC):%m-%d %H:%M}")
     return o
@@ -235,13 +255,13 @@ def replay(scenario: Scenario, result, dsn: str, seed: int) -> dict[str, float]:
 
 
 def run_one(scenario: Scenario, storm: str, season_days: float, seed: int, admin_dsn: str,
-            window_s: float) -> tuple[dict[str, Outcome], dict]:  # fmt: skip
+            window_s: float, after_h: float = AFTER_H) -> tuple[dict[str, Outcome], dict]:  # fmt: skip
     """One county x one storm: simulate, replay, score; returns outcomes by key."""
     if storm == "season":
         rain = stochastic_season_rain(scenario, season_days, seed)
     else:
         d = scenario.rainfall.design
-        rain = design_storm_rain(scenario, storm, total_h=d.lead_h + d.duration_min / 60 + 9)
+        rain = design_storm_rain(scenario, storm, total_h=d.lead_h + d.duration_min / 60 + after_h)
     result = simulate(scenario, rain.rain_mm, rain.base_dt_s, rain.amc)
     truth = truth_events(scenario, result)
     with scratch_database(admin_dsn) as dsn:
@@ -259,13 +279,14 @@ def run_one(scenario: Scenario, storm: str, season_days: float, seed: int, admin
         d.id: round(100 * (d.dam_crest_m - float(result.sites[d.id].columns["stage_m"].max())))
         for d in scenario.check_dams
     }
+    end = scenario.start.timestamp() + float(result.t_s[-1])
     out: dict[str, Outcome] = defaultdict(Outcome)
     for dam_id, ev in truth.items():
         label = dam_id if ev["red"] else f"{dam_id}({short[dam_id]}cm short)"
-        r = score(ev["red"], red.get(dam_id, []), window_s, label)
+        r = score(ev["red"], red.get(dam_id, []), window_s, label, end)
         out[f"red|{storm}|{cls[dam_id]}"].add(r)
         if any(d.id == dam_id and d.spillway for d in scenario.check_dams):
-            o = score(ev["orange"], orange.get(dam_id, []), window_s, dam_id)
+            o = score(ev["orange"], orange.get(dam_id, []), window_s, dam_id, end)
             out[f"orange|{storm}|{cls[dam_id]}"].add(o)
     return out, counts
 
@@ -295,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--storms", default="2y,10y,20y,50y,100y", help="design storms")
     ap.add_argument("--season-days", type=float, default=30.0, help="0: no stochastic season")
     ap.add_argument("--window-h", type=float, default=12.0, help="longest lead that counts [h]")
+    ap.add_argument("--after-h", type=float, default=AFTER_H, help="simulated after a storm [h]")
     ap.add_argument("--shipped", action="store_true", help="also score the shipped county")
     ap.add_argument("--quick", action="store_true", help="2 counties, 2y/50y/100y, no season")
     ap.add_argument("--database-url", default=None)
@@ -319,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         for storm in storms:
             t = time.perf_counter()
             outcomes, counts = run_one(sc, storm, args.season_days, args.seed, admin,
-                                       args.window_h * 3600.0)  # fmt: skip
+                                       args.window_h * 3600.0, args.after_h)  # fmt: skip
             line = []
             for key, o in outcomes.items():
                 colour, st, cls = key.split("|")
@@ -338,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
                 line.append(f"missed={miss}")
             if fa:
                 line.append(f"false={fa}")
+            unjudged = [x for o in red for x in o.unjudged]
+            if unjudged:
+                line.append(f"unjudged={unjudged}")
             line.append(f"readings={counts['readings']} dead={counts['dead']} "
                         f"({time.perf_counter() - t:.0f} s)")  # fmt: skip
             print(" ".join(line), flush=True)
@@ -353,6 +378,7 @@ def main(argv: list[str] | None = None) -> int:
             lead_p10_min=round(red["lead_p10_min"], 1),
             events=total["red"].events,
             false_alarms=total["red"].false_alarms,
+            unjudged=len(total["red"].unjudged),
             red_in_2y=reds_in_2y,
             orange_pod=round(orange["pod"], 3),
             orange_far=round(orange["far"], 3),
