@@ -384,6 +384,21 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         t1 = received.get(k)
         if t1 is not None:
             lat.append((t1 - t0) * 1000)
+    # per measured minute (by the probe's data time): arrived, p50, p99 [ms]
+    by_minute: dict[int, list[float | None]] = {}
+    for k, t0 in published.items():
+        t1 = received.get(k)
+        minute = max(0, int((k[2] / 1000 - t_measure) // PERIOD_S))
+        by_minute.setdefault(minute, []).append(None if t1 is None else (t1 - t0) * 1000)
+    minutes_figures = [
+        (
+            len(xs),
+            len(got := [x for x in xs if x is not None]),
+            percentile(got, 50),
+            percentile(got, 99),
+        )
+        for _, xs in sorted(by_minute.items())
+    ]
     unmatched = len(set(received) - set(published))
     negative = sum(x < 0 for x in lat)
     seconds = max(m1 - m0, 1e-9)
@@ -406,6 +421,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         "backlog_engine": backlog[1],
         "publisher_behind_s": behind_max,
         "history_readings": history,
+        "by_minute": minutes_figures,
         "setup_s": setup_s,
     }
 
@@ -426,6 +442,11 @@ def report(r: dict) -> None:
         f"missed={r['missed']} (late-marked {r['late_events']}, unmatched {r['unmatched']})",
         flush=True,
     )
+    for i, (n, got, p50, p99) in enumerate(r["by_minute"]):
+        print(
+            f"        measured minute {i + 1}: {got}/{n} arrived, p50={p50:.0f} ms p99={p99:.0f} ms",
+            flush=True,
+        )
     if r["negative"]:  # cannot happen with matching by data time; say so loudly if it does
         print(f"        ERROR: {r['negative']} negative latencies", flush=True)
 
