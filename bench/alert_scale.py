@@ -342,7 +342,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
                 written1 = consumer.metrics.snapshot().get("readings_written", 0)
                 busy1 = busy_now()
                 m1 = time.monotonic()
-                backlog = (consumer.inbox.qsize(), engine.backlog())
+                backlog = (consumer.inbox.qsize(), engine.backlog(), engine.pending.value)
                 deadline = m1 + grace_s
             if deadline is not None and (
                 time.monotonic() > deadline or set(published) <= set(received)
@@ -388,7 +388,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
     by_minute: dict[int, list[float | None]] = {}
     for k, t0 in published.items():
         t1 = received.get(k)
-        minute = max(0, int((k[2] / 1000 - t_measure) // PERIOD_S))
+        minute = max(0, int((k[2] - round(t_measure * 1000)) // (PERIOD_S * 1000)))
         by_minute.setdefault(minute, []).append(None if t1 is None else (t1 - t0) * 1000)
     minutes_figures = [
         (
@@ -419,6 +419,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         "engine_ms_per_site": 1000 * (busy1 - busy0) / max(1.0, n * seconds / PERIOD_S),
         "backlog_inbox": backlog[0],
         "backlog_engine": backlog[1],
+        "backlog_quiet": backlog[2],
         "publisher_behind_s": behind_max,
         "history_readings": history,
         "by_minute": minutes_figures,
@@ -433,7 +434,7 @@ def report(r: dict) -> None:
         f"{r['publisher_behind_s']:.1f} s behind schedule); engine busy "
         f"{100 * r['engine_busy']:.0f} % of the time, {r['engine_ms_per_site']:.2f} ms/site; "
         f"backlog at the end: inbox {r['backlog_inbox']} messages, engine "
-        f"{r['backlog_engine']} batches",
+        f"{r['backlog_engine']} batches, {r['backlog_quiet']} quiet sites pending",
         flush=True,
     )
     print(

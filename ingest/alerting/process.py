@@ -38,7 +38,9 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
-def _process_main(settings: Settings, dsn: str, batches, busy, running, parent: int) -> None:
+def _process_main(
+    settings: Settings, dsn: str, batches, busy, running, pending, parent: int
+) -> None:
     import signal
 
     from ..logs import setup_logging
@@ -53,16 +55,17 @@ def _process_main(settings: Settings, dsn: str, batches, busy, running, parent: 
     collections_for_passes()
     frozen = False
 
-    def timed(items):  # the seconds spent evaluating, for the benches
+    def timed(items, backlog=False):  # the seconds spent evaluating, for the benches
         nonlocal frozen
         started = time.monotonic()  # system-wide: the consumer's process reads it too
         running.value = started
         try:
-            return process(items)
+            return process(items, backlog)
         finally:
             with busy.get_lock():
                 busy.value += time.monotonic() - started
                 running.value = 0.0
+            pending.value = engine.pending
             if not frozen:
                 freeze_long_lived()
                 frozen = True
@@ -97,9 +100,10 @@ class EngineProcess:
         self._batches.cancel_join_thread()
         self.busy = ctx.Value("d", 0.0)  # seconds spent evaluating (finished passes)
         self.running = ctx.Value("d", 0.0)  # time.monotonic() the running pass began, or 0
+        self.pending = ctx.Value("i", 0)  # sites whose quiet data wait (the hot lane went first)
         self._proc = ctx.Process(
             target=_process_main,
-            args=(settings, dsn, self._batches, self.busy, self.running, os.getpid()),
+            args=(settings, dsn, self._batches, self.busy, self.running, self.pending, os.getpid()),
             name="swc-alerts",
             daemon=True,
         )
