@@ -37,7 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import queue
+import signal
 import sys
 import tempfile
 import threading
@@ -57,6 +59,7 @@ ROOT = "bench/v1"
 CHANNELS = ("stage_m", "rain_mm", "turbidity_ntu", "battery_v")
 PERIOD_S = 60.0  # storm mode: one message a minute per site
 LADDER = (1000, 10000, 58000)
+STALL_AT_S = 15.0  # --stall-s: the engine's process is stopped this far into the measured part
 # stages [m]: dam crest 7.0, spillway crest 5.0 (the stage rule's blue at 4.2);
 # a probe's stage rule is yellow at 0.5 m below the dam crest (6.5)
 PROBE_OPEN, PROBE_CLOSE, LOAD_STAGE = 6.8, 3.0, 2.0
@@ -237,7 +240,8 @@ def api_and_sse(settings_data: dict, port: int, key: str, out: mp.Queue) -> None
 
 # ------------------------------------------------------------------------- run
 def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: int,
-        grace_s: float, with_qc: bool, profile: str | None = None) -> dict:  # fmt: skip
+        grace_s: float, with_qc: bool, profile: str | None = None,
+        stall_s: float = 0.0) -> dict:  # fmt: skip
     """One storm-mode run at ``n`` sites; the figures as a dict."""
     from ingest import qc
     from ingest.alerting import attach
@@ -329,11 +333,19 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         written0 = busy0 = None
         t_measure = t_start + warmup_s
         deadline = None
+        stalled = None  # --stall-s: True while the engine's process is stopped
         hard_stop = time.monotonic() + (t_start - time.time()) + warmup_s + measure_s + 300
         while True:
             now = time.time()
             if time.monotonic() > hard_stop:
                 raise RuntimeError("the publisher did not finish; see its output")
+            if stall_s and stalled is None and now >= t_measure + STALL_AT_S:
+                os.kill(engine._proc.pid, signal.SIGSTOP)  # a stall: the engine is frozen
+                stalled = True
+                print(f"{n} sites: engine stopped for {stall_s:.0f} s", flush=True)
+            if stalled and now >= t_measure + STALL_AT_S + stall_s:
+                os.kill(engine._proc.pid, signal.SIGCONT)
+                stalled = False
             if written0 is None and now >= t_measure:
                 written0 = consumer.metrics.snapshot().get("readings_written", 0)
                 busy0 = busy_now()
@@ -342,7 +354,8 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
                 written1 = consumer.metrics.snapshot().get("readings_written", 0)
                 busy1 = busy_now()
                 m1 = time.monotonic()
-                backlog = (consumer.inbox.qsize(), engine.backlog(), engine.pending.value)
+                pending = getattr(engine, "pending", None)  # quiet sites left for later
+                backlog = (consumer.inbox.qsize(), engine.backlog(), pending and pending.value)
                 deadline = m1 + grace_s
             if deadline is not None and (
                 time.monotonic() > deadline or set(published) <= set(received)
@@ -464,6 +477,12 @@ def main() -> None:
     ap.add_argument("--grace-s", type=float, default=30.0, help="wait for events after [s]")
     ap.add_argument("--no-qc", action="store_true", help="without the QC re-evaluation")
     ap.add_argument(
+        "--stall-s",
+        type=float,
+        default=0.0,
+        help=f"stop the engine's process this long, {STALL_AT_S:.0f} s into the measured part [s]",
+    )
+    ap.add_argument(
         "--profile", help="a pyinstrument profile of the consumer thread: PREFIX-N-consumer.*"
     )
     args = ap.parse_args()
@@ -480,6 +499,7 @@ def main() -> None:
             history_min=args.history_min,
             grace_s=args.grace_s,
             with_qc=not args.no_qc,
+            stall_s=args.stall_s,
             profile=args.profile,
         )
         report(r)

@@ -47,6 +47,12 @@ open alert no longer says anything about now: it is resolved with
 next readings. The periodic check does this without new data (e.g. after a
 restart); new readings after such a gap do it before they are evaluated.
 
+A backlog (more than ``_SLICE`` sites in one pass, or quiet work pending) goes
+through a hot lane in the engine's loop: the sites whose new data may change a level
+are evaluated first, the provably quiet ones (the same test as the shortcut, on the
+same window extremes) a slice at a time afterwards, so an event never waits behind a
+pass over every dam (``process(backlog=True)``).
+
 A periodic check (every ``alert_check_interval_s``, on a thread and connection of
 its own so passes never wait for it) evaluates the offline rule and the
 staleness of open alerts with no new data; a batch from a device clears its

@@ -5,7 +5,8 @@ MQTT and writer threads wait for: at plateau scale (storm mode, ~1,000
 messages a second) the writer stored only part of what arrived while the
 engine ran. As a process it has a core of its own; the consumer only pickles
 each committed batch onto a queue (never dropped: the engine merges what has
-queued, so a backlog collapses into one pass over the sites it touched).
+queued into one pass over the sites it touched, and in a backlog evaluates the sites
+whose new data may change a level first, the quiet rest a slice at a time).
 """
 
 from __future__ import annotations
