@@ -354,8 +354,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
                 written1 = consumer.metrics.snapshot().get("readings_written", 0)
                 busy1 = busy_now()
                 m1 = time.monotonic()
-                pending = getattr(engine, "pending", None)  # quiet sites left for later
-                backlog = (consumer.inbox.qsize(), engine.backlog(), pending and pending.value)
+                backlog = (consumer.inbox.qsize(), engine.backlog())
                 deadline = m1 + grace_s
             if deadline is not None and (
                 time.monotonic() > deadline or set(published) <= set(received)
@@ -432,7 +431,6 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         "engine_ms_per_site": 1000 * (busy1 - busy0) / max(1.0, n * seconds / PERIOD_S),
         "backlog_inbox": backlog[0],
         "backlog_engine": backlog[1],
-        "backlog_quiet": backlog[2],
         "publisher_behind_s": behind_max,
         "history_readings": history,
         "by_minute": minutes_figures,
@@ -447,7 +445,7 @@ def report(r: dict) -> None:
         f"{r['publisher_behind_s']:.1f} s behind schedule); engine busy "
         f"{100 * r['engine_busy']:.0f} % of the time, {r['engine_ms_per_site']:.2f} ms/site; "
         f"backlog at the end: inbox {r['backlog_inbox']} messages, engine "
-        f"{r['backlog_engine']} batches, {r['backlog_quiet']} quiet sites pending",
+        f"{r['backlog_engine']} batches",
         flush=True,
     )
     print(

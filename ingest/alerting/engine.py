@@ -47,12 +47,6 @@ open alert no longer says anything about now: it is resolved with
 next readings. The periodic check does this without new data (e.g. after a
 restart); new readings after such a gap do it before they are evaluated.
 
-A backlog (more than ``_SLICE`` sites in one pass, or quiet work pending) goes
-through a hot lane in the engine's loop: the sites whose new data may change a level
-are evaluated first, the provably quiet ones (the same test as the shortcut, on the
-same window extremes) a slice at a time afterwards, so an event never waits behind a
-pass over every dam (``process(backlog=True)``).
-
 A periodic check (every ``alert_check_interval_s``, on a thread and connection of
 its own so passes never wait for it) evaluates the offline rule and the
 staleness of open alerts with no new data; a batch from a device clears its
@@ -62,7 +56,6 @@ offline alert at once.
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import json
 import logging
 import queue
@@ -96,9 +89,6 @@ _FRESH = AlertTracker().to_dict()
 _TRACKER_FIELDS = frozenset(_FRESH)
 _MIN_CHUNK = 20  # sites: a pass is split over the threads in chunks of at least this many
 _MAX_CHUNK = 1000  # sites in one transaction of a pass
-# sites in a pass above which (or while quiet work is pending) the hot lane goes first, and
-# the quiet work evaluated per pass while some is pending
-_SLICE = 1000
 _MAX_SETTLED = 2_000_000  # rule states remembered as settled (~0.5 KB each); then forgotten
 
 
@@ -246,9 +236,6 @@ class AlertEngine:
         # effective rule configurations by (rule, default duration, site design) for passes
         self._configs: dict[tuple[str, float, str], RuleConfig | None] = {}
         self._site_context = SiteContext()
-        # quiet work left for later by the hot lane (process(backlog=True)), oldest first:
-        # site -> (its streams, their spans, its loggers that sent, the data's arrival [s])
-        self._cold: dict[str, tuple[list, dict, set[str], float]] = {}
         # wall clock in seconds; a replay (bench/warning_skill.py) sets the data's own clock
         self.clock = time.time
 
@@ -294,14 +281,12 @@ class AlertEngine:
         # None queued: stop once what was queued before it is evaluated (stop() sets
         # _stop first and so stops at once; the engine's process drains)
         ending = False
-        while not self._stop.is_set() and not (ending and not self._cold):
-            try:  # while quiet work is pending (the hot lane), do not wait for batches
-                first = None if ending else self._queue.get(timeout=0.0 if self._cold else 1.0)
-                ending = ending or first is None
+        while not self._stop.is_set() and not ending:
+            try:
+                first = self._queue.get(timeout=1.0)
+                ending = first is None
             except queue.Empty:
-                first = None
-                if not self._cold:
-                    continue
+                continue
             if self._stop.is_set():
                 break
             # the whole queue: a backlog collapses into one pass
@@ -315,10 +300,10 @@ class AlertEngine:
                     ending = True
                 else:
                     items.append(item)
-            if not items and not self._cold:
+            if not items:
                 continue
             try:
-                self.process(items, backlog=True)
+                self.process(items)
             except psycopg.Error as exc:
                 log.warning("alert evaluation failed, retrying: %s", str(exc).strip()[:300])
                 if self._conn is not None:
@@ -371,13 +356,8 @@ class AlertEngine:
         return conn
 
     # --- evaluation ----------------------------------------------------------------
-    def process(self, batches: list, backlog: bool = False) -> int:
-        """Evaluate the rules for everything ``batches`` (CommittedBatch) touched; events count.
-
-        With ``backlog`` (the engine's own loop) a large pass, or one while quiet work is
-        pending, evaluates first the sites whose new data may change a level (the hot
-        lane, :meth:`_hot_sites`), and keeps the others for later, a slice of them per
-        call (:attr:`pending`): events never wait behind a pass over every dam."""
+    def process(self, batches: list) -> int:
+        """Evaluate the rules for everything ``batches`` (CommittedBatch) touched; events count."""
         spans: dict[int, tuple[datetime, datetime]] = {}
         devices: set[str] = set()
         for b in batches:
@@ -389,70 +369,20 @@ class AlertEngine:
         now = self.clock()
         # data are judged against their arrival, not against when the engine got to them
         arrival = max((b.arrived_at.timestamp() for b in batches), default=now)
-        by_site = self._sites_of(conn, spans)
-        cold = self._cold if backlog and self.shortcuts else None
-        if cold:  # quiet work pending for sites that sent again goes with their new data
-            for site in cold.keys() & by_site.keys():
-                streams, more, devs, when = cold.pop(site)
-                by_site[site] = sorted(set(by_site[site]) | set(streams))
-                for sid, span in more.items():
-                    old = spans.get(sid)
-                    spans[sid] = (
-                        span if old is None else (min(span[0], old[0]), max(span[1], old[1]))
-                    )
-                devices |= devs
-                arrival = max(arrival, when)
+        n = 0
         # the loggers that sent: their offline rule is evaluated in the same pass as the
         # rules of their site's streams (one read and one write of the site's state rows)
         offline = self._last_seen(conn, devices) if devices else {}
-        n = 0
-        if cold is not None and (cold or len(by_site) > _SLICE):
-            hot = self._hot_sites(conn, by_site, spans, arrival, offline, now)
-            for site in [s for s in by_site if s not in hot]:
-                streams = by_site.pop(site)
-                devs = {d for d, _ in offline.pop(site, ())}
-                cold[site] = (streams, {sid: spans[sid] for sid, _, _ in streams}, devs, arrival)
-        n += self._evaluate(conn, by_site, spans, arrival, offline, now)
-        if cold:  # a slice of the quiet work, oldest first
-            n += self._evaluate_pending(conn, now)
-        self.batches += len(batches)
-        self.events += n
-        return n
-
-    @property
-    def pending(self) -> int:
-        """Sites whose quiet new data wait for a later pass (the hot lane went first)."""
-        return len(self._cold)
-
-    def _sites_of(
-        self, conn: psycopg.Connection, spans: dict[int, tuple[datetime, datetime]]
-    ) -> dict[str, list[tuple[int, str, str]]]:
-        """Site -> its streams among ``spans``: (stream, device, channel)."""
-        by_site: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
-        if not spans:
-            return by_site
-        rows = conn.execute(
-            "SELECT s.id, s.device_id, s.channel, d.site_id FROM streams s "
-            "JOIN devices d ON d.id = s.device_id "
-            "WHERE s.id = ANY(%s) AND d.site_id IS NOT NULL",
-            (list(spans),),
-        ).fetchall()
-        for sid, dev, ch, site in rows:
-            by_site[site].append((sid, dev, ch))
-        return by_site
-
-    def _evaluate(
-        self,
-        conn: psycopg.Connection,
-        by_site: dict[str, list[tuple[int, str, str]]],
-        spans: dict[int, tuple[datetime, datetime]],
-        arrival: float,
-        offline: dict[str, list[tuple[str, float]]],
-        now: float,
-    ) -> int:
-        """One pass over ``by_site``, and the offline rule of the loggers in ``offline``."""
-        n = 0
-        if by_site:
+        if spans:
+            rows = conn.execute(
+                "SELECT s.id, s.device_id, s.channel, d.site_id FROM streams s "
+                "JOIN devices d ON d.id = s.device_id "
+                "WHERE s.id = ANY(%s) AND d.site_id IS NOT NULL",
+                (list(spans),),
+            ).fetchall()
+            by_site: dict[str, list[tuple[int, str, str]]] = defaultdict(list)
+            for sid, dev, ch, site in rows:
+                by_site[site].append((sid, dev, ch))
             chunks = _chunks(sorted(by_site), self._threads)
             work = (by_site, spans, arrival, offline, now)
             if len(chunks) > 1:
@@ -469,107 +399,9 @@ class AlertEngine:
             n += self.check_offline(
                 devices={d for devs in offline.values() for d, _ in devs}, now=now
             )
+        self.batches += len(batches)
+        self.events += n
         return n
-
-    def _evaluate_pending(self, conn: psycopg.Connection, now: float) -> int:
-        """Evaluate up to ``_SLICE`` sites of the pending quiet work, oldest first."""
-        cold = self._cold
-        taken = {site: cold.pop(site) for site in list(itertools.islice(cold, _SLICE))}
-        try:
-            by_site = {site: streams for site, (streams, _, _, _) in taken.items()}
-            spans = {sid: span for _, more, _, _ in taken.values() for sid, span in more.items()}
-            devices = {d for _, _, devs, _ in taken.values() for d in devs}
-            arrival = max(when for _, _, _, when in taken.values())
-            offline = self._last_seen(conn, devices) if devices else {}
-            return self._evaluate(conn, by_site, spans, arrival, offline, now)
-        except BaseException:
-            for site, found in taken.items():  # evaluated again later (rolled back)
-                cold.setdefault(site, found)
-            raise
-
-    def _hot_sites(
-        self,
-        conn: psycopg.Connection,
-        by_site: dict[str, list[tuple[int, str, str]]],
-        spans: dict[int, tuple[datetime, datetime]],
-        arrival: float,
-        offline: dict[str, list[tuple[str, float]]],
-        now: float,
-    ) -> set[str]:
-        """The sites of ``by_site`` whose new data may change a level: all but those whose
-        every rule would be settled by the shortcut (:meth:`_evaluate_quiet`, the same test
-        on the same window extremes) from a state at level 0 without an alert, and whose
-        loggers that sent are far from the offline rule's lowest threshold. The states are
-        those this engine remembers as settled, else read now, unlocked: which sites go
-        first is advice; every site is still evaluated under the pass's locks and version
-        checks, so a state another writer changes meanwhile is evaluated as before."""
-        sites = sorted(by_site)
-        chunks = _chunks(sites, self._threads)
-        work = (by_site, spans, arrival, offline, now)
-        if len(chunks) > 1:
-            futures = [self._executor().submit(self._hot_chunk_pooled, c, *work) for c in chunks]
-            return set().union(*(f.result() for f in futures))
-        return set().union(*(self._hot_chunk(conn, c, *work) for c in chunks))
-
-    def _hot_chunk_pooled(self, sites, *work) -> set[str]:
-        return self._hot_chunk(self._thread_connection(), sites, *work)
-
-    def _hot_chunk(
-        self,
-        conn: psycopg.Connection,
-        sites: list[str],
-        by_site: dict[str, list[tuple[int, str, str]]],
-        spans: dict[int, tuple[datetime, datetime]],
-        arrival: float,
-        offline: dict[str, list[tuple[str, float]]],
-        now: float,
-    ) -> set[str]:
-        p = self._designed_pass(conn, sites)
-        p.horizon = arrival + self.settings.future_tolerance_s
-        p.primary = bulk.primary_streams(conn, sites)
-        self._local.pass_ = p  # the pass's designs and configurations, as in a pass
-        try:
-            return self._hot_of(conn, p, sites, by_site, spans, arrival, offline, now)
-        finally:
-            self._local.pass_ = None
-
-    def _hot_of(self, conn, p: _Pass, sites, by_site, spans, arrival, offline, now) -> set[str]:
-        mine = {site: by_site[site] for site in sites}
-        sent = {site: offline[site] for site in sites if site in offline}
-        keys = sorted(set(self._expected_keys(p, mine) + self._offline_keys(p, sent)))
-        hot = {site for site in sites if site not in p.sites}  # nothing to evaluate: at once
-        unknown = []
-        for k in keys:
-            found = self._settled.get(k)
-            if found is None:
-                unknown.append(k)
-            else:
-                p.states[k] = (found[0], None)
-        rows = bulk.read_rule_state_keys(conn, unknown)
-        for k in unknown:
-            p.states[k] = rows.get(k, (None, None))  # no row yet: a fresh tracker
-        for (site, _rule, _subject), (saved, alert_id) in p.states.items():
-            if not _settled(saved or _FRESH, alert_id):
-                hot.add(site)
-        maybe = {site: streams for site, streams in mine.items() if site not in hot}
-        if not maybe:
-            return hot
-        p.windows = self._prefetch_windows(conn, p, maybe, spans)
-        rule = RULES["offline"]
-        for site in maybe:
-            ctx, overrides = p.context(site)
-            for name, subject, sid, cfg in p.tasks[site][1].tasks:
-                if not self._evaluate_quiet(
-                    site, RULES[name], subject, sid, cfg, ctx, spans, arrival
-                ):
-                    hot.add(site)
-                    break
-            cfg = self._config(rule, ctx, overrides) if site in sent else None
-            if cfg is not None and cfg.thresholds is not None:
-                interval, lowest = _offline_bound(cfg)
-                if any(max(0.0, now - seen) / interval >= lowest for _, seen in sent[site]):
-                    hot.add(site)
-        return hot
 
     def _executor(self) -> ThreadPoolExecutor:
         if self._pool is None:

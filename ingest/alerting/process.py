@@ -5,8 +5,7 @@ MQTT and writer threads wait for: at plateau scale (storm mode, ~1,000
 messages a second) the writer stored only part of what arrived while the
 engine ran. As a process it has a core of its own; the consumer only pickles
 each committed batch onto a queue (never dropped: the engine merges what has
-queued into one pass over the sites it touched, and in a backlog evaluates the sites
-whose new data may change a level first, the quiet rest a slice at a time).
+queued, so a backlog collapses into one pass over the sites it touched).
 """
 
 from __future__ import annotations
@@ -39,9 +38,7 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
-def _process_main(
-    settings: Settings, dsn: str, batches, busy, running, pending, parent: int
-) -> None:
+def _process_main(settings: Settings, dsn: str, batches, busy, running, parent: int) -> None:
     import signal
 
     from ..logs import setup_logging
@@ -56,17 +53,16 @@ def _process_main(
     collections_for_passes()
     frozen = False
 
-    def timed(items, backlog=False):  # the seconds spent evaluating, for the benches
+    def timed(items):  # the seconds spent evaluating, for the benches
         nonlocal frozen
         started = time.monotonic()  # system-wide: the consumer's process reads it too
         running.value = started
         try:
-            return process(items, backlog)
+            return process(items)
         finally:
             with busy.get_lock():
                 busy.value += time.monotonic() - started
                 running.value = 0.0
-            pending.value = engine.pending
             if not frozen:
                 freeze_long_lived()
                 frozen = True
@@ -101,10 +97,9 @@ class EngineProcess:
         self._batches.cancel_join_thread()
         self.busy = ctx.Value("d", 0.0)  # seconds spent evaluating (finished passes)
         self.running = ctx.Value("d", 0.0)  # time.monotonic() the running pass began, or 0
-        self.pending = ctx.Value("i", 0)  # sites whose quiet data wait (the hot lane went first)
         self._proc = ctx.Process(
             target=_process_main,
-            args=(settings, dsn, self._batches, self.busy, self.running, self.pending, os.getpid()),
+            args=(settings, dsn, self._batches, self.busy, self.running, os.getpid()),
             name="swc-alerts",
             daemon=True,
         )

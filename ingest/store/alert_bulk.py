@@ -111,22 +111,6 @@ def lock_rule_state_keys(
     return {(s, r, sub): (tracker or None, a, x) for s, r, sub, tracker, a, x in rows}
 
 
-def read_rule_state_keys(
-    conn: psycopg.Connection, keys: list[StateKey]
-) -> dict[StateKey, tuple[dict | None, int | None]]:
-    """The existing state rows of ``keys`` as they are now, not locked: (tracker, alert id).
-    For an advisory look only (which sites to evaluate first); never written back."""
-    if not keys:
-        return {}
-    rows = conn.execute(
-        "SELECT r.site_id, r.rule, r.subject, r.tracker, r.alert_id "
-        "FROM alert_rule_state r JOIN unnest(%s::text[], %s::text[], %s::text[]) AS k (s, r, sub) "
-        "ON r.site_id = k.s AND r.rule = k.r AND r.subject = k.sub",
-        ([k[0] for k in keys], [k[1] for k in keys], [k[2] for k in keys]),
-    ).fetchall()
-    return {(s, r, sub): (tracker or None, a) for s, r, sub, tracker, a in rows}
-
-
 _SAVE_SQL = (
     "UPDATE alert_rule_state AS r SET tracker = u.tracker, alert_id = u.alert_id, "
     "updated_at = now() FROM jsonb_to_recordset(%s::jsonb) AS u (site_id text, rule text, "

@@ -172,13 +172,8 @@ def _site_values(site: str, k: int) -> dict[str, tuple[float, int]]:
     }
 
 
-def _run_passes(
-    dsn: str, shortcut: bool, monkeypatch, t0: float, backlog: bool = False
-) -> tuple[dict, list, int]:
-    """Feed 55 minutes of the SITES to a fresh engine pass by pass; its state and alerts.
-
-    With ``backlog`` the passes are the engine loop's (``process(backlog=True)``), with the
-    hot lane on every pass; the events so far are recorded after each minute's pass."""
+def _run_passes(dsn: str, shortcut: bool, monkeypatch, t0: float) -> tuple[dict, list, int]:
+    """Feed 55 minutes of the SITES to a fresh engine pass by pass; its state and alerts."""
     taken = 0
     real = _EVALUATE_QUIET
 
@@ -191,8 +186,6 @@ def _run_passes(
     monkeypatch.setattr(AlertEngine, "_evaluate_quiet", counted)
     engine = AlertEngine(Settings(_env_file=None, database_url=dsn), dsn, threads=2)
     engine.shortcuts = shortcut
-    deferred: list[int] = []  # sites left pending after each minute's pass
-    events: list[list] = []  # the events so far after each minute's pass
     with psycopg.connect(dsn, autocommit=True) as conn:
         ids = {(d, ch): sid for sid, d, ch in conn.execute(
             "SELECT id, device_id, channel FROM streams")}  # fmt: skip
@@ -211,13 +204,7 @@ def _run_passes(
                         streams[sid] = (when, when)
             # the loggers were just heard from: the offline rule runs, quiet
             conn.execute("UPDATE devices SET last_seen = now()")
-            batch = CommittedBatch(streams, frozenset(SITES), len(streams), when)
-            engine.process([batch], backlog=backlog)
-            if backlog:
-                deferred.append(engine.pending)
-                events.append(_events(conn))
-        while engine.pending:  # the quiet work left
-            engine.process([], backlog=True)
+            engine.process([CommittedBatch(streams, frozenset(SITES), len(streams), when)])
         states = {
             (s, r, sub): (tr, a is not None)
             for s, r, sub, tr, a in conn.execute(
@@ -238,16 +225,7 @@ def _run_passes(
             "TRUNCATE readings, alerts, alert_events, alert_rule_state, webhook_deliveries"
         )
     engine.stop()
-    if backlog:
-        return states, alerts, taken, deferred, events
     return states, alerts, taken
-
-
-def _events(conn: psycopg.Connection) -> list:
-    return conn.execute(
-        "SELECT a.site_id, a.rule, a.subject, e.kind, e.level, e.data_time, e.late "
-        "FROM alert_events e JOIN alerts a ON a.id = e.alert_id ORDER BY 1, 2, 3, 6, e.id"
-    ).fetchall()
 
 
 def test_passes_with_the_shortcut_write_what_full_evaluation_writes(db, monkeypatch):
@@ -359,29 +337,3 @@ def test_a_state_written_by_another_is_evaluated_again_not_overwritten(db):
     assert stage["down_since_s"] == t0 + 60  # and hears the quiet minute
     assert states == reference
     assert alerts == ref_alerts
-
-
-# ------------------------------------- the hot lane: sites that may change a level first
-def test_the_hot_lane_defers_only_quiet_sites_and_changes_nothing(db, monkeypatch):
-    """Every pass of the engine's loop with the hot lane (a slice of 2 sites: the quiet ones
-    wait, a few per pass): each minute's events are all there after that minute's pass,
-    exactly as a full evaluation of everything raises them, and the states and alerts at
-    the end are the same."""
-    from ingest.alerting import engine as engine_module
-
-    spec = {"sites": [
-        {"id": s, "kind": "rain_gauge" if s == "rainy" else "check_dam", "name": s,
-         "params": dict(DAM.params),
-         "devices": [{"id": s, "channels": ["stage_m", "rain_mm", "turbidity_ntu",
-                                           "battery_v"]}]} for s in SITES]}  # fmt: skip
-    with psycopg.connect(db, autocommit=True) as conn:
-        load_registry(conn, RegistryFile.model_validate(spec))
-    t0 = float(int(time.time() // 60 * 60)) - 56 * 60
-    monkeypatch.setattr(engine_module, "_SLICE", 2)
-    full_states, full_alerts, _, _, full_events = _run_passes(db, False, monkeypatch, t0, True)
-    states, alerts, taken, deferred, events = _run_passes(db, True, monkeypatch, t0, True)
-    assert max(deferred) > 0 and taken > 300  # quiet sites waited; the shortcut did most
-    assert events == full_events  # minute by minute: no event waited behind the quiet ones
-    assert any(len(e) for e in events)
-    assert states == full_states
-    assert alerts == full_alerts
