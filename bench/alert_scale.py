@@ -37,7 +37,9 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import queue
+import signal
 import sys
 import tempfile
 import threading
@@ -57,6 +59,7 @@ ROOT = "bench/v1"
 CHANNELS = ("stage_m", "rain_mm", "turbidity_ntu", "battery_v")
 PERIOD_S = 60.0  # storm mode: one message a minute per site
 LADDER = (1000, 10000, 58000)
+STALL_AT_S = 15.0  # --stall-s: the engine's process is stopped this far into the measured part
 # stages [m]: dam crest 7.0, spillway crest 5.0 (the stage rule's blue at 4.2);
 # a probe's stage rule is yellow at 0.5 m below the dam crest (6.5)
 PROBE_OPEN, PROBE_CLOSE, LOAD_STAGE = 6.8, 3.0, 2.0
@@ -237,7 +240,8 @@ def api_and_sse(settings_data: dict, port: int, key: str, out: mp.Queue) -> None
 
 # ------------------------------------------------------------------------- run
 def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: int,
-        grace_s: float, with_qc: bool, profile: str | None = None) -> dict:  # fmt: skip
+        grace_s: float, with_qc: bool, profile: str | None = None,
+        stall_s: float = 0.0) -> dict:  # fmt: skip
     """One storm-mode run at ``n`` sites; the figures as a dict."""
     from ingest import qc
     from ingest.alerting import attach
@@ -329,11 +333,19 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         written0 = busy0 = None
         t_measure = t_start + warmup_s
         deadline = None
+        stalled = None  # --stall-s: True while the engine's process is stopped
         hard_stop = time.monotonic() + (t_start - time.time()) + warmup_s + measure_s + 300
         while True:
             now = time.time()
             if time.monotonic() > hard_stop:
                 raise RuntimeError("the publisher did not finish; see its output")
+            if stall_s and stalled is None and now >= t_measure + STALL_AT_S:
+                os.kill(engine._proc.pid, signal.SIGSTOP)  # a stall: the engine is frozen
+                stalled = True
+                print(f"{n} sites: engine stopped for {stall_s:.0f} s", flush=True)
+            if stalled and now >= t_measure + STALL_AT_S + stall_s:
+                os.kill(engine._proc.pid, signal.SIGCONT)
+                stalled = False
             if written0 is None and now >= t_measure:
                 written0 = consumer.metrics.snapshot().get("readings_written", 0)
                 busy0 = busy_now()
@@ -384,6 +396,21 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         t1 = received.get(k)
         if t1 is not None:
             lat.append((t1 - t0) * 1000)
+    # per measured minute (by the probe's data time): arrived, p50, p99 [ms]
+    by_minute: dict[int, list[float | None]] = {}
+    for k, t0 in published.items():
+        t1 = received.get(k)
+        minute = max(0, int((k[2] - round(t_measure * 1000)) // (PERIOD_S * 1000)))
+        by_minute.setdefault(minute, []).append(None if t1 is None else (t1 - t0) * 1000)
+    minutes_figures = [
+        (
+            len(xs),
+            len(got := [x for x in xs if x is not None]),
+            percentile(got, 50),
+            percentile(got, 99),
+        )
+        for _, xs in sorted(by_minute.items())
+    ]
     unmatched = len(set(received) - set(published))
     negative = sum(x < 0 for x in lat)
     seconds = max(m1 - m0, 1e-9)
@@ -406,6 +433,7 @@ def run(n: int, *, minutes: float, probes_n: int, warmup_s: float, history_min: 
         "backlog_engine": backlog[1],
         "publisher_behind_s": behind_max,
         "history_readings": history,
+        "by_minute": minutes_figures,
         "setup_s": setup_s,
     }
 
@@ -426,6 +454,11 @@ def report(r: dict) -> None:
         f"missed={r['missed']} (late-marked {r['late_events']}, unmatched {r['unmatched']})",
         flush=True,
     )
+    for i, (n, got, p50, p99) in enumerate(r["by_minute"]):
+        print(
+            f"        measured minute {i + 1}: {got}/{n} arrived, p50={p50:.0f} ms p99={p99:.0f} ms",
+            flush=True,
+        )
     if r["negative"]:  # cannot happen with matching by data time; say so loudly if it does
         print(f"        ERROR: {r['negative']} negative latencies", flush=True)
 
@@ -441,6 +474,12 @@ def main() -> None:
     ap.add_argument("--history-min", type=int, default=30, help="history written first [min]")
     ap.add_argument("--grace-s", type=float, default=30.0, help="wait for events after [s]")
     ap.add_argument("--no-qc", action="store_true", help="without the QC re-evaluation")
+    ap.add_argument(
+        "--stall-s",
+        type=float,
+        default=0.0,
+        help=f"stop the engine's process this long, {STALL_AT_S:.0f} s into the measured part [s]",
+    )
     ap.add_argument(
         "--profile", help="a pyinstrument profile of the consumer thread: PREFIX-N-consumer.*"
     )
@@ -458,6 +497,7 @@ def main() -> None:
             history_min=args.history_min,
             grace_s=args.grace_s,
             with_qc=not args.no_qc,
+            stall_s=args.stall_s,
             profile=args.profile,
         )
         report(r)

@@ -47,9 +47,10 @@ open alert no longer says anything about now: it is resolved with
 next readings. The periodic check does this without new data (e.g. after a
 restart); new readings after such a gap do it before they are evaluated.
 
-A periodic check (every ``alert_check_interval_s``) evaluates the offline
-rule and the staleness of open alerts with no new data; a batch from a device
-clears its offline alert at once.
+A periodic check (every ``alert_check_interval_s``, on a thread and connection of
+its own so passes never wait for it) evaluates the offline rule and the
+staleness of open alerts with no new data; a batch from a device clears its
+offline alert at once.
 """
 
 from __future__ import annotations
@@ -89,6 +90,18 @@ _TRACKER_FIELDS = frozenset(_FRESH)
 _MIN_CHUNK = 20  # sites: a pass is split over the threads in chunks of at least this many
 _MAX_CHUNK = 1000  # sites in one transaction of a pass
 _MAX_SETTLED = 2_000_000  # rule states remembered as settled (~0.5 KB each); then forgotten
+
+
+def connect(dsn: str) -> psycopg.Connection:
+    """A connection for the engine's statements: autocommit, and no JIT compilation.
+
+    The passes' statements are many short index scans whose estimated cost (a site list
+    of a thousand, streams read before they were analyzed) passes ``jit_above_cost``:
+    PostgreSQL then compiled each execution, ~100 ms for a 5 ms read of a chunk's
+    primary streams, which was the largest part of a pass at 58,000 dams."""
+    conn = psycopg.connect(dsn, autocommit=True, connect_timeout=5)
+    conn.execute("SET jit = off")
+    return conn
 
 
 def _settled(tracker: dict | None, alert_id: int | None) -> bool:
@@ -202,6 +215,7 @@ class AlertEngine:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._periodic: threading.Thread | None = None  # the periodic checks' thread
         self._conn: psycopg.Connection | None = None
         self.batches = 0
         self.events = 0
@@ -249,22 +263,33 @@ class AlertEngine:
             conn.close()
 
     def _run(self) -> None:
-        interval = self.settings.alert_check_interval_s
-        # staleness is a matter of hours: a tenth of the limit, at most every 5 min
-        stale_interval = max(interval, min(self._stale_s / 10, 300.0))
-        next_check = next_stale = started = time.monotonic()
+        # the periodic checks run on a thread and connection of their own: at plateau scale
+        # the offline check over every logger takes seconds, and passes must not wait for it
+        done = threading.Event()
+        periodic = threading.Thread(
+            target=self._run_periodic, args=(done,), name="swc-alerts-periodic", daemon=True
+        )
+        self._periodic = periodic
+        periodic.start()
+        try:
+            self._run_passes()
+        finally:
+            done.set()
+            periodic.join(30.0)
+
+    def _run_passes(self) -> None:
         # None queued: stop once what was queued before it is evaluated (stop() sets
         # _stop first and so stops at once; the engine's process drains)
         ending = False
         while not self._stop.is_set() and not ending:
-            timeout = max(0.0, next_check - time.monotonic())
             try:
-                first = self._queue.get(timeout=timeout)
+                first = self._queue.get(timeout=1.0)
                 ending = first is None
             except queue.Empty:
-                first = None
+                continue
             if self._stop.is_set():
                 break
+            # the whole queue: a backlog collapses into one pass
             items = [first] if first is not None else []
             while not ending:
                 try:
@@ -275,9 +300,29 @@ class AlertEngine:
                     ending = True
                 else:
                     items.append(item)
+            if not items:
+                continue
             try:
-                if items:
-                    self.process(items)
+                self.process(items)
+            except psycopg.Error as exc:
+                log.warning("alert evaluation failed, retrying: %s", str(exc).strip()[:300])
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
+                for item in items:  # evaluate them again (the tracker state was rolled back)
+                    self._queue.put(item)
+                self._stop.wait(1.0)
+            except Exception:
+                log.exception("alert evaluation failed; batch skipped")
+
+    def _run_periodic(self, done: threading.Event) -> None:
+        """The offline check every ``alert_check_interval_s`` and the staleness check."""
+        interval = self.settings.alert_check_interval_s
+        # staleness is a matter of hours: a tenth of the limit, at most every 5 min
+        stale_interval = max(interval, min(self._stale_s / 10, 300.0))
+        next_check = next_stale = started = time.monotonic()
+        while not self._stop.is_set() and not done.is_set():
+            try:
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + interval
                     self.check_offline()
@@ -285,21 +330,30 @@ class AlertEngine:
                     self.check_stale(full=next_stale == started)
                     next_stale = time.monotonic() + stale_interval
             except psycopg.Error as exc:
-                log.warning("alert evaluation failed, retrying: %s", str(exc).strip()[:300])
-                if self._conn is not None:
-                    self._conn.close()
-                    self._conn = None
-                if items:  # evaluate them again (the tracker state was rolled back)
-                    for item in items:
-                        self._queue.put(item)
-                self._stop.wait(1.0)
+                log.warning("periodic alert check failed, retrying: %s", str(exc).strip()[:300])
+                conn = getattr(self._local, "conn", None)
+                if conn is not None:
+                    conn.close()
+                self._local.conn = None
+                done.wait(1.0)
             except Exception:
-                log.exception("alert evaluation failed; batch skipped")
+                log.exception("periodic alert check failed")
+            done.wait(max(0.0, min(next_check, next_stale) - time.monotonic()))
 
     def _connection(self) -> psycopg.Connection:
+        """The calling thread's connection: the engine's own, or the periodic checks'."""
+        if threading.current_thread() is self._periodic:
+            return self._thread_connection()
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            self._conn = connect(self.dsn)
         return self._conn
+
+    def _thread_connection(self) -> psycopg.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None or conn.closed or conn.broken:
+            conn = self._local.conn = connect(self.dsn)
+            self._conns.append(conn)
+        return conn
 
     # --- evaluation ----------------------------------------------------------------
     def process(self, batches: list) -> int:
@@ -355,11 +409,7 @@ class AlertEngine:
         return self._pool
 
     def _evaluate_chunk_pooled(self, sites, *work) -> int:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = self._local.conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
-            self._conns.append(conn)
-        return self._evaluate_chunk(conn, sites, *work)
+        return self._evaluate_chunk(self._thread_connection(), sites, *work)
 
     # --- a pass over many sites: set-based reads and writes -------------------------
     def _evaluate_chunk(
