@@ -298,6 +298,18 @@ def test_swc_ingest_refuses_workers_on_a_broker_that_drops_shared_subscriptions(
     assert "worker started" not in result.output
 
 
+def _acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """The broker acknowledged the message (PUBACK).
+
+    A QoS 1 message published while the client is disconnected is kept and sent on
+    reconnection, but its ``rc`` stays ``MQTT_ERR_NO_CONN``, so paho's
+    ``is_published()`` raises for it even after its PUBACK (paho-mqtt 2.2): whether a
+    run publishes into that window depends on timing. Its PUBACK still marks it."""
+    if info.rc == mqtt.MQTT_ERR_NO_CONN:
+        return info._published
+    return info.is_published()
+
+
 def test_a_publisher_that_keeps_publishing_through_a_broker_restart_loses_nothing(
     tmp_path, db, topic_root, start_consumer
 ):
@@ -336,7 +348,7 @@ def test_a_publisher_that_keeps_publishing_through_a_broker_restart_loses_nothin
         publisher.join(120)
         assert not publisher.is_alive()
         assert len(infos) == n
-        unacked = lambda: sum(not i.is_published() for i in infos)  # noqa: E731
+        unacked = lambda: sum(not _acknowledged(i) for i in infos)  # noqa: E731
         wait_for(lambda: unacked() == 0, 120, what="every PUBACK")
         client.disconnect()
         client.loop_stop()
