@@ -782,11 +782,28 @@ class AlertEngine:
                 rctx = ctx
                 if rule.context:
                     if extras is None:  # other sites' data, read once per site evaluation
-                        until = spans[sid][1].timestamp()
+                        until = self._newest(conn, sid, spans[sid], now)
                         extras = self._site_context.extras(conn, site_id, until)
                     rctx = dataclasses.replace(ctx, extras=extras)
                 n += self._evaluate_rule(conn, site_id, rule, subject, sid, cfg, rctx, spans, now)
         return n
+
+    def _newest(
+        self, conn: psycopg.Connection, sid: int, span: tuple[datetime, datetime], now: float
+    ) -> float:
+        """The newest reading of ``sid`` the rules will see [s]: the batch's newest, or a
+        later one already stored (up to the arrival horizon). A rule is fed every stored
+        reading after its clock, not only the batch's, so the other sites' data it needs
+        (rain, the dams upstream) must reach as far: a drill published faster than real
+        time, or a logger's backlog, stores hours of stage before the engine gets to them,
+        and forecasts made with the rain cut at the batch's end saw the rain stop there."""
+        horizon = _ts(now + self.settings.future_tolerance_s)
+        row = conn.execute(
+            "SELECT max(time) FROM readings WHERE stream_id = %s AND time <= %s",
+            (sid, horizon),
+        ).fetchone()
+        newest = row[0] if row and row[0] is not None else span[1]
+        return max(span[1], newest).timestamp()
 
     @staticmethod
     def _tasks(
